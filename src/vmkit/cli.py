@@ -1,0 +1,517 @@
+"""The `vmkit` command: thin — parse, call the library, render. Exit codes: 0, 1, 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from vmkit import __version__
+from vmkit.errors import InvalidInput, VmkitError
+
+READ_HELP = "Print JSON for scripts."
+
+
+def _fail(exc: VmkitError) -> NoReturn:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _host() -> Any:
+    from vmkit.machine import Host
+
+    return Host()
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(fmt.format(*r).rstrip() for r in [headers, *rows])
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except VmkitError as exc:
+            _fail(exc)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vmkit")
+def main() -> None:
+    """Create, start, wait for, stop and delete real virtual machines."""
+
+
+# ---- spec building ---------------------------------------------------------------------
+def _spec_options(f: Any) -> Any:
+    options = [
+        click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path), help="YAML/JSON spec."),
+        click.option("--cpus", type=str, help="Number of vCPUs (default 1)."),
+        click.option("--memory", "-m", type=str, help="Memory, e.g. 256M, 2GiB (default 256M)."),
+        click.option("--kernel", type=click.Path(path_type=Path), help="Kernel (PVH vmlinux or bzImage)."),
+        click.option("--initrd", type=click.Path(path_type=Path), help="Initramfs."),
+        click.option("--cmdline", type=str, help="Kernel command line."),
+        click.option("--disk", "disks", multiple=True, type=click.Path(path_type=Path), help="Disk image (repeatable; qcow2 detected)."),
+        click.option("--disk-ro", "disks_ro", multiple=True, type=click.Path(path_type=Path), help="Read-only disk image."),
+        click.option("--net", type=click.Choice(["none", "user"]), help="Network: none (default) or user (NAT)."),
+        click.option("--rng/--no-rng", default=None, help="virtio-rng device (default on)."),
+        click.option("--balloon/--no-balloon", default=None, help="virtio-balloon device."),
+        click.option("--marker", type=str, help="Readiness marker (default VMKIT_READY)."),
+        click.option("--timeout", "ready_timeout", type=float, help="Seconds to wait for readiness (default 120)."),
+        click.option("--driver", type=click.Choice(["auto", "qemu", "cloud-hypervisor", "vfkit", "krunkit"])),
+        click.option("--accel", type=click.Choice(["auto", "kvm", "hvf", "tcg"]), help="Accelerator (auto: kvm if usable, else tcg)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _build_spec(name: str | None, o: dict[str, Any]) -> Any:
+    from vmkit import spec as specmod
+
+    over: dict[str, Any] = {}
+    if name is not None:
+        over["name"] = name
+    for key, field in (("cpus", "cpus"), ("memory", "memory"), ("driver", "driver"), ("accel", "accelerator")):
+        if o.get(key) is not None:
+            over[field] = o[key]
+    if o.get("rng") is not None:
+        over["rng"] = o["rng"]
+    if o.get("balloon") is not None:
+        over["balloon"] = o["balloon"]
+    if o.get("net") is not None:
+        over["networks"] = [] if o["net"] == "none" else [{"mode": o["net"]}]
+    if o.get("disks") or o.get("disks_ro"):
+        over["disks"] = [_disk(p, False) for p in o.get("disks", ())] + [
+            _disk(p, True) for p in o.get("disks_ro", ())
+        ]
+    readiness = {}
+    if o.get("marker") is not None:
+        readiness["marker"] = o["marker"]
+    if o.get("ready_timeout") is not None:
+        readiness["timeout"] = o["ready_timeout"]
+    boot_flags = {k: o[k] for k in ("kernel", "initrd", "cmdline") if o.get(k) is not None}
+    if o.get("spec_file") is not None:
+        path: Path = o["spec_file"]
+        if readiness:
+            over["readiness"] = readiness
+        if boot_flags:
+            raise InvalidInput("give the kernel, initrd and cmdline in the spec file, not as flags, with -f")
+        return specmod.load_spec_file(path, over)
+    if readiness:
+        over["readiness"] = readiness
+    if "name" not in over:
+        raise InvalidInput("a VM name is required (or a spec file with -f)")
+    if "kernel" in boot_flags:
+        over["boot"] = {"kind": "linux", **{k: str(v) for k, v in boot_flags.items()}}
+    else:
+        over["boot"] = _tiny_guest_boot(over, boot_flags)
+    return specmod.spec_from_dict(over, base_dir=Path.cwd())
+
+
+def _disk(path: Path, readonly: bool) -> dict[str, Any]:
+    from vmkit.spec import QCOW2_MAGIC
+
+    fmt = "raw"
+    try:
+        with path.open("rb") as f:
+            fmt = "qcow2" if f.read(4) == QCOW2_MAGIC else "raw"
+    except OSError:
+        pass  # reported as a missing file by the spec check
+    return {"path": str(path), "readonly": readonly, "format": fmt}
+
+
+def _tiny_guest_boot(over: dict[str, Any], boot_flags: dict[str, Any]) -> dict[str, Any]:
+    from vmkit.guest.build import find_built
+
+    guest = find_built()
+    if guest is None:
+        raise InvalidInput(
+            "no --kernel given and the tiny guest is not built yet: run `vmkit guest build` "
+            "(or pass --kernel/--initrd, or -f spec.yaml)"
+        )
+    cmdline = boot_flags.get("cmdline") or "console=ttyS0 quiet"
+    if over.get("networks"):
+        cmdline += " vmkit.dhcp=1"
+    marker = over.get("readiness", {}).get("marker")
+    if marker:
+        cmdline += f" vmkit.marker={marker}"
+    return {
+        "kind": "linux",
+        "kernel": str(guest.kernel),
+        "initrd": str(boot_flags.get("initrd") or guest.initrd),
+        "cmdline": cmdline,
+    }
+
+
+# ---- lifecycle -------------------------------------------------------------------------
+@main.command()
+@click.argument("name", required=False)
+@_spec_options
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def create(name: str | None, as_json: bool, **o: Any) -> None:
+    """Record a new VM (nothing runs yet)."""
+    spec = _build_spec(name, o)
+    machine = _host().create(spec)
+    if as_json:
+        _echo_json(machine.inspect())
+    else:
+        click.echo(f"created {machine.name} (driver {machine.driver_name})")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--dry-run", is_flag=True, help="Print the exact hypervisor argv; run nothing.")
+@click.option("--wait/--no-wait", "wait_ready", default=False, help="Wait until the guest is ready.")
+@click.option("--timeout", type=float, help="Readiness timeout in seconds (with --wait).")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def start(name: str, dry_run: bool, wait_ready: bool, timeout: float | None, as_json: bool) -> None:
+    """Start a created or stopped VM (detached: it outlives this command)."""
+    machine = _host().get(name)
+    if dry_run:
+        plan = machine.plan()
+        if as_json:
+            _echo_json(plan.to_json())
+        else:
+            import shlex
+
+            click.echo(shlex.join(plan.argv))
+        return
+    t0 = time.monotonic()
+    machine.start()
+    if wait_ready:
+        _report_ready(machine.wait_ready(timeout), time.monotonic() - t0, as_json)
+    elif as_json:
+        _echo_json(machine.status().to_json())
+    else:
+        click.echo(f"started {name} (pid {machine.status().pid}); `vmkit wait {name}` for readiness")
+
+
+def _report_ready(status: Any, seconds: float, as_json: bool) -> None:
+    if as_json:
+        _echo_json({**status.to_json(), "seconds_to_ready": round(seconds, 3)})
+    else:
+        click.echo(f"{status.name} is READY in {seconds:.2f}s (ip {status.ip or '-'}, pid {status.pid})")
+
+
+@main.command()
+@click.argument("name", required=False)
+@_spec_options
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def run(name: str | None, as_json: bool, **o: Any) -> None:
+    """Create, start and wait for readiness in one step.
+
+    With no --kernel and no -f, boots the tiny guest (`vmkit guest build`).
+    """
+    t0 = time.monotonic()
+    spec = _build_spec(name, o)
+    status = _host().run(spec)
+    _report_ready(status, time.monotonic() - t0, as_json)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--timeout", type=float, help="Seconds (default: the spec's readiness timeout).")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def wait(name: str, timeout: float | None, as_json: bool) -> None:
+    """Wait until the guest prints its readiness line."""
+    t0 = time.monotonic()
+    status = _host().get(name).wait_ready(timeout)
+    _report_ready(status, time.monotonic() - t0, as_json)
+
+
+@main.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait after the ACPI power button before SIGTERM.")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def stop(names: tuple[str, ...], timeout: float, as_json: bool) -> None:
+    """Stop gracefully: ACPI power button, then SIGTERM, then SIGKILL."""
+    host = _host()
+    results = [host.get(n).stop(timeout) for n in names]
+    if as_json:
+        _echo_json([r.to_json() for r in results])
+    for r in results:
+        if not as_json:
+            how = {
+                "acpi": "guest powered off (ACPI power button)",
+                "sigterm": "VMM terminated with SIGTERM after the guest ignored the power button",
+                "sigkill": "VMM killed with SIGKILL (did not respond to SIGTERM)",
+                "already-stopped": "was not running",
+            }[r.step]
+            click.echo(f"{r.name}: {how} in {r.seconds:.2f}s")
+
+
+@main.command()
+@click.argument("names", nargs=-1, required=True)
+def kill(names: tuple[str, ...]) -> None:
+    """Kill the VMM at once (SIGKILL)."""
+    host = _host()
+    for n in names:
+        r = host.get(n).kill()
+        click.echo(f"{n}: {'killed' if r.step == 'sigkill' else 'was not running'}")
+
+
+@main.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", "-f", is_flag=True, help="Kill a running VM first.")
+def rm(names: tuple[str, ...], force: bool) -> None:
+    """Delete VMs and every file they own."""
+    host = _host()
+    for n in names:
+        host.get(n).delete(force=force)
+        click.echo(f"removed {n}")
+
+
+# ---- read commands ---------------------------------------------------------------------
+@main.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def ls(as_json: bool) -> None:
+    """List VMs with their real state."""
+    host = _host()
+    items = []
+    for m in host.machines():
+        spec = m.record["spec"]
+        st = m.status()
+        items.append((m, spec, st))
+    if as_json:
+        _echo_json(
+            [
+                {**st.to_json(), "cpus": spec["cpus"], "memory": spec["memory"]}
+                for _, spec, st in items
+            ]
+        )
+        return
+    from vmkit.units import format_size
+
+    rows = [
+        [
+            st.name,
+            st.state,
+            st.driver,
+            str(spec["cpus"]),
+            format_size(int(spec["memory"])),
+            st.ip or "-",
+            str(st.pid or "-"),
+        ]
+        for _, spec, st in items
+    ]
+    click.echo(_table(rows, ["NAME", "STATE", "DRIVER", "CPUS", "MEMORY", "IP", "PID"]))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def inspect(name: str, as_json: bool) -> None:
+    """Show a VM's spec, runtime record and derived status."""
+    data = _host().get(name).inspect()
+    if as_json:
+        _echo_json(data)
+        return
+    st = data["status"]
+    click.echo(f"name:    {data['name']}\ndriver:  {data['driver']}\nstate:   {st['state']}")
+    for key in ("pid", "ip", "accelerator", "reason", "hint"):
+        if st.get(key) is not None:
+            click.echo(f"{key + ':':<13}{st[key]}")
+    click.echo(f"dir:     {data['paths']['dir']}")
+    for label, key in (("vmm.log", "vmm_log_tail"), ("serial.log", "serial_log_tail")):
+        if st.get(key):
+            click.echo(f"--- last lines of {label} ---")
+            click.echo("\n".join(st[key]))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--vmm", is_flag=True, help="The hypervisor's log instead of the serial console.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the VM stops.")
+@click.option("-n", "--lines", type=int, default=None, help="Only the last N lines.")
+def logs(name: str, vmm: bool, follow: bool, lines: int | None) -> None:
+    """Print the serial console log (or the VMM's log with --vmm)."""
+    machine = _host().get(name)
+    path = machine.vmm_log if vmm else machine.serial_log
+    out = sys.stdout.buffer
+    offset = 0
+    if path.exists():
+        if lines is not None:
+            from vmkit.readiness import tail_lines
+
+            out.write(("\n".join(tail_lines(path, lines)) + "\n").encode())
+            offset = path.stat().st_size
+        else:
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    out.write(chunk)
+                offset = f.tell()
+    out.flush()
+    last_check = time.monotonic()
+    while follow:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size < offset:
+            offset = 0
+        if size > offset:
+            with path.open("rb") as f:
+                f.seek(offset)
+                data = f.read(size - offset)
+            offset += len(data)
+            out.write(data)
+            out.flush()
+        if time.monotonic() - last_check > 1.0:
+            last_check = time.monotonic()
+            if not machine.status().alive:
+                break
+        time.sleep(0.1)
+
+
+@main.command()
+@click.argument("name")
+def console(name: str) -> None:
+    """Attach to the serial console (detach with Ctrl-])."""
+    from vmkit.console import attach
+
+    machine = _host().get(name)
+    st = machine.status()
+    if not st.alive:
+        raise InvalidInput(f"VM {name!r} is {st.state}; start it first")
+    sock = machine.runtime().get("sockets", {}).get("console")
+    if not sock:
+        raise VmkitError(f"VM {name!r} has no console socket")
+    if sys.stdin.isatty():
+        click.echo(f"attached to {name}'s console; detach with Ctrl-]", err=True)
+    try:
+        attach(Path(sock))
+    except (ConnectionRefusedError, FileNotFoundError):
+        raise VmkitError(f"cannot connect to {name}'s console at {sock}") from None
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def gc(as_json: bool) -> None:
+    """Clean up after VMMs that are gone: stale sockets, cut-off creates/deletes."""
+    report = _host().gc()
+    if as_json:
+        _echo_json(report.to_json())
+        return
+    for d in report.removed_dirs:
+        click.echo(f"removed leftover {d}")
+    for p in report.killed_pids:
+        click.echo(f"killed orphaned VMM pid {p}")
+    for s in report.removed_sockets:
+        click.echo(f"removed stale socket {s}")
+    for n in report.finalized:
+        click.echo(f"cleaned up after {n}")
+    if not any(report.to_json().values()):
+        click.echo("nothing to clean")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def doctor(as_json: bool) -> None:
+    """What this host can run, and what to install or change."""
+    import shutil
+
+    from vmkit import hostinfo
+    from vmkit.guest.build import find_built
+    from vmkit.paths import data_home, runtime_dir
+
+    kvm = hostinfo.kvm_state()
+    qemu = shutil.which(f"qemu-system-{hostinfo.machine_arch()}")
+    guest = find_built()
+    facts: dict[str, Any] = {
+        "vmkit": __version__,
+        "arch": hostinfo.machine_arch(),
+        "kvm_usable": kvm.usable,
+        "kvm": kvm.reason,
+        "kvm_pvm": hostinfo.kvm_pvm_loaded(),
+        "accelerator_auto": hostinfo.resolve_accelerator("auto"),
+        "qemu": qemu,
+        "cloud_hypervisor": shutil.which("cloud-hypervisor"),
+        "vfkit": shutil.which("vfkit"),
+        "data_home": str(data_home()),
+        "runtime_dir": str(runtime_dir()),
+        "tiny_guest": str(guest.dir) if guest else None,
+    }
+    if as_json:
+        _echo_json(facts)
+        return
+    for key, value in facts.items():
+        click.echo(f"{key + ':':<18}{value if value is not None else '(not found)'}")
+    if not qemu:
+        click.echo("fix: install QEMU (Debian/Ubuntu: apt-get install qemu-system-x86)")
+    if not guest:
+        click.echo("fix: build the tiny guest with `vmkit guest build`")
+
+
+@main.group()
+def guest() -> None:
+    """The tiny test/demo guest (Debian kernel + busybox initramfs)."""
+
+
+@guest.command(name="build")
+@click.option("--force", is_flag=True, help="Rebuild even if cached.")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def guest_build(force: bool, as_json: bool) -> None:
+    """Build (or reuse) the tiny guest from Debian packages."""
+    from vmkit.guest.build import build
+
+    t0 = time.monotonic()
+    img = build(force=force, progress=(lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True)))
+    if as_json:
+        _echo_json({"dir": str(img.dir), "kernel": str(img.kernel), "initrd": str(img.initrd), **img.manifest})
+    else:
+        click.echo(f"tiny guest ready in {time.monotonic() - t0:.1f}s: kernel {img.kernel}, initrd {img.initrd}")
+
+
+@guest.command(name="path")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def guest_path(as_json: bool) -> None:
+    """Where the built tiny guest is."""
+    from vmkit.guest.build import find_built
+
+    img = find_built()
+    if img is None:
+        raise InvalidInput("the tiny guest is not built: run `vmkit guest build`")
+    if as_json:
+        _echo_json({"dir": str(img.dir), "kernel": str(img.kernel), "bzimage": str(img.bzimage), "initrd": str(img.initrd)})
+    else:
+        click.echo(str(img.dir))
+
+
+@main.group(name="spec")
+def spec_group() -> None:
+    """Machine spec helpers."""
+
+
+@spec_group.command(name="schema")
+def spec_schema() -> None:
+    """Print the MachineSpec JSON schema."""
+    from vmkit.spec import MachineSpec
+
+    _echo_json(MachineSpec.model_json_schema())
+
+
+@spec_group.command(name="validate")
+@click.argument("file", type=click.Path(path_type=Path))
+def spec_validate(file: Path) -> None:
+    """Check a spec file (fields and referenced files)."""
+    from vmkit.spec import load_spec_file
+
+    spec = load_spec_file(file)
+    click.echo(f"{file}: valid ({spec.name})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""VMM drivers and driver selection."""
+
+from __future__ import annotations
+
+import shutil
+
+from vmkit.drivers.base import Driver
+from vmkit.errors import NotSupported
+from vmkit.hostinfo import is_macos, kvm_state
+
+# Drivers that exist in this version. cloud-hypervisor and vfkit/krunkit are planned.
+PLANNED = {
+    "cloud-hypervisor": "the Cloud Hypervisor driver is not implemented yet; use driver: qemu",
+    "vfkit": "the vfkit driver is not implemented yet; on macOS use driver: qemu with hvf",
+    "krunkit": "the krunkit driver is not implemented yet",
+}
+
+
+def get_driver(name: str) -> Driver:
+    if name == "qemu":
+        from vmkit.drivers.qemu import QemuDriver
+
+        return QemuDriver()
+    if name in PLANNED:
+        raise NotSupported(PLANNED[name])
+    raise NotSupported(f"unknown driver {name!r}")
+
+
+def resolve_driver_name(requested: str) -> str:
+    """`auto`: Cloud Hypervisor when installed and KVM works, vfkit on macOS, else QEMU.
+
+    Only implemented drivers are picked, so today `auto` means QEMU.
+    """
+    if requested != "auto":
+        return requested
+    if is_macos() and shutil.which("vfkit") and "vfkit" not in PLANNED:
+        return "vfkit"
+    if shutil.which("cloud-hypervisor") and kvm_state().usable and "cloud-hypervisor" not in PLANNED:
+        return "cloud-hypervisor"
+    return "qemu"

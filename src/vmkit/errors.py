@@ -1,0 +1,48 @@
+"""vmkit's exceptions. Each carries the CLI exit code DESIGN.md assigns it."""
+
+from __future__ import annotations
+
+
+class VmkitError(Exception):
+    """An operation failed (exit code 1). The message says what to do."""
+
+    exit_code = 1
+
+
+class InvalidInput(VmkitError):
+    """Bad usage or bad input: invalid spec, unknown VM, busy name (exit code 2)."""
+
+    exit_code = 2
+
+
+class SpecError(InvalidInput):
+    """A MachineSpec field is invalid; `problems` lists (field, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        lines = [f"{field}: {msg}" if field else msg for field, msg in problems]
+        super().__init__("invalid machine spec:\n  " + "\n  ".join(lines))
+
+
+class NotFound(InvalidInput):
+    pass
+
+
+class NameInUse(InvalidInput):
+    pass
+
+
+class NotSupported(VmkitError):
+    """The driver cannot do this; said before touching the VM."""
+
+
+class VMStateError(VmkitError):
+    """The VM is in the wrong state for this operation (e.g. rm of a running VM)."""
+
+
+class ReadinessTimeout(VmkitError):
+    pass
+
+
+class VMFailed(VmkitError):
+    pass

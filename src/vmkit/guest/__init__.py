@@ -1,0 +1,1 @@
+"""The tiny test/demo guest: a Debian kernel plus a busybox initramfs."""

@@ -1,0 +1,288 @@
+"""Build the tiny guest (Debian kernel + busybox initramfs) from distro packages.
+
+No root-owned system install: `apt-get download` + `dpkg-deb -x` into a temp dir.
+Module dependencies come from each `.ko`'s `.modinfo` (no depmod on a fresh machine).
+The output is cached per kernel version and is byte-for-byte reproducible.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import lzma
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from vmkit.errors import VmkitError
+from vmkit.guest import cpio
+from vmkit.paths import cache_dir
+from vmkit.storage import elf, kernel
+
+# What the guest needs; their dependencies are added from .modinfo.
+WANTED_MODULES = (
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_console",
+    "virtio_rng",
+    "virtio_balloon",
+    "virtiofs",
+    "vmw_vsock_virtio_transport",
+    "ext4",
+    "isofs",
+    "button",
+    "evdev",
+)
+
+_ACPI_POWER_ACTION = b"#!/bin/sh\n# ACPI power button: ask init (pid 1) to power off cleanly.\nexec poweroff\n"
+_UDHCPC_SCRIPT = b"""#!/bin/sh
+case "$1" in
+    bound|renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        [ -n "$router" ] && ip route add default via "${router%% *}" dev "$interface"
+        ;;
+esac
+exit 0
+"""
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    """Paths of a built tiny guest."""
+
+    dir: Path
+    bzimage: Path
+    vmlinux: Path
+    initrd: Path
+    manifest: dict[str, object]
+
+    @property
+    def kernel(self) -> Path:
+        """The kernel vmkit boots by default: the PVH vmlinux on x86_64."""
+        return self.vmlinux if self.vmlinux.exists() else self.bzimage
+
+
+def debian_arch() -> str:
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        machine, machine
+    )
+
+
+def guest_root(base: Path | None = None) -> Path:
+    return (base or cache_dir()) / "guest"
+
+
+def find_built(base: Path | None = None) -> GuestImage | None:
+    """The most recently built guest in the cache, if any."""
+    root = guest_root(base)
+    if not root.is_dir():
+        return None
+    built = sorted(
+        (p for p in root.iterdir() if (p / "manifest.json").is_file()),
+        key=lambda p: (p / "manifest.json").stat().st_mtime,
+    )
+    return _load(built[-1]) if built else None
+
+
+def _load(d: Path) -> GuestImage:
+    manifest = json.loads((d / "manifest.json").read_text())
+    return GuestImage(d, d / "vmlinuz", d / "vmlinux", d / "initramfs.cpio.gz", manifest)
+
+
+def _need(tool: str) -> str:
+    found = shutil.which(tool)
+    if not found:
+        raise VmkitError(
+            f"`{tool}` not found: the tiny guest is built from Debian packages with apt-get and "
+            "dpkg-deb (Debian/Ubuntu only). Elsewhere, pass your own --kernel and --initrd."
+        )
+    return found
+
+
+def _run(argv: list[str], cwd: Path | None = None) -> str:
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise VmkitError(f"`{' '.join(argv)}` failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def kernel_package(arch: str) -> str:
+    """The versioned kernel package the `linux-image-<arch>` metapackage depends on."""
+    out = _run([_need("apt-cache"), "depends", f"linux-image-{arch}"])
+    for line in out.splitlines():
+        line = line.strip()
+        if re.match(r"Depends: linux-image-\d", line):
+            return line.split()[1]
+    raise VmkitError(f"cannot find the kernel package behind linux-image-{arch} (apt-cache depends)")
+
+
+def build(
+    *,
+    base: Path | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> GuestImage:
+    arch = debian_arch()
+    apt_get, dpkg_deb = _need("apt-get"), _need("dpkg-deb")
+    kpkg = kernel_package(arch)
+    root = guest_root(base)
+    out_dir = root / f"{kpkg.removeprefix('linux-image-')}-{arch}"
+    if out_dir.joinpath("manifest.json").is_file() and not force:
+        progress(f"already built: {out_dir}")
+        return _load(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp_s:
+        tmp = Path(tmp_s)
+        os.chmod(tmp, 0o755)  # apt's _apt user must be able to write downloads here
+        progress(f"downloading {kpkg} and busybox-static")
+        _run([apt_get, "download", "-q", kpkg, "busybox-static"], cwd=tmp)
+        debs = sorted(tmp.glob("*.deb"))
+        versions = {
+            _run([dpkg_deb, "-f", str(d), "Package"]).strip(): _run(
+                [dpkg_deb, "-f", str(d), "Version"]
+            ).strip()
+            for d in debs
+        }
+        tree = tmp / "tree"
+        for d in debs:
+            progress(f"unpacking {d.name}")
+            _run([dpkg_deb, "-x", str(d), str(tree)])
+        bzimage = next(iter(sorted((tree / "boot").glob("vmlinuz-*"))), None)
+        if bzimage is None:
+            raise VmkitError(f"{kpkg} holds no /boot/vmlinuz-*")
+        kver = bzimage.name.removeprefix("vmlinuz-")
+        mod_root = _modules_dir(tree, kver)
+        busybox = tree / "bin" / "busybox"
+        progress("resolving modules from .modinfo")
+        order = resolve_modules(mod_root, WANTED_MODULES)
+        progress(f"packing initramfs ({len(order)} modules)")
+        initrd = gzip.compress(build_initramfs(busybox.read_bytes(), mod_root, order), mtime=0)
+        stage = tmp / "out"
+        stage.mkdir()
+        shutil.copyfile(bzimage, stage / "vmlinuz")
+        (stage / "initramfs.cpio.gz").write_bytes(initrd)
+        if arch == "amd64":
+            progress("extracting the PVH vmlinux from the bzImage")
+            vmlinux = kernel.extract_vmlinux(bzimage.read_bytes())
+            if not kernel.has_pvh_note(vmlinux):
+                raise VmkitError("the extracted vmlinux has no PVH entry note (Xen type 0x12)")
+            (stage / "vmlinux").write_bytes(vmlinux)
+        manifest = {
+            "kernel_version": kver,
+            "arch": arch,
+            "packages": versions,
+            "modules": order,
+            "sha256": {
+                p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(stage.iterdir())
+            },
+        }
+        (stage / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        stage.rename(out_dir)
+    progress(f"built {out_dir}")
+    return _load(out_dir)
+
+
+def _modules_dir(tree: Path, kver: str) -> Path:
+    for cand in (tree / "lib" / "modules" / kver, tree / "usr" / "lib" / "modules" / kver):
+        if cand.is_dir():
+            return cand
+    raise VmkitError(f"no modules directory for kernel {kver} in the package")
+
+
+def _read_module(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.name.endswith(".ko.xz"):
+        return lzma.decompress(data)
+    if path.name.endswith(".ko.gz"):
+        return gzip.decompress(data)
+    return data
+
+
+def module_index(mod_root: Path) -> dict[str, Path]:
+    """Module name (dashes normalised to underscores) -> file."""
+    index: dict[str, Path] = {}
+    for path in sorted(mod_root.rglob("*.ko*")):
+        if path.name.endswith((".ko", ".ko.xz", ".ko.gz")):
+            index[path.name.split(".ko")[0].replace("-", "_")] = path
+    return index
+
+
+def resolve_modules(mod_root: Path, wanted: tuple[str, ...]) -> list[str]:
+    """Wanted modules plus their dependencies, dependencies first (paths relative to root).
+
+    Wanted modules absent from this kernel (built in, or renamed) are skipped.
+    """
+    index = module_index(mod_root)
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str, stack: tuple[str, ...]) -> None:
+        if name in seen or name not in index:
+            return
+        if name in stack:
+            raise VmkitError(f"module dependency cycle: {' -> '.join((*stack, name))}")
+        info = elf.modinfo(_read_module(index[name]))
+        for dep in ",".join(info.get("depends", [])).split(","):
+            if dep:
+                visit(dep.replace("-", "_"), (*stack, name))
+        seen.add(name)
+        order.append(str(index[name].relative_to(mod_root)).removesuffix(".xz").removesuffix(".gz"))
+
+    for name in wanted:
+        visit(name, ())
+    return order
+
+
+def build_initramfs(busybox: bytes, mod_root: Path, order: list[str]) -> bytes:
+    init = resources.files("vmkit.guest").joinpath("init.sh").read_bytes()
+    entries = [
+        cpio.directory(d)
+        for d in ("bin", "dev", "etc", "etc/acpi", "etc/acpi/PWRF", "lib", "lib/modules")
+        + ("proc", "sys", "tmp", "run", "root")
+    ]
+    entries += [
+        cpio.file("bin/busybox", busybox, 0o755),
+        cpio.symlink("bin/sh", "busybox"),
+        cpio.file("init", init, 0o755),
+        cpio.chardev("dev/console", 5, 1),
+        cpio.chardev("dev/null", 1, 3, 0o666),
+        cpio.file("etc/acpi/PWRF/00000080", _ACPI_POWER_ACTION, 0o755),
+        cpio.file("etc/udhcpc.script", _UDHCPC_SCRIPT, 0o755),
+        cpio.file("etc/modules.order", "".join(f"{m}\n" for m in order).encode()),
+        cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"),
+    ]
+    made_dirs: set[str] = set()
+    for rel in order:
+        parts = rel.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "lib/modules/" + "/".join(parts[:i])
+            if d not in made_dirs:
+                made_dirs.add(d)
+                entries.append(cpio.directory(d))
+        src = next(mod_root.glob(rel + "*"))
+        entries.append(cpio.file(f"lib/modules/{rel}", _read_module(src)))
+    return cpio.write(entries)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+__all__ = ["GuestImage", "build", "find_built"]

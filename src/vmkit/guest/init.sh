@@ -1,0 +1,70 @@
+#!/bin/sh
+# vmkit tiny guest /init. Reads options from the kernel command line word by word
+# (never evaluates them): vmkit.ip=ADDR/PREFIX vmkit.gw=ADDR vmkit.dhcp=1
+# vmkit.marker=WORD. Prints "<marker> <ip>|-" on every console once up.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /tmp /run
+mount -t devpts devpts /dev/pts
+hostname vmkit-guest
+
+while read -r mod; do
+    insmod "/lib/modules/$mod" 2>/dev/null
+done < /etc/modules.order
+
+ip_addr= gw= dhcp= marker=VMKIT_READY
+for word in $(cat /proc/cmdline); do
+    case "$word" in
+        vmkit.ip=*) ip_addr=${word#vmkit.ip=} ;;
+        vmkit.gw=*) gw=${word#vmkit.gw=} ;;
+        vmkit.dhcp=1) dhcp=1 ;;
+        vmkit.marker=*) marker=${word#vmkit.marker=} ;;
+    esac
+done
+
+ip link set lo up
+addr=-
+if [ -e /sys/class/net/eth0 ]; then
+    ip link set eth0 up
+    if [ -n "$ip_addr" ]; then
+        ip addr add "$ip_addr" dev eth0 && addr=${ip_addr%/*}
+        [ -n "$gw" ] && ip route add default via "$gw"
+    elif [ -n "$dhcp" ]; then
+        udhcpc -q -f -n -t 5 -i eth0 -s /etc/udhcpc.script >/dev/null 2>&1
+        addr=$(ip -4 -o addr show dev eth0 | awk '{split($4, a, "/"); print a[1]; exit}')
+        [ -n "$addr" ] || addr=-
+    fi
+fi
+
+poweroff_cleanly() {
+    echo "vmkit-guest: powering off" > /dev/console
+    sync
+    umount -a -r 2>/dev/null
+    poweroff -f
+}
+trap poweroff_cleanly TERM USR2
+
+# The ACPI power button arrives as an input event; acpid runs /etc/acpi/PWRF/00000080.
+acpid -c /etc/acpi -a /etc/acpid.conf -M /etc/acpi.map -l /dev/null 2>/dev/null
+
+said=
+for tty in /dev/ttyS0 /dev/hvc0 /dev/ttyAMA0; do
+    [ -c "$tty" ] && echo "$marker $addr" 2>/dev/null > "$tty" && said=1
+done
+[ -n "$said" ] || echo "$marker $addr" > /dev/console
+
+# An interactive shell on the serial console for `vmkit console`, respawned on exit.
+(
+    while :; do
+        setsid -c sh -l </dev/ttyS0 >/dev/ttyS0 2>&1
+        sleep 1
+    done
+) &
+
+while :; do
+    sleep 3600 &
+    wait $!
+done

@@ -1,0 +1,558 @@
+"""Machine and Host: the lifecycle API every front end (CLI, Python users) goes through.
+
+A VM's state is derived from reality each time it is asked for: the recorded VMM pid must
+exist with the recorded start time, and its control socket must answer. Stored facts
+(readiness seen, how it was stopped, why it exited) only refine that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vmkit import hostinfo
+from vmkit.drivers import get_driver, resolve_driver_name
+from vmkit.drivers.base import Driver, LaunchContext, LaunchPlan
+from vmkit.errors import (
+    InvalidInput,
+    NotFound,
+    ReadinessTimeout,
+    SpecError,
+    VMFailed,
+    VMStateError,
+)
+from vmkit.process import ProcessRef, describe_exit, reap_child, spawn_detached
+from vmkit.readiness import ReadinessFollower, tail_lines
+from vmkit.spec import MachineSpec, missing_files, spec_from_dict
+from vmkit.store import LockBusy, Store
+
+ALIVE_STATES = ("starting", "running", "ready", "paused", "stopping", "unresponsive")
+CONTROL_WAIT = 30.0  # seconds for a new VMM's control socket to answer
+TAIL = 20
+
+
+@dataclass
+class Status:
+    name: str
+    state: str
+    driver: str
+    pid: int | None = None
+    ip: str | None = None
+    accelerator: str | None = None
+    started_at: float | None = None
+    ready_at: float | None = None
+    reason: str | None = None
+    hint: str | None = None
+    vmm_log_tail: list[str] = field(default_factory=list)
+    serial_log_tail: list[str] = field(default_factory=list)
+
+    @property
+    def alive(self) -> bool:
+        return self.state in ALIVE_STATES or (self.state == "failed" and self.pid is not None)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StopResult:
+    name: str
+    step: str  # acpi | sigterm | sigkill | already-stopped
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Machine:
+    """One VM in the store. Cheap to construct; every call reads the record afresh."""
+
+    def __init__(self, host: Host, name: str):
+        self.host = host
+        self.store = host.store
+        self.name = name
+        if not self.store.exists(name):
+            raise NotFound(f"no VM named {name!r} (see `vmkit ls`)")
+
+    # ---- records and paths -------------------------------------------------------------
+    @property
+    def dir(self) -> Path:
+        return self.store.vm_dir(self.name)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.store.load_machine(self.name)
+
+    @property
+    def spec(self) -> MachineSpec:
+        return spec_from_dict(self.record["spec"], check_files=False)
+
+    @property
+    def driver_name(self) -> str:
+        return str(self.record["driver"])
+
+    @property
+    def driver(self) -> Driver:
+        return get_driver(self.driver_name)
+
+    @property
+    def serial_log(self) -> Path:
+        configured = self.record["spec"].get("serial_log")
+        return Path(configured) if configured else self.dir / "serial.log"
+
+    @property
+    def vmm_log(self) -> Path:
+        return self.dir / "vmm.log"
+
+    def _context(self, accelerator: str) -> LaunchContext:
+        return LaunchContext(
+            vm_dir=self.dir,
+            serial_log=self.serial_log,
+            events_log=self.dir / "vmm-events.log",
+            sockets={
+                "qmp": self.store.socket_path(self.name, "qmp"),
+                "console": self.store.socket_path(self.name, "con"),
+            },
+            accelerator=accelerator,
+        )
+
+    def runtime(self) -> dict[str, Any]:
+        return self.store.load_runtime(self.name)
+
+    @contextlib.contextmanager
+    def _locked(self, timeout: float = 120.0) -> Iterator[None]:
+        with self.store.vm_lock(self.name, timeout):
+            yield
+
+    def _update_runtime(self, changes: dict[str, Any], wait: bool = True) -> bool:
+        """Merge `changes` into runtime.json under the VM lock (or skip if busy and not wait)."""
+        try:
+            with self._locked(120.0 if wait else 0.0):
+                self._merge_runtime_unlocked(changes)
+        except LockBusy:
+            return False
+        return True
+
+    def _merge_runtime_unlocked(self, changes: dict[str, Any]) -> None:
+        rt = self.runtime()
+        rt.update(changes)
+        self.store.save_runtime(self.name, rt)
+
+    @staticmethod
+    def _proc(rt: dict[str, Any]) -> ProcessRef | None:
+        if "pid" not in rt:
+            return None
+        return ProcessRef(int(rt["pid"]), float(rt.get("create_time", 0.0)))
+
+    # ---- status ------------------------------------------------------------------------
+    def status(self) -> Status:
+        rt = self.runtime()
+        st = Status(self.name, "created", self.driver_name)
+        proc = self._proc(rt)
+        if proc is None:
+            return st
+        st.accelerator = rt.get("accelerator")
+        st.started_at = rt.get("started_at")
+        if proc.alive():
+            st.pid = proc.pid
+            return self._status_alive(st, rt)
+        return self._status_gone(st, rt, proc)
+
+    def _status_alive(self, st: Status, rt: dict[str, Any]) -> Status:
+        ready = rt.get("ready")
+        if ready is None:
+            ready = self._follow_readiness(rt)
+        if ready is not None:
+            st.ip, st.ready_at = ready.get("ip"), ready.get("at")
+        if rt.get("stopping"):
+            st.state = "stopping"
+            return st
+        vmm_state = self.driver.control_state(rt.get("sockets", {}))
+        if vmm_state is None:
+            young = time.time() - float(rt.get("started_at", 0)) < CONTROL_WAIT
+            st.state = "starting" if young else "unresponsive"
+            if not young:
+                st.reason = "the VMM process is alive but its control socket does not answer"
+        elif vmm_state == "running":
+            st.state = "ready" if ready is not None else "running"
+        else:
+            st.state = vmm_state
+        failure = rt.get("readiness_failure")
+        if failure and ready is None and st.state in ("running", "starting"):
+            st.state, st.reason, st.hint = "failed", failure["reason"], failure.get("hint")
+            st.vmm_log_tail = tail_lines(self.vmm_log, TAIL)
+            st.serial_log_tail = tail_lines(self.serial_log, TAIL)
+        return st
+
+    def _follow_readiness(self, rt: dict[str, Any]) -> dict[str, Any] | None:
+        """Look for the marker past the last offset seen; record it when found."""
+        follower = ReadinessFollower(
+            self.serial_log,
+            self.record["spec"]["readiness"]["marker"],
+            offset=int(rt.get("serial_offset", 0)),
+        )
+        found = follower.poll()
+        if found is None:
+            self._update_runtime({"serial_offset": follower.offset}, wait=False)
+            return None
+        ready = {"ip": found.ip, "at": time.time(), "offset": found.offset}
+        self._update_runtime({"ready": ready, "serial_offset": found.offset}, wait=False)
+        return ready
+
+    def _status_gone(self, st: Status, rt: dict[str, Any], proc: ProcessRef) -> Status:
+        exit_info = rt.get("exit")
+        if exit_info is None:
+            exit_info = self._exit_info(rt, proc)
+            self._update_runtime({"exit": exit_info}, wait=False)
+        stop = rt.get("stop")
+        if stop is not None:
+            st.state = "stopped"
+            st.reason = f"stopped by `vmkit {stop['requested']}` ({stop['step']})"
+        elif exit_info["clean"]:
+            st.state = "stopped"
+            st.reason = exit_info["reason"]
+        else:
+            st.state = "failed"
+            st.reason = exit_info["reason"]
+            st.hint = hostinfo.accel_hint(str(rt.get("accelerator")))
+            st.vmm_log_tail = tail_lines(self.vmm_log, TAIL)
+            st.serial_log_tail = tail_lines(self.serial_log, TAIL)
+        return st
+
+    def _exit_info(self, rt: dict[str, Any], proc: ProcessRef) -> dict[str, Any]:
+        status = reap_child(proc.pid)
+        cause = self.driver.exit_cause(self._context(str(rt.get("accelerator", "tcg"))))
+        if cause is not None and cause.clean:
+            return {"clean": True, "status": status, "reason": f"VMM exited: {cause.reason}"}
+        why = describe_exit(status)
+        if cause is not None:
+            why += f" after a {cause.reason}"
+        else:
+            why += "; no shutdown was requested (killed or crashed)"
+        return {"clean": False, "status": status, "reason": f"VMM exited unexpectedly: {why}"}
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def plan(self) -> LaunchPlan:
+        """What `start` would run (the exact argv), without running anything."""
+        spec = self.spec
+        driver = self.driver
+        driver.check(spec)
+        accel = hostinfo.resolve_accelerator(spec.accelerator)
+        return driver.plan(spec, self._context(accel))
+
+    def start(self) -> LaunchPlan:
+        """Launch the VMM detached and return once its control socket answers."""
+        with self._locked():
+            st = self.status()
+            if st.alive:
+                raise VMStateError(
+                    f"VM {self.name!r} is already {st.state} (pid {st.pid}); "
+                    f"stop it first with `vmkit stop {self.name}`"
+                )
+            spec = self.spec
+            problems = missing_files(spec)
+            if problems:
+                raise SpecError(problems)
+            driver = self.driver
+            driver.find_binary()
+            plan = self.plan()
+            for sock in plan.sockets.values():
+                sock.unlink(missing_ok=True)  # stale: the VMM that owned it is gone
+            ctx = self._context(plan.accelerator)
+            ctx.events_log.unlink(missing_ok=True)
+            with self.vmm_log.open("ab") as log:
+                log.write(f"--- vmkit: starting {self.name} at {time.ctime()} ---\n".encode())
+            proc = spawn_detached(plan.argv, self.vmm_log, self.dir)
+            self.store.save_runtime(
+                self.name,
+                {
+                    "driver": driver.name,
+                    "accelerator": plan.accelerator,
+                    "argv": plan.argv,
+                    "sockets": {k: str(v) for k, v in plan.sockets.items()},
+                    "pid": proc.pid,
+                    "create_time": proc.create_time,
+                    "started_at": time.time(),
+                    "serial_offset": 0,
+                    "ready": None,
+                    "stop": None,
+                    "exit": None,
+                },
+            )
+        self._wait_control(proc)
+        return plan
+
+    def _wait_control(self, proc: ProcessRef) -> None:
+        sockets = {k: str(v) for k, v in self.runtime().get("sockets", {}).items()}
+        deadline = time.monotonic() + CONTROL_WAIT
+        while time.monotonic() < deadline:
+            if not proc.wait_gone(0):
+                if self.driver.control_state(sockets, timeout=1.0) is not None:
+                    return
+            else:
+                raise VMFailed(self._failure_message(self.status(), "the VMM exited during start"))
+            time.sleep(0.02)
+        raise VMFailed(
+            f"VM {self.name!r}: the VMM is running but its control socket did not answer "
+            f"within {CONTROL_WAIT:.0f}s; see `vmkit logs --vmm {self.name}`"
+        )
+
+    def wait_ready(self, timeout: float | None = None, poll: float = 0.02) -> Status:
+        """Block until the guest prints its readiness line; VMFailed/ReadinessTimeout if not."""
+        spec = self.spec
+        rt = self.runtime()
+        proc = self._proc(rt)
+        if proc is None:
+            raise VMStateError(f"VM {self.name!r} was never started; run `vmkit start {self.name}`")
+        if rt.get("ready") is not None and proc.alive():
+            return self.status()
+        limit = spec.readiness.timeout if timeout is None else timeout
+        follower = ReadinessFollower(
+            self.serial_log, spec.readiness.marker, offset=int(rt.get("serial_offset", 0))
+        )
+        started = float(rt.get("started_at", time.time()))
+        deadline = time.monotonic() + max(0.0, limit - max(0.0, time.time() - started))
+        checks = 0
+        while True:
+            found = follower.poll()
+            if found is not None:
+                ready = {"ip": found.ip, "at": time.time(), "offset": found.offset}
+                self._update_runtime({"ready": ready, "serial_offset": found.offset})
+                return self.status()
+            checks += 1
+            if checks % 10 == 0 and proc.wait_gone(0):
+                st = self.status()
+                raise VMFailed(self._failure_message(st, "the VMM exited before the guest was ready"))
+            if time.monotonic() >= deadline:
+                hint = hostinfo.accel_hint(str(rt.get("accelerator")))
+                reason = f"the guest did not print '{spec.readiness.marker} <ip>' within {limit:g}s"
+                self._update_runtime(
+                    {"readiness_failure": {"reason": reason, "hint": hint}, "serial_offset": follower.offset}
+                )
+                st = self.status()
+                raise ReadinessTimeout(self._failure_message(st, reason, hint))
+            time.sleep(poll)
+
+    def _failure_message(self, st: Status, headline: str, hint: str | None = None) -> str:
+        lines = [f"VM {self.name!r}: {headline}"]
+        if st.reason and st.reason != headline:
+            lines.append(f"reason: {st.reason}")
+        vmm = st.vmm_log_tail or tail_lines(self.vmm_log, TAIL)
+        serial = st.serial_log_tail or tail_lines(self.serial_log, TAIL)
+        lines.append(f"--- last lines of {self.vmm_log} ---")
+        lines += vmm or ["(empty)"]
+        lines.append(f"--- last lines of {self.serial_log} ---")
+        lines += serial or ["(empty)"]
+        hint = hint or st.hint
+        if hint:
+            lines.append(f"hint: {hint}")
+        if st.pid is not None and st.state not in ("stopped", "created"):
+            lines.append(f"the VMM (pid {st.pid}) is still running: `vmkit kill {self.name}`")
+        return "\n".join(lines)
+
+    def stop(self, timeout: float = 30.0) -> StopResult:
+        """ACPI power button -> wait `timeout` -> SIGTERM -> SIGKILL; says which step ended it."""
+        t0 = time.monotonic()
+        with self._locked(timeout + 60):
+            rt = self.runtime()
+            proc = self._proc(rt)
+            if proc is None or not proc.alive():
+                return StopResult(self.name, "already-stopped", 0.0)
+            self._merge_runtime_unlocked({"stopping": True})
+            step = "sigkill"
+            try:
+                try:
+                    self.driver.request_powerdown(rt.get("sockets", {}))
+                    powered = proc.wait_gone(timeout)
+                except Exception:
+                    powered = proc.wait_gone(0)
+                if powered:
+                    step = "acpi"
+                elif proc.signal(signal.SIGTERM) and proc.wait_gone(10):
+                    step = "sigterm"
+                else:
+                    proc.signal(signal.SIGKILL)
+                    proc.wait_gone(10)
+            finally:
+                self._finish(rt, proc, "stop", step)
+        return StopResult(self.name, step, round(time.monotonic() - t0, 3))
+
+    def kill(self) -> StopResult:
+        t0 = time.monotonic()
+        with self._locked():
+            rt = self.runtime()
+            proc = self._proc(rt)
+            if proc is None or not proc.alive():
+                return StopResult(self.name, "already-stopped", 0.0)
+            proc.signal(signal.SIGKILL)
+            proc.wait_gone(10)
+            self._finish(rt, proc, "kill", "sigkill")
+        return StopResult(self.name, "sigkill", round(time.monotonic() - t0, 3))
+
+    def _finish(self, rt: dict[str, Any], proc: ProcessRef, requested: str, step: str) -> None:
+        exit_info = self._exit_info(rt, proc)
+        self._merge_runtime_unlocked(
+            {
+                "stopping": False,
+                "stop": {"requested": requested, "step": step, "at": time.time()},
+                "exit": exit_info,
+            }
+        )
+        self._remove_sockets(rt)
+
+    @staticmethod
+    def _remove_sockets(rt: dict[str, Any]) -> None:
+        for path in rt.get("sockets", {}).values():
+            Path(path).unlink(missing_ok=True)
+
+    def delete(self, force: bool = False) -> None:
+        """Remove the VM; refuses a running one unless `force` (then it is killed first)."""
+        with self._locked():
+            rt = self.runtime()
+            proc = self._proc(rt)
+            if proc is not None and proc.alive():
+                if not force:
+                    raise VMStateError(
+                        f"VM {self.name!r} is running (pid {proc.pid}); stop it first "
+                        f"(`vmkit stop {self.name}`) or use `vmkit rm --force {self.name}`"
+                    )
+                proc.signal(signal.SIGKILL)
+                if not proc.wait_gone(10):
+                    raise VMFailed(f"VM {self.name!r}: the VMM (pid {proc.pid}) did not die")
+            self._remove_sockets(rt)
+            self.store.remove(self.name)
+
+    def inspect(self) -> dict[str, Any]:
+        record = self.record
+        return {
+            "name": self.name,
+            "driver": record["driver"],
+            "created_at": record.get("created_at"),
+            "spec": record["spec"],
+            "status": self.status().to_json(),
+            "runtime": self.runtime(),
+            "paths": {
+                "dir": str(self.dir),
+                "serial_log": str(self.serial_log),
+                "vmm_log": str(self.vmm_log),
+            },
+        }
+
+
+@dataclass
+class GcReport:
+    removed_dirs: list[str] = field(default_factory=list)
+    killed_pids: list[int] = field(default_factory=list)
+    removed_sockets: list[str] = field(default_factory=list)
+    finalized: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Host:
+    """The VMs of one store (one user, one VMKIT_HOME)."""
+
+    def __init__(self, home: Path | str | None = None):
+        self.store = Store(Path(home) if home is not None else None)
+
+    def create(self, spec: MachineSpec) -> Machine:
+        """Record a new VM. Everything is checked first; on error nothing is left behind."""
+        problems = missing_files(spec)
+        if problems:
+            raise SpecError(problems)
+        driver_name = resolve_driver_name(spec.driver)
+        driver = get_driver(driver_name)
+        driver.check(spec)
+        self.store.create(
+            spec.name,
+            {
+                "spec": spec.to_json(),
+                "driver": driver_name,
+                "created_at": time.time(),
+                "format": 1,
+            },
+        )
+        return Machine(self, spec.name)
+
+    def get(self, name: str) -> Machine:
+        from vmkit.spec import validate_name
+
+        try:
+            validate_name(name)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        return Machine(self, name)
+
+    def machines(self) -> list[Machine]:
+        out = []
+        for name in self.store.names():
+            with contextlib.suppress(NotFound):
+                out.append(Machine(self, name))
+        return out
+
+    def run(self, spec: MachineSpec, timeout: float | None = None) -> Status:
+        machine = self.create(spec)
+        machine.start()
+        return machine.wait_ready(timeout)
+
+    def gc(self) -> GcReport:
+        """Finish cut-off creates/deletes, record dead VMMs, remove stale sockets."""
+        report = GcReport()
+        import shutil
+
+        with self.store.store_lock():
+            for leftover in self.store.leftovers():
+                rt_path = leftover / "runtime.json"
+                with contextlib.suppress(OSError, ValueError):
+                    import json
+
+                    rt = json.loads(rt_path.read_text())
+                    proc = Machine._proc(rt)
+                    if proc is not None and proc.signal(signal.SIGKILL):
+                        proc.wait_gone(10)
+                        report.killed_pids.append(proc.pid)
+                    Machine._remove_sockets(rt)
+                shutil.rmtree(leftover, ignore_errors=True)
+                report.removed_dirs.append(str(leftover))
+        live_sockets: set[str] = set()
+        for machine in self.machines():
+            try:
+                with machine._locked(5.0):
+                    st = machine.status()
+                    rt = machine.runtime()
+                    if st.pid is None and "pid" in rt and not rt.get("gc_done"):
+                        machine._remove_sockets(rt)
+                        machine._merge_runtime_unlocked({"gc_done": True})
+                        report.finalized.append(machine.name)
+                    if st.pid is not None:
+                        live_sockets.update(rt.get("sockets", {}).values())
+            except (LockBusy, NotFound):
+                continue
+        from vmkit.paths import runtime_dir
+
+        for sock in runtime_dir().iterdir():
+            if str(sock) in live_sockets or not sock.is_socket():
+                continue
+            if not _socket_answers(sock):
+                sock.unlink(missing_ok=True)
+                report.removed_sockets.append(str(sock))
+        return report
+
+
+def _socket_answers(path: Path) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(0.5)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()

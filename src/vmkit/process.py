@@ -1,0 +1,102 @@
+"""Process identity and control: a pid is only "our VMM" if its start time matches too."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+# create_time() is reported with ~10 ms resolution; allow for float rounding.
+_CT_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    pid: int
+    create_time: float
+
+    def alive(self) -> bool:
+        try:
+            proc = psutil.Process(self.pid)
+            if abs(proc.create_time() - self.create_time) > _CT_TOLERANCE:
+                return False  # pid reused by another process
+            return proc.status() != psutil.STATUS_ZOMBIE
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            return False
+        except psutil.AccessDenied:
+            return True
+
+    def signal(self, sig: int) -> bool:
+        """Send `sig` if this is still our process; False if it is gone."""
+        if not self.alive():
+            return False
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def wait_gone(self, timeout: float, interval: float = 0.02) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            reap_child(self.pid)
+            if not self.alive():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(interval)
+
+
+def identify(pid: int) -> ProcessRef:
+    return ProcessRef(pid, psutil.Process(pid).create_time())
+
+
+# Children started by this process, so we can reap them and learn their exit status.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def reap_child(pid: int) -> int | None:
+    """Exit status of a child we started (None if running or not ours)."""
+    proc = _children.get(pid)
+    if proc is None:
+        return None
+    return proc.poll()
+
+
+def spawn_detached(argv: list[str], log: Path, cwd: Path) -> ProcessRef:
+    """Start `argv` in its own session, stdin /dev/null, stdout+stderr appended to `log`.
+
+    The process outlives us: vmkit is not a daemon.
+    """
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    _children[proc.pid] = proc
+    try:
+        return identify(proc.pid)
+    except psutil.NoSuchProcess:
+        return ProcessRef(proc.pid, 0.0)
+
+
+def describe_exit(status: int | None) -> str:
+    if status is None:
+        return "exit status unknown (the VMM was not a child of this vmkit process)"
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"killed by {name}"
+    return f"exited with status {status}"

@@ -1,0 +1,98 @@
+"""Incremental follower of the serial log for the `<marker> <ip>` readiness line.
+
+Keeps a byte offset and the unfinished last line, so a marker split across reads is found
+and the file is never re-read; a truncated (restarted) log starts over from 0. A line only
+counts once complete (newline seen), so `10.0.2.1` is never read from a half-written
+`10.0.2.15`. The address must parse as IPv4/IPv6, or be `-` (no network).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAX_LINE = 4096
+
+
+@dataclass(frozen=True)
+class Ready:
+    ip: str | None  # None when the guest said "-"
+    offset: int  # byte offset just after the readiness line
+
+
+@dataclass
+class ReadinessFollower:
+    path: Path
+    marker: str
+    offset: int = 0
+    _partial: bytes = b""
+    rejected: list[str] = field(default_factory=list)  # marker lines with a bad address
+
+    def poll(self) -> Ready | None:
+        """Read what is new; the first valid readiness line, if any."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            if size < self.offset:  # truncated: the log was restarted
+                self.offset, self._partial = 0, b""
+            if size == self.offset:
+                return None
+            os.lseek(fd, self.offset, os.SEEK_SET)
+            chunk = os.read(fd, size - self.offset)
+        finally:
+            os.close(fd)
+        start_of_buf = self.offset - len(self._partial)
+        self.offset += len(chunk)
+        buf = self._partial + chunk
+        lines = buf.split(b"\n")
+        self._partial = lines.pop()[-MAX_LINE:]
+        pos = start_of_buf
+        for line in lines:
+            pos += len(line) + 1
+            ready = self._parse(line)
+            if ready is not None:
+                return Ready(ready if ready != "-" else None, pos)
+        return None
+
+    def _parse(self, raw: bytes) -> str | None:
+        text = raw.decode("utf-8", errors="replace").replace("\r", "")
+        idx = text.find(self.marker)
+        if idx < 0:
+            return None
+        rest = text[idx + len(self.marker) :]
+        if rest and not rest[0].isspace():
+            return None  # e.g. VMKIT_READYX
+        words = rest.split()
+        if not words:
+            self.rejected.append(text.strip())
+            return None
+        addr = words[0]
+        if addr == "-":
+            return "-"
+        try:
+            return str(ipaddress.ip_address(addr))
+        except ValueError:
+            self.rejected.append(text.strip())
+            return None
+
+
+def tail_lines(path: Path, n: int = 20, max_bytes: int = 64 * 1024) -> list[str]:
+    """The last `n` lines of a log, reading at most `max_bytes` from its end."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    text = data.decode("utf-8", errors="replace").replace("\r", "")
+    lines = [ln for ln in text.split("\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines[-n:]

@@ -1,0 +1,333 @@
+"""MachineSpec: what the user asked for, validated, serialisable. Knows nothing of drivers.
+
+Load with `load_spec_file()` (YAML/JSON; relative paths resolve against the file's folder) or
+`spec_from_dict()`; every invalid field raises `SpecError` naming the field, the value and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from vmkit.errors import SpecError
+from vmkit.units import SIZE_HELP, format_size, parse_size
+
+NAME_RE = re.compile(r"^[a-z0-9_][a-z0-9_.-]{0,62}$")
+NAME_HELP = (
+    "1-63 characters: lowercase letters, digits, '-', '_' and '.', not starting with '.' or '-'"
+)
+MARKER_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+MIN_MEMORY = 16 << 20
+QCOW2_MAGIC = b"QFI\xfb"
+
+DriverName = Literal["auto", "qemu", "cloud-hypervisor", "vfkit", "krunkit"]
+AccelName = Literal["auto", "kvm", "hvf", "tcg"]
+
+
+def validate_name(name: str) -> str:
+    """A VM name safe to use as a path component; ValueError says what is allowed."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ValueError(f"{name!r} is not a valid name; use {NAME_HELP}")
+    return name
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    value = value.expanduser()
+    if not value.is_absolute() and base is not None:
+        value = Path(base) / value
+    return value.absolute()
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LinuxBoot(_Model):
+    """Direct kernel boot: a PVH ELF vmlinux or a bzImage (x86), an Image (arm64)."""
+
+    kind: Literal["linux"] = "linux"
+    kernel: Path
+    initrd: Path | None = None
+    cmdline: str = ""
+
+    @field_validator("kernel", "initrd")
+    @classmethod
+    def _paths(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return None if v is None else _resolve(v, info)
+
+    @field_validator("cmdline")
+    @classmethod
+    def _cmdline(cls, v: str) -> str:
+        if any(c in v for c in "\r\n\0"):
+            raise ValueError("the kernel command line must be one line (no newline or NUL)")
+        return v
+
+
+class EfiBoot(_Model):
+    """Firmware boot from a disk image. Declared so specs can name it; no driver boots it yet."""
+
+    kind: Literal["efi"] = "efi"
+    firmware: Path | None = None
+
+    @field_validator("firmware")
+    @classmethod
+    def _paths(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return None if v is None else _resolve(v, info)
+
+
+def _boot_kind(v: Any) -> str:
+    if isinstance(v, dict):
+        return str(v.get("kind", "linux"))
+    return str(getattr(v, "kind", "linux"))
+
+
+Boot = Annotated[
+    Annotated[LinuxBoot, Tag("linux")] | Annotated[EfiBoot, Tag("efi")],
+    Discriminator(_boot_kind),
+]
+
+
+class Disk(_Model):
+    path: Path
+    readonly: bool = False
+    format: Literal["raw", "qcow2"] = "raw"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: Path, info: ValidationInfo) -> Path:
+        return _resolve(v, info)
+
+
+class Network(_Model):
+    """`none` (no NIC) or `user`: NAT through the hypervisor (QEMU user networking)."""
+
+    mode: Literal["none", "user"] = "user"
+    mac: str | None = None
+    ip: str | None = Field(default=None, description="static guest IP/prefix; else DHCP")
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", v.lower()):
+            raise ValueError(f"{v!r} is not a MAC address; use six hex pairs like 52:54:00:12:34:56")
+        if int(v[:2], 16) & 1:
+            raise ValueError(f"{v!r} is a multicast MAC; the first byte must be even")
+        return v.lower()
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            iface = ipaddress.ip_interface(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an address with prefix, e.g. 10.0.2.15/24") from None
+        return str(iface)
+
+
+class Readiness(_Model):
+    """The guest announces readiness with `<marker> <ip>` (or `<marker> -`) on its console."""
+
+    marker: str = "VMKIT_READY"
+    timeout: float = 120.0
+
+    @field_validator("marker")
+    @classmethod
+    def _marker(cls, v: str) -> str:
+        if not MARKER_RE.match(v):
+            raise ValueError(
+                f"{v!r} is not a usable marker; use 1-64 letters, digits or '_.:-' (no spaces)"
+            )
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: float) -> float:
+        if not 0 < v <= 86400:
+            raise ValueError(f"{v!r} is out of range; use seconds, > 0 and <= 86400")
+        return v
+
+
+class MachineSpec(_Model):
+    name: str
+    cpus: int = 1
+    memory: int = 256 << 20
+    boot: Boot
+    disks: list[Disk] = Field(default_factory=list)
+    networks: list[Network] = Field(default_factory=list)
+    serial_log: Path | None = None
+    rng: bool = True
+    balloon: bool = False
+    readiness: Readiness = Field(default_factory=Readiness)
+    driver: DriverName = "auto"
+    accelerator: AccelName = "auto"
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, v: Any) -> str:
+        return validate_name(v)
+
+    @field_validator("cpus", mode="before")
+    @classmethod
+    def _cpus(cls, v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int | str) or not str(v).isdigit():
+            raise ValueError(f"{v!r} is not a whole number of CPUs; use 1-256")
+        n = int(v)
+        if not 1 <= n <= 256:
+            raise ValueError(f"{n} is out of range; use 1-256")
+        return n
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> int:
+        n = parse_size(v)
+        if n < MIN_MEMORY:
+            raise ValueError(f"{v!r} is too small; give at least {format_size(MIN_MEMORY)}")
+        if n % (1 << 20):
+            raise ValueError(f"{v!r} is not a whole number of MiB; hypervisors need MiB units")
+        return n
+
+    @field_validator("networks", mode="before")
+    @classmethod
+    def _networks(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list):
+            v = [{"mode": n} if isinstance(n, str) else n for n in v]
+            if any(isinstance(n, dict) and n.get("mode") == "none" for n in v):
+                if len(v) > 1:
+                    raise ValueError("'none' cannot be combined with other networks")
+                return []
+        return v
+
+    @field_validator("serial_log")
+    @classmethod
+    def _serial(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return None if v is None else _resolve(v, info)
+
+    @model_validator(mode="after")
+    def _accel_driver(self) -> MachineSpec:
+        if self.accelerator == "hvf" and self.driver in ("cloud-hypervisor",):
+            raise ValueError("accelerator 'hvf' is macOS-only; cloud-hypervisor needs kvm")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors(include_url=False):
+        field = ""
+        for part in err["loc"]:
+            if part in ("linux", "efi"):
+                continue
+            field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
+        kind, value = err["type"], err.get("input")
+        if kind == "value_error":
+            msg = str(err["ctx"]["error"])
+        elif kind == "extra_forbidden":
+            msg = "unknown field (see `vmkit spec schema` for the fields allowed)"
+        elif kind == "literal_error":
+            msg = f"{value!r} is not allowed; use {err['ctx']['expected']}"
+        elif kind == "missing":
+            msg = "is required"
+        elif kind == "union_tag_invalid":
+            msg = f"{err['ctx']['tag']!r} is not a boot kind; use 'linux' (or 'efi')"
+        else:
+            msg = f"{value!r}: {err['msg']}"
+        out.append((field, msg))
+    return out
+
+
+def spec_from_dict(
+    data: Any, *, base_dir: Path | None = None, check_files: bool = True
+) -> MachineSpec:
+    """Validate `data`; raise SpecError listing every bad field."""
+    if not isinstance(data, dict):
+        raise SpecError([("", f"a machine spec must be a mapping, not {type(data).__name__}")])
+    try:
+        spec = MachineSpec.model_validate(data, context={"base_dir": base_dir or Path.cwd()})
+    except ValidationError as exc:
+        raise SpecError(_problems(exc)) from None
+    if check_files:
+        problems = missing_files(spec)
+        if problems:
+            raise SpecError(problems)
+    return spec
+
+
+def missing_files(spec: MachineSpec) -> list[tuple[str, str]]:
+    """Files the spec names that do not exist or are not what the spec says."""
+    problems: list[tuple[str, str]] = []
+
+    def need(field: str, path: Path | None) -> None:
+        if path is not None and not path.is_file():
+            why = "is a directory" if path.is_dir() else "does not exist"
+            problems.append((field, f"{str(path)!r} {why}"))
+
+    if isinstance(spec.boot, LinuxBoot):
+        need("boot.kernel", spec.boot.kernel)
+        need("boot.initrd", spec.boot.initrd)
+    elif spec.boot.firmware is not None:
+        need("boot.firmware", spec.boot.firmware)
+    for i, disk in enumerate(spec.disks):
+        need(f"disks[{i}].path", disk.path)
+        if disk.path.is_file():
+            with disk.path.open("rb") as f:
+                is_qcow2 = f.read(4) == QCOW2_MAGIC
+            if is_qcow2 and disk.format == "raw":
+                problems.append(
+                    (f"disks[{i}].format", f"{str(disk.path)!r} is a qcow2 image; set format: qcow2")
+                )
+    if spec.serial_log is not None and not spec.serial_log.parent.is_dir():
+        problems.append(("serial_log", f"folder {str(spec.serial_log.parent)!r} does not exist"))
+    return problems
+
+
+def load_spec_file(path: Path, overrides: dict[str, Any] | None = None) -> MachineSpec:
+    """A spec from a YAML or JSON file; `overrides` (e.g. from CLI flags) win."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError([("", f"cannot read spec file {str(path)!r}: {exc.strerror}")]) from None
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except (ValueError, ImportError) as exc:
+        raise SpecError([("", f"{path} is not valid YAML/JSON: {exc}")]) from None
+    except Exception as exc:  # yaml.YAMLError has no common base we can import lazily
+        raise SpecError([("", f"{path} is not valid YAML/JSON: {exc}")]) from None
+    if data is None:
+        data = {}
+    if isinstance(data, dict) and overrides:
+        data = {**data, **overrides}
+    return spec_from_dict(data, base_dir=path.parent.absolute())
+
+
+def size_help() -> str:
+    return SIZE_HELP

@@ -1,0 +1,1 @@
+"""Disks, kernels and images: the files a VM boots from."""

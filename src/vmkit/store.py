@@ -1,0 +1,217 @@
+"""Where VMs live on disk: one 0700 directory per VM, atomic JSON writes, fcntl locks.
+
+Layout under the data home (`VMKIT_HOME` or the platformdirs data dir):
+  vms/<name>/machine.json   the spec (written once at create)
+  vms/<name>/runtime.json   pid + start time, sockets, readiness, exit info
+  vms/<name>/lock           per-VM fcntl lock; every mutation holds it
+  vms/.creating-*, .trash-* a create or delete in flight (or cut off: `vmkit gc` finishes it)
+  store.lock                held while a name is claimed or released
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from vmkit.errors import NameInUse, NotFound, VmkitError
+from vmkit.paths import data_home, ensure_private_dir, runtime_dir
+from vmkit.spec import validate_name
+
+MACHINE_FILE = "machine.json"
+RUNTIME_FILE = "runtime.json"
+LOCK_FILE = "lock"
+MAX_SOCKET_PATH = 104  # macOS sun_path limit (Linux allows 108)
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write via a temp file in the same dir, fsync, rename, fsync the dir."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+class LockBusy(VmkitError):
+    pass
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, timeout: float, what: str, create: bool = True) -> Iterator[None]:
+    """Exclusive fcntl lock on `path`, waiting up to `timeout` seconds (0: try once).
+
+    After locking, the path must still name the locked file: a VM removed (renamed to
+    trash) while we waited is reported as gone rather than operated on.
+    """
+    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        raise NotFound(f"{what} does not exist (see `vmkit ls`)") from None
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise LockBusy(
+                        f"{what} is busy: another vmkit process holds its lock; "
+                        "retry when it finishes"
+                    ) from None
+                time.sleep(0.02)
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise NotFound(f"{what} was removed while waiting for its lock")
+        yield
+    finally:
+        os.close(fd)
+
+
+class Store:
+    def __init__(self, home: Path | None = None):
+        self.home = Path(home) if home is not None else data_home()
+        self.vms_dir = self.home / "vms"
+
+    def ensure(self) -> None:
+        ensure_private_dir(self.home)
+        ensure_private_dir(self.vms_dir)
+
+    def vm_dir(self, name: str) -> Path:
+        return self.vms_dir / validate_name(name)
+
+    def exists(self, name: str) -> bool:
+        return (self.vm_dir(name) / MACHINE_FILE).is_file()
+
+    def names(self) -> list[str]:
+        if not self.vms_dir.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.vms_dir.iterdir()
+            if not p.name.startswith(".") and (p / MACHINE_FILE).is_file()
+        )
+
+    @contextlib.contextmanager
+    def store_lock(self, timeout: float = 30.0) -> Iterator[None]:
+        self.ensure()
+        with file_lock(self.home / "store.lock", timeout, "the vmkit store"):
+            yield
+
+    @contextlib.contextmanager
+    def vm_lock(self, name: str, timeout: float = 120.0) -> Iterator[None]:
+        d = self.vm_dir(name)
+        if not (d / MACHINE_FILE).is_file():
+            raise NotFound(f"no VM named {name!r} (see `vmkit ls`)")
+        with file_lock(d / LOCK_FILE, timeout, f"VM {name!r}", create=False):
+            yield
+
+    def create(self, name: str, machine: dict[str, Any]) -> Path:
+        """Claim `name` and write its record atomically: the dir appears complete or not at all."""
+        with self.store_lock():
+            final = self.vm_dir(name)
+            if final.exists():
+                raise NameInUse(
+                    f"a VM named {name!r} already exists; pick another name or remove it "
+                    f"with `vmkit rm {name}`"
+                )
+            staging = Path(tempfile.mkdtemp(dir=self.vms_dir, prefix=f".creating-{name}-"))
+            try:
+                os.chmod(staging, 0o700)
+                atomic_write_json(staging / MACHINE_FILE, machine)
+                (staging / LOCK_FILE).touch(mode=0o600)
+                os.rename(staging, final)
+            except BaseException:
+                _rmtree(staging)
+                raise
+        return final
+
+    def load_machine(self, name: str) -> dict[str, Any]:
+        path = self.vm_dir(name) / MACHINE_FILE
+        try:
+            data: dict[str, Any] = read_json(path)
+        except FileNotFoundError:
+            raise NotFound(f"no VM named {name!r} (see `vmkit ls`)") from None
+        return data
+
+    def load_runtime(self, name: str) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = read_json(self.vm_dir(name) / RUNTIME_FILE)
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            return {"corrupt": True}
+        return data
+
+    def save_runtime(self, name: str, runtime: dict[str, Any]) -> None:
+        atomic_write_json(self.vm_dir(name) / RUNTIME_FILE, runtime)
+
+    def remove(self, name: str) -> None:
+        """Drop the record: rename to a trash dir (atomic), then delete it."""
+        with self.store_lock():
+            d = self.vm_dir(name)
+            trash = self.vms_dir / f".trash-{name}-{os.getpid()}-{time.monotonic_ns()}"
+            os.rename(d, trash)
+        _rmtree(trash)
+
+    def leftovers(self) -> list[Path]:
+        """Half-created or half-deleted dirs (only safe to act on under store_lock)."""
+        if not self.vms_dir.is_dir():
+            return []
+        return sorted(
+            p
+            for p in self.vms_dir.iterdir()
+            if p.name.startswith((".creating-", ".trash-")) and p.is_dir()
+        )
+
+    def socket_path(self, name: str, kind: str) -> Path:
+        """A short socket path in the runtime dir, unique per (data home, VM name)."""
+        key = hashlib.sha256(f"{self.home.absolute()}\0{name}".encode()).hexdigest()[:12]
+        path = runtime_dir() / f"{key}.{kind}"
+        if len(str(path)) >= MAX_SOCKET_PATH:
+            raise VmkitError(
+                f"socket path {path} is too long for a Unix socket; set VMKIT_RUNTIME_DIR "
+                "to a shorter directory"
+            )
+        return path
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
