@@ -55,4 +55,20 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "Host",
+    "InvalidInput",
+    "Machine",
+    "MachineSpec",
+    "NotFound",
+    "NotSupported",
+    "ReadinessTimeout",
+    "SpecError",
+    "Status",
+    "StopResult",
+    "VMFailed",
+    "VmkitError",
+    "__version__",
+    "load_spec_file",
+    "spec_from_dict",
+]

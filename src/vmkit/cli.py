@@ -57,21 +57,52 @@ def main() -> None:
 # ---- spec building ---------------------------------------------------------------------
 def _spec_options(f: Any) -> Any:
     options = [
-        click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path), help="YAML/JSON spec."),
+        click.option(
+            "-f", "--file", "spec_file", type=click.Path(path_type=Path), help="YAML/JSON spec."
+        ),
         click.option("--cpus", type=str, help="Number of vCPUs (default 1)."),
         click.option("--memory", "-m", type=str, help="Memory, e.g. 256M, 2GiB (default 256M)."),
-        click.option("--kernel", type=click.Path(path_type=Path), help="Kernel (PVH vmlinux or bzImage)."),
+        click.option(
+            "--kernel", type=click.Path(path_type=Path), help="Kernel (PVH vmlinux or bzImage)."
+        ),
         click.option("--initrd", type=click.Path(path_type=Path), help="Initramfs."),
         click.option("--cmdline", type=str, help="Kernel command line."),
-        click.option("--disk", "disks", multiple=True, type=click.Path(path_type=Path), help="Disk image (repeatable; qcow2 detected)."),
-        click.option("--disk-ro", "disks_ro", multiple=True, type=click.Path(path_type=Path), help="Read-only disk image."),
-        click.option("--net", type=click.Choice(["none", "user"]), help="Network: none (default) or user (NAT)."),
+        click.option(
+            "--disk",
+            "disks",
+            multiple=True,
+            type=click.Path(path_type=Path),
+            help="Disk image (repeatable; qcow2 detected).",
+        ),
+        click.option(
+            "--disk-ro",
+            "disks_ro",
+            multiple=True,
+            type=click.Path(path_type=Path),
+            help="Read-only disk image.",
+        ),
+        click.option(
+            "--net",
+            type=click.Choice(["none", "user"]),
+            help="Network: none (default) or user (NAT).",
+        ),
         click.option("--rng/--no-rng", default=None, help="virtio-rng device (default on)."),
         click.option("--balloon/--no-balloon", default=None, help="virtio-balloon device."),
         click.option("--marker", type=str, help="Readiness marker (default VMKIT_READY)."),
-        click.option("--timeout", "ready_timeout", type=float, help="Seconds to wait for readiness (default 120)."),
-        click.option("--driver", type=click.Choice(["auto", "qemu", "cloud-hypervisor", "vfkit", "krunkit"])),
-        click.option("--accel", type=click.Choice(["auto", "kvm", "hvf", "tcg"]), help="Accelerator (auto: kvm if usable, else tcg)."),
+        click.option(
+            "--timeout",
+            "ready_timeout",
+            type=float,
+            help="Seconds to wait for readiness (default 120).",
+        ),
+        click.option(
+            "--driver", type=click.Choice(["auto", "qemu", "cloud-hypervisor", "vfkit", "krunkit"])
+        ),
+        click.option(
+            "--accel",
+            type=click.Choice(["auto", "kvm", "hvf", "tcg"]),
+            help="Accelerator (auto: kvm if usable, else tcg).",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -84,7 +115,12 @@ def _build_spec(name: str | None, o: dict[str, Any]) -> Any:
     over: dict[str, Any] = {}
     if name is not None:
         over["name"] = name
-    for key, field in (("cpus", "cpus"), ("memory", "memory"), ("driver", "driver"), ("accel", "accelerator")):
+    for key, field in (
+        ("cpus", "cpus"),
+        ("memory", "memory"),
+        ("driver", "driver"),
+        ("accel", "accelerator"),
+    ):
         if o.get(key) is not None:
             over[field] = o[key]
     if o.get("rng") is not None:
@@ -108,7 +144,9 @@ def _build_spec(name: str | None, o: dict[str, Any]) -> Any:
         if readiness:
             over["readiness"] = readiness
         if boot_flags:
-            raise InvalidInput("give the kernel, initrd and cmdline in the spec file, not as flags, with -f")
+            raise InvalidInput(
+                "give the kernel, initrd and cmdline in the spec file, not as flags, with -f"
+            )
         return specmod.load_spec_file(path, over)
     if readiness:
         over["readiness"] = readiness
@@ -174,7 +212,9 @@ def create(name: str | None, as_json: bool, **o: Any) -> None:
 @main.command()
 @click.argument("name")
 @click.option("--dry-run", is_flag=True, help="Print the exact hypervisor argv; run nothing.")
-@click.option("--wait/--no-wait", "wait_ready", default=False, help="Wait until the guest is ready.")
+@click.option(
+    "--wait/--no-wait", "wait_ready", default=False, help="Wait until the guest is ready."
+)
 @click.option("--timeout", type=float, help="Readiness timeout in seconds (with --wait).")
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
 def start(name: str, dry_run: bool, wait_ready: bool, timeout: float | None, as_json: bool) -> None:
@@ -196,14 +236,18 @@ def start(name: str, dry_run: bool, wait_ready: bool, timeout: float | None, as_
     elif as_json:
         _echo_json(machine.status().to_json())
     else:
-        click.echo(f"started {name} (pid {machine.status().pid}); `vmkit wait {name}` for readiness")
+        click.echo(
+            f"started {name} (pid {machine.status().pid}); `vmkit wait {name}` for readiness"
+        )
 
 
 def _report_ready(status: Any, seconds: float, as_json: bool) -> None:
     if as_json:
         _echo_json({**status.to_json(), "seconds_to_ready": round(seconds, 3)})
     else:
-        click.echo(f"{status.name} is READY in {seconds:.2f}s (ip {status.ip or '-'}, pid {status.pid})")
+        click.echo(
+            f"{status.name} is READY in {seconds:.2f}s (ip {status.ip or '-'}, pid {status.pid})"
+        )
 
 
 @main.command()
@@ -234,7 +278,13 @@ def wait(name: str, timeout: float | None, as_json: bool) -> None:
 
 @main.command()
 @click.argument("names", nargs=-1, required=True)
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait after the ACPI power button before SIGTERM.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait after the ACPI power button before SIGTERM.",
+)
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
 def stop(names: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """Stop gracefully: ACPI power button, then SIGTERM, then SIGKILL."""
@@ -468,11 +518,24 @@ def guest_build(force: bool, as_json: bool) -> None:
     from vmkit.guest.build import build
 
     t0 = time.monotonic()
-    img = build(force=force, progress=(lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True)))
+    img = build(
+        force=force,
+        progress=(lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True)),
+    )
     if as_json:
-        _echo_json({"dir": str(img.dir), "kernel": str(img.kernel), "initrd": str(img.initrd), **img.manifest})
+        _echo_json(
+            {
+                "dir": str(img.dir),
+                "kernel": str(img.kernel),
+                "initrd": str(img.initrd),
+                **img.manifest,
+            }
+        )
     else:
-        click.echo(f"tiny guest ready in {time.monotonic() - t0:.1f}s: kernel {img.kernel}, initrd {img.initrd}")
+        click.echo(
+            f"tiny guest ready in {time.monotonic() - t0:.1f}s: "
+            f"kernel {img.kernel}, initrd {img.initrd}"
+        )
 
 
 @guest.command(name="path")
@@ -485,7 +548,14 @@ def guest_path(as_json: bool) -> None:
     if img is None:
         raise InvalidInput("the tiny guest is not built: run `vmkit guest build`")
     if as_json:
-        _echo_json({"dir": str(img.dir), "kernel": str(img.kernel), "bzimage": str(img.bzimage), "initrd": str(img.initrd)})
+        _echo_json(
+            {
+                "dir": str(img.dir),
+                "kernel": str(img.kernel),
+                "bzimage": str(img.bzimage),
+                "initrd": str(img.initrd),
+            }
+        )
     else:
         click.echo(str(img.dir))
 

@@ -328,12 +328,17 @@ class Machine:
             checks += 1
             if checks % 10 == 0 and proc.wait_gone(0):
                 st = self.status()
-                raise VMFailed(self._failure_message(st, "the VMM exited before the guest was ready"))
+                raise VMFailed(
+                    self._failure_message(st, "the VMM exited before the guest was ready")
+                )
             if time.monotonic() >= deadline:
                 hint = hostinfo.accel_hint(str(rt.get("accelerator")))
                 reason = f"the guest did not print '{spec.readiness.marker} <ip>' within {limit:g}s"
                 self._update_runtime(
-                    {"readiness_failure": {"reason": reason, "hint": hint}, "serial_offset": follower.offset}
+                    {
+                        "readiness_failure": {"reason": reason, "hint": hint},
+                        "serial_offset": follower.offset,
+                    }
                 )
                 st = self.status()
                 raise ReadinessTimeout(self._failure_message(st, reason, hint))

@@ -128,7 +128,9 @@ class Network(_Model):
         if v is None:
             return v
         if not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", v.lower()):
-            raise ValueError(f"{v!r} is not a MAC address; use six hex pairs like 52:54:00:12:34:56")
+            raise ValueError(
+                f"{v!r} is not a MAC address; use six hex pairs like 52:54:00:12:34:56"
+            )
         if int(v[:2], 16) & 1:
             raise ValueError(f"{v!r} is a multicast MAC; the first byte must be even")
         return v.lower()
@@ -298,7 +300,10 @@ def missing_files(spec: MachineSpec) -> list[tuple[str, str]]:
                 is_qcow2 = f.read(4) == QCOW2_MAGIC
             if is_qcow2 and disk.format == "raw":
                 problems.append(
-                    (f"disks[{i}].format", f"{str(disk.path)!r} is a qcow2 image; set format: qcow2")
+                    (
+                        f"disks[{i}].format",
+                        f"{str(disk.path)!r} is a qcow2 image; set format: qcow2",
+                    )
                 )
     if spec.serial_log is not None and not spec.serial_log.parent.is_dir():
         problems.append(("serial_log", f"folder {str(spec.serial_log.parent)!r} does not exist"))

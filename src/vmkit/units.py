@@ -42,7 +42,7 @@ def parse_size(value: str | int) -> int:
     number, unit = m.group(1), _UNITS[m.group(2).lower()]
     if "." in number:
         whole, frac = number.split(".")
-        total = int(whole) * unit + (int(frac) * unit) // (10 ** len(frac))
+        total = int(whole) * unit + (int(frac) * unit) // int(10 ** len(frac))
     else:
         total = int(number) * unit
     return total

@@ -35,6 +35,10 @@ def resolve_driver_name(requested: str) -> str:
         return requested
     if is_macos() and shutil.which("vfkit") and "vfkit" not in PLANNED:
         return "vfkit"
-    if shutil.which("cloud-hypervisor") and kvm_state().usable and "cloud-hypervisor" not in PLANNED:
+    if (
+        shutil.which("cloud-hypervisor")
+        and kvm_state().usable
+        and "cloud-hypervisor" not in PLANNED
+    ):
         return "cloud-hypervisor"
     return "qemu"

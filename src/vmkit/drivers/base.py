@@ -77,7 +77,7 @@ class ExitCause:
 class Driver(abc.ABC):
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
-    binary_names: ClassVar[tuple[str, ...]]
+    binary_names: tuple[str, ...]
     install_hint: ClassVar[str]
 
     def find_binary(self) -> str:

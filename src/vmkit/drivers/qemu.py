@@ -97,7 +97,9 @@ class QemuDriver(Driver):
                 "use a linux boot (kernel + initrd)"
             )
         if self.arch not in ("x86_64", "aarch64"):
-            raise NotSupported(f"vmkit's QEMU driver supports x86_64 and aarch64 hosts, not {self.arch}")
+            raise NotSupported(
+                f"vmkit's QEMU driver supports x86_64 and aarch64 hosts, not {self.arch}"
+            )
         if spec.accelerator == "hvf" and is_linux():
             raise InvalidInput("accelerator: 'hvf' exists only on macOS; use kvm or tcg on Linux")
 
@@ -123,7 +125,10 @@ class QemuDriver(Driver):
                 "-sandbox",
                 "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
             ]
-        argv += ["-trace", f"enable=qemu_system_shutdown_request,file={qemu_escape(ctx.events_log)}"]
+        argv += [
+            "-trace",
+            f"enable=qemu_system_shutdown_request,file={qemu_escape(ctx.events_log)}",
+        ]
 
         cmdline = spec.boot.cmdline
         if "console=" not in cmdline:

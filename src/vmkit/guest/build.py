@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import json
 import lzma
-import os
 import platform
 import re
 import shutil
@@ -43,7 +42,9 @@ WANTED_MODULES = (
     "evdev",
 )
 
-_ACPI_POWER_ACTION = b"#!/bin/sh\n# ACPI power button: ask init (pid 1) to power off cleanly.\nexec poweroff\n"
+_ACPI_POWER_ACTION = (
+    b"#!/bin/sh\n# ACPI power button: ask init (pid 1) to power off cleanly.\nexec poweroff\n"
+)
 _UDHCPC_SCRIPT = b"""#!/bin/sh
 case "$1" in
     bound|renew)
@@ -124,7 +125,9 @@ def kernel_package(arch: str) -> str:
         line = line.strip()
         if re.match(r"Depends: linux-image-\d", line):
             return line.split()[1]
-    raise VmkitError(f"cannot find the kernel package behind linux-image-{arch} (apt-cache depends)")
+    raise VmkitError(
+        f"cannot find the kernel package behind linux-image-{arch} (apt-cache depends)"
+    )
 
 
 def build(
@@ -144,7 +147,6 @@ def build(
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp_s:
         tmp = Path(tmp_s)
-        os.chmod(tmp, 0o755)  # apt's _apt user must be able to write downloads here
         progress(f"downloading {kpkg} and busybox-static")
         _run([apt_get, "download", "-q", kpkg, "busybox-static"], cwd=tmp)
         debs = sorted(tmp.glob("*.deb"))
@@ -248,11 +250,8 @@ def resolve_modules(mod_root: Path, wanted: tuple[str, ...]) -> list[str]:
 
 def build_initramfs(busybox: bytes, mod_root: Path, order: list[str]) -> bytes:
     init = resources.files("vmkit.guest").joinpath("init.sh").read_bytes()
-    entries = [
-        cpio.directory(d)
-        for d in ("bin", "dev", "etc", "etc/acpi", "etc/acpi/PWRF", "lib", "lib/modules")
-        + ("proc", "sys", "tmp", "run", "root")
-    ]
+    dirs = "bin dev etc etc/acpi etc/acpi/PWRF lib lib/modules proc sys tmp run root"
+    entries = [cpio.directory(d) for d in dirs.split()]
     entries += [
         cpio.file("bin/busybox", busybox, 0o755),
         cpio.symlink("bin/sh", "busybox"),

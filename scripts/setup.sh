@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install everything vmkit and its tests need on a fresh Debian/Ubuntu machine (run as root):
+# QEMU + qemu-img from the distro, a venv with vmkit and its test tools from PyPI, and the
+# tiny guest (Debian kernel + busybox initramfs) built into the user cache. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+case "$(uname -m)" in
+    x86_64) qemu_pkg=qemu-system-x86; qemu_bin=qemu-system-x86_64 ;;
+    aarch64) qemu_pkg=qemu-system-arm; qemu_bin=qemu-system-aarch64 ;;
+    *) echo "unsupported architecture $(uname -m)" >&2; exit 1 ;;
+esac
+
+pkgs=()
+command -v "$qemu_bin" >/dev/null || pkgs+=("$qemu_pkg")
+command -v qemu-img >/dev/null || pkgs+=(qemu-utils)
+command -v python3 >/dev/null || pkgs+=(python3)
+python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
+if ((${#pkgs[@]})); then
+    echo "setup: installing ${pkgs[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/vmkit guest build

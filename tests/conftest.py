@@ -1,0 +1,74 @@
+"""Shared fixtures: an isolated vmkit home per test and a CLI runner."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@dataclass
+class CLI:
+    env: dict[str, str]
+    home: Path
+
+    def __call__(
+        self, *args: str, input: str | None = None, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "vmkit.cli", *args],
+            env=self.env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def ok(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        proc = self(*args, **kw)
+        assert proc.returncode == 0, (
+            f"vmkit {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ok(*args, "--json").stdout)
+
+
+@pytest.fixture
+def vmkit_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """VMKIT_HOME in tmp_path; sockets in a short private dir; both removed afterwards."""
+    home = tmp_path / "home"
+    run_dir = Path(tempfile.mkdtemp(prefix="vk", dir="/tmp"))
+    monkeypatch.setenv("VMKIT_HOME", str(home))
+    monkeypatch.setenv("VMKIT_RUNTIME_DIR", str(run_dir))
+    env = {**os.environ, "VMKIT_HOME": str(home), "VMKIT_RUNTIME_DIR": str(run_dir)}
+    yield env
+    _kill_all(home)
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _kill_all(home: Path) -> None:
+    """Never leave a QEMU behind, whatever the test did."""
+    from vmkit.machine import Host
+
+    if not home.exists():
+        return
+    for machine in Host(home).machines():
+        with contextlib.suppress(Exception):
+            machine.kill()
+
+
+@pytest.fixture
+def cli(vmkit_env: dict[str, str]) -> CLI:
+    return CLI(vmkit_env, Path(vmkit_env["VMKIT_HOME"]))

@@ -1,0 +1,179 @@
+"""Real VMs on real QEMU (TCG): run, ready, stop, kill, rm, re-adoption, crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+
+from vmkit.machine import Host
+
+TCG = ("--accel", "tcg")
+
+
+def _pid(cli, name: str) -> int:
+    return int(cli.json("inspect", name)["status"]["pid"])
+
+
+def test_run_ready_then_graceful_stop_via_acpi(cli, guest):
+    ready = cli.json("run", "demo", *TCG)
+    assert ready["state"] == "ready"
+    assert ready["ip"] is None  # no network: the guest says "VMKIT_READY -"
+    assert ready["seconds_to_ready"] > 0
+    pid = ready["pid"]
+    assert psutil.pid_exists(pid)
+
+    listed = cli.json("ls")
+    assert [(v["name"], v["state"]) for v in listed] == [("demo", "ready")]
+    assert "VMKIT_READY -" in cli.ok("logs", "demo").stdout
+
+    stopped = cli.json("stop", "demo", "--timeout", "60")
+    assert stopped[0]["step"] == "acpi", stopped  # the guest powered itself off
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    status = cli.json("inspect", "demo")["status"]
+    assert status["state"] == "stopped"
+    assert "acpi" in status["reason"]
+    assert "vmkit-guest: powering off" in cli.ok("logs", "demo").stdout
+    # sockets are gone with the VMM
+    runtime = cli.json("inspect", "demo")["runtime"]
+    assert not any(Path(p).exists() for p in runtime["sockets"].values())
+
+
+def test_stop_escalates_to_sigterm_when_guest_ignores_power_button(cli, guest, tmp_path):
+    # acpi=off: the guest kernel never sees the power button, so only SIGTERM can end it.
+    spec = tmp_path / "deaf.yaml"
+    spec.write_text(
+        f"name: deaf\nboot:\n  kernel: {guest.kernel}\n  initrd: {guest.initrd}\n"
+        "  cmdline: console=ttyS0 quiet acpi=off\naccelerator: tcg\n"
+    )
+    cli.ok("run", "-f", str(spec))
+    stopped = cli.json("stop", "deaf", "--timeout", "3")
+    assert stopped[0]["step"] == "sigterm"
+    assert cli.json("inspect", "deaf")["status"]["state"] == "stopped"
+
+
+def test_kill_then_rm_leaves_nothing(cli, guest):
+    cli.ok("run", "k1", *TCG)
+    vm_dir = Path(cli.json("inspect", "k1")["paths"]["dir"])
+    sockets = [Path(p) for p in cli.json("inspect", "k1")["runtime"]["sockets"].values()]
+    assert all(s.exists() for s in sockets)
+
+    refused = cli("rm", "k1")
+    assert refused.returncode == 1
+    assert "--force" in refused.stderr
+    assert vm_dir.exists()
+
+    assert "killed" in cli.ok("kill", "k1").stdout
+    status = cli.json("inspect", "k1")["status"]
+    assert status["state"] == "stopped"
+    assert "kill" in status["reason"]
+    cli.ok("rm", "k1")
+    assert not vm_dir.exists()
+    assert not any(s.exists() for s in sockets)
+    assert cli.json("ls") == []
+
+
+def test_rm_force_kills_a_running_vm(cli, guest):
+    cli.ok("run", "f1", *TCG)
+    pid = _pid(cli, "f1")
+    cli.ok("rm", "--force", "f1")
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "QEMU survived rm --force"
+        time.sleep(0.05)
+    assert cli.json("ls") == []
+
+
+def test_second_process_readopts_and_controls_a_running_vm(cli, guest):
+    # Process 1 starts and exits; process 2 waits; this (third) process inspects and stops.
+    cli.ok("create", "adopt", "--net", "user", *TCG)
+    cli.ok("start", "adopt")
+    waited = cli.json("wait", "adopt")
+    assert waited["state"] == "ready"
+    assert waited["ip"] == "10.0.2.15"  # QEMU user networking's DHCP address, from the guest
+
+    machine = Host(cli.home).get("adopt")
+    status = machine.status()
+    assert status.state == "ready" and status.pid == waited["pid"]
+    result = machine.stop(timeout=60)
+    assert result.step == "acpi"
+    assert cli.json("inspect", "adopt")["status"]["state"] == "stopped"
+
+
+def test_vmm_killed_behind_our_back_shows_failed_with_reason(cli, guest):
+    cli.ok("run", "crash", *TCG)
+    pid = _pid(cli, "crash")
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while True:
+        status = cli.json("inspect", "crash")["status"]
+        if status["state"] != "ready" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert status["state"] == "failed"
+    assert "killed or crashed" in status["reason"]
+    assert any("VMKIT_READY" in line for line in status["serial_log_tail"])
+    assert any("vmkit: starting crash" in line for line in status["vmm_log_tail"])
+    text = cli.ok("inspect", "crash").stdout
+    assert "failed" in text and "last lines of serial.log" in text
+
+    # gc cleans the dead VMM's sockets; the VM record itself stays (it is the user's).
+    sockets = [Path(p) for p in cli.json("inspect", "crash")["runtime"]["sockets"].values()]
+    assert any(s.exists() for s in sockets)
+    report = cli.json("gc")
+    assert report["finalized"] == ["crash"]
+    assert not any(s.exists() for s in sockets)
+    assert cli.json("inspect", "crash")["status"]["state"] == "failed"
+    # and it can be started again
+    cli.ok("start", "crash", "--wait")
+    assert cli.json("inspect", "crash")["status"]["state"] == "ready"
+
+
+def test_console_runs_commands_and_guest_poweroff_is_a_clean_stop(cli, guest, tmp_path):
+    disk = tmp_path / "data.img"
+    disk.write_bytes(b"vmkit-disk-signature".ljust(1 << 20, b"\0"))
+    cli.ok("run", "con", "--disk", str(disk), *TCG)
+    out = cli.ok(
+        "console", "con", input="echo console-$((6*7)); head -c 20 /dev/vda; echo\n"
+    ).stdout
+    assert "console-42" in out
+    assert "vmkit-disk-signature" in out
+
+    cli.ok("console", "con", input="poweroff\n")
+    deadline = time.monotonic() + 30
+    while cli.json("inspect", "con")["status"]["state"] not in ("stopped", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    status = cli.json("inspect", "con")["status"]
+    assert status["state"] == "stopped"
+    assert "guest shutdown" in status["reason"]
+
+
+def test_readiness_timeout_fails_with_log_tails(cli, guest, tmp_path):
+    spec = tmp_path / "never.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "name": "never",
+                "boot": {
+                    "kernel": str(guest.kernel),
+                    "initrd": str(guest.initrd),
+                    "cmdline": "quiet",
+                },
+                "readiness": {"marker": "NEVER_SAID", "timeout": 8},
+                "accelerator": "tcg",
+            }
+        )
+    )
+    proc = cli("run", "-f", str(spec))
+    assert proc.returncode == 1
+    assert "did not print 'NEVER_SAID <ip>' within 8s" in proc.stderr
+    assert "last lines of" in proc.stderr and "VMKIT_READY" in proc.stderr
+    assert "vmkit kill never" in proc.stderr
+    status = cli.json("inspect", "never")["status"]
+    assert status["state"] == "failed"
+    cli.ok("kill", "never")
