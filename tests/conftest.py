@@ -72,3 +72,23 @@ def _kill_all(home: Path) -> None:
 @pytest.fixture
 def cli(vmkit_env: dict[str, str]) -> CLI:
     return CLI(vmkit_env, Path(vmkit_env["VMKIT_HOME"]))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "capability(driver, *names): the driver capabilities this test exercises"
+    )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """With VMKIT_CAPMAP=path, write {driver: {capability: [test ids]}} for the docs generator."""
+    out = os.environ.get("VMKIT_CAPMAP")
+    if not out:
+        return
+    capmap: dict[str, dict[str, list[str]]] = {}
+    for item in session.items:
+        for mark in item.iter_markers("capability"):
+            driver, *names = mark.args
+            for name in names:
+                capmap.setdefault(driver, {}).setdefault(name, []).append(item.nodeid)
+    Path(out).write_text(json.dumps(capmap, indent=2, sort_keys=True))

@@ -28,11 +28,11 @@ from pydantic import (
 from vmkit.errors import SpecError
 from vmkit.units import SIZE_HELP, format_size, parse_size
 
-NAME_RE = re.compile(r"^[a-z0-9_][a-z0-9_.-]{0,62}$")
+NAME_RE = re.compile(r"^[a-z0-9_][a-z0-9_.-]{0,62}\Z")
 NAME_HELP = (
     "1-63 characters: lowercase letters, digits, '-', '_' and '.', not starting with '.' or '-'"
 )
-MARKER_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+MARKER_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 MIN_MEMORY = 16 << 20
 QCOW2_MAGIC = b"QFI\xfb"
 

@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from vmkit.machine import Host
 
 TCG = ("--accel", "tcg")
 
 
+def capability(*names: str) -> pytest.MarkDecorator:
+    return pytest.mark.capability("qemu", *names)
+
+
 def _pid(cli, name: str) -> int:
     return int(cli.json("inspect", name)["status"]["pid"])
 
 
+@capability("boot_linux", "readiness", "graceful_stop", "net_none")
 def test_run_ready_then_graceful_stop_via_acpi(cli, guest):
     ready = cli.json("run", "demo", *TCG)
     assert ready["state"] == "ready"
@@ -43,6 +53,7 @@ def test_run_ready_then_graceful_stop_via_acpi(cli, guest):
     assert not any(Path(p).exists() for p in runtime["sockets"].values())
 
 
+@capability("graceful_stop")
 def test_stop_escalates_to_sigterm_when_guest_ignores_power_button(cli, guest, tmp_path):
     # acpi=off: the guest kernel never sees the power button, so only SIGTERM can end it.
     spec = tmp_path / "deaf.yaml"
@@ -56,6 +67,7 @@ def test_stop_escalates_to_sigterm_when_guest_ignores_power_button(cli, guest, t
     assert cli.json("inspect", "deaf")["status"]["state"] == "stopped"
 
 
+@capability("kill")
 def test_kill_then_rm_leaves_nothing(cli, guest):
     cli.ok("run", "k1", *TCG)
     vm_dir = Path(cli.json("inspect", "k1")["paths"]["dir"])
@@ -77,6 +89,7 @@ def test_kill_then_rm_leaves_nothing(cli, guest):
     assert cli.json("ls") == []
 
 
+@capability("kill")
 def test_rm_force_kills_a_running_vm(cli, guest):
     cli.ok("run", "f1", *TCG)
     pid = _pid(cli, "f1")
@@ -88,6 +101,7 @@ def test_rm_force_kills_a_running_vm(cli, guest):
     assert cli.json("ls") == []
 
 
+@capability("readopt", "net_user")
 def test_second_process_readopts_and_controls_a_running_vm(cli, guest):
     # Process 1 starts and exits; process 2 waits; this (third) process inspects and stops.
     cli.ok("create", "adopt", "--net", "user", *TCG)
@@ -104,6 +118,7 @@ def test_second_process_readopts_and_controls_a_running_vm(cli, guest):
     assert cli.json("inspect", "adopt")["status"]["state"] == "stopped"
 
 
+@capability("crash_detection")
 def test_vmm_killed_behind_our_back_shows_failed_with_reason(cli, guest):
     cli.ok("run", "crash", *TCG)
     pid = _pid(cli, "crash")
@@ -133,15 +148,30 @@ def test_vmm_killed_behind_our_back_shows_failed_with_reason(cli, guest):
     assert cli.json("inspect", "crash")["status"]["state"] == "ready"
 
 
+@capability("console", "disk_raw", "disk_qcow2", "rng", "balloon")
 def test_console_runs_commands_and_guest_poweroff_is_a_clean_stop(cli, guest, tmp_path):
     disk = tmp_path / "data.img"
     disk.write_bytes(b"vmkit-disk-signature".ljust(1 << 20, b"\0"))
-    cli.ok("run", "con", "--disk", str(disk), *TCG)
+    qcow = tmp_path / "data.qcow2"
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(disk), str(qcow)], check=True
+    )
+    cli.ok("run", "con", "--disk", str(disk), "--disk-ro", str(qcow), "--balloon", *TCG)
     out = cli.ok(
-        "console", "con", input="echo console-$((6*7)); head -c 20 /dev/vda; echo\n"
+        "console",
+        "con",
+        input="echo console-$((6*7)); head -c 20 /dev/vda; echo; head -c 20 /dev/vdb; echo\n"
+        "cat /sys/devices/virtual/misc/hw_random/rng_current\n"
+        "echo balloon=$(ls /sys/bus/virtio/drivers/virtio_balloon/ | grep -c virtio)\n"
+        "echo vdb-ro=$(cat /sys/block/vdb/ro)\n",
     ).stdout
     assert "console-42" in out
-    assert "vmkit-disk-signature" in out
+    assert out.count("vmkit-disk-signature") == 2  # the raw disk and the qcow2 disk
+    assert "virtio_rng.0" in out
+    assert "balloon=1" in out
+    assert "vdb-ro=1" in out  # --disk-ro is read-only inside the guest
+
+    _interactive_console_then_detach(cli, "con")
 
     cli.ok("console", "con", input="poweroff\n")
     deadline = time.monotonic() + 30
@@ -153,6 +183,7 @@ def test_console_runs_commands_and_guest_poweroff_is_a_clean_stop(cli, guest, tm
     assert "guest shutdown" in status["reason"]
 
 
+@capability("readiness")
 def test_readiness_timeout_fails_with_log_tails(cli, guest, tmp_path):
     spec = tmp_path / "never.json"
     spec.write_text(
@@ -177,3 +208,40 @@ def test_readiness_timeout_fails_with_log_tails(cli, guest, tmp_path):
     status = cli.json("inspect", "never")["status"]
     assert status["state"] == "failed"
     cli.ok("kill", "never")
+
+
+def _interactive_console_then_detach(cli, name: str) -> None:
+    """On a real terminal (a pty): raw mode, a command round-trips, Ctrl-] detaches."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vmkit.cli", "console", name],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=cli.env,
+        close_fds=True,
+    )
+    os.close(slave)
+    seen = b""
+
+    def read_until(needle: bytes) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 20
+        while needle not in seen:
+            assert time.monotonic() < deadline, seen
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                seen += os.read(master, 4096)
+
+    try:
+        read_until(b"detach with Ctrl-]")
+        time.sleep(0.3)  # the banner is printed just before the terminal goes raw
+        os.write(master, b"echo tty-$((2+3))\r")
+        read_until(b"tty-5")
+        os.write(master, b"\x1d")  # Ctrl-]
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert b"detach with Ctrl-]" in seen

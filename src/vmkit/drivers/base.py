@@ -29,6 +29,7 @@ class Capabilities:
     console: bool = False
     readiness: bool = False
     readopt: bool = False
+    crash_detection: bool = False
     pause: bool = False
     snapshot: bool = False
     hotplug: bool = False
@@ -37,6 +38,28 @@ class Capabilities:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+CAPABILITY_TEXT = {
+    "boot_linux": "Direct Linux boot (kernel + initrd + cmdline)",
+    "boot_efi": "EFI firmware boot from a disk image",
+    "disk_raw": "Raw disk images (read-write and read-only)",
+    "disk_qcow2": "qcow2 disk images",
+    "net_none": "No network",
+    "net_user": "NAT networking through the hypervisor (QEMU user)",
+    "rng": "virtio-rng entropy device",
+    "balloon": "virtio-balloon device",
+    "graceful_stop": "Graceful stop: ACPI power button, then SIGTERM, then SIGKILL",
+    "kill": "Immediate kill (SIGKILL)",
+    "console": "Interactive serial console attach",
+    "readiness": "Readiness line on the serial console, with timeout and log tails",
+    "readopt": "A second vmkit process sees and controls a running VM",
+    "crash_detection": "A VMM that died behind vmkit's back is shown failed, with the reason",
+    "pause": "Pause / resume",
+    "snapshot": "Snapshot / restore",
+    "hotplug": "Disk and NIC hotplug",
+    "migrate": "Local live migration",
+}
 
 
 @dataclass

@@ -80,6 +80,7 @@ class QemuDriver(Driver):
         console=True,
         readiness=True,
         readopt=True,
+        crash_detection=True,
     )
     install_hint: ClassVar[str] = (
         "install QEMU (Debian/Ubuntu: `apt-get install qemu-system-x86` or "
@@ -131,7 +132,7 @@ class QemuDriver(Driver):
         ]
 
         cmdline = spec.boot.cmdline
-        if "console=" not in cmdline:
+        if not re.search(r"(?:^|\s)console=", cmdline):
             cmdline = f"console={self.console_device()} {cmdline}".strip()
         argv += ["-kernel", str(spec.boot.kernel)]
         if spec.boot.initrd is not None:

@@ -60,7 +60,7 @@ def extract_vmlinux(bzimage: bytes) -> bytes:
         while start != -1:
             try:
                 out = decompress(bzimage[start:])
-            except (lzma.LZMAError, OSError, EOFError):
+            except (lzma.LZMAError, OSError, EOFError, gzip.zlib.error):  # type: ignore[attr-defined]
                 out = b""
             if out[:4] == elf.ELF_MAGIC:
                 return out

@@ -1,0 +1,302 @@
+"""Start-to-ready of the tiny guest: `vmkit run` versus the same QEMU argv launched directly.
+
+A (vmkit): spawn `vmkit run boot-NN --json`; time from just before the spawn until the
+process exits having printed state "ready". Its own `seconds_to_ready` is recorded too.
+After each run, `vmkit stop` and `vmkit rm` (not timed).
+
+B (raw): the argv `vmkit start raw-ref --dry-run --json` prints, Popen'd directly. Before
+each run the serial log, the trace (events) log and the sockets named in that argv are
+removed; the serial log is polled every 10 ms for "VMKIT_READY" followed by a newline;
+time from Popen to seeing it; then QEMU is killed.
+
+Runs are interleaved ABAB so slow drift of the machine affects both alike.
+
+    python bench/boot.py --runs 7 --json bench/results/boot.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    MS,
+    BenchError,
+    Sandbox,
+    busy_warning,
+    environment,
+    install_signal_handlers,
+    path_note,
+    summarize,
+    table,
+    vmkit_executable,
+    write_json,
+)
+
+MARKER = b"VMKIT_READY"
+POLL = 0.01  # seconds between serial-log reads in the raw runs
+TARGET_MS = 100.0
+TARGET_PCT = 5.0
+
+
+def qemu_opts(value: str) -> list[tuple[str, str]]:
+    """Split a QEMU option string (`a=b,c=d`; `,,` is a literal comma) into (key, value)."""
+    parts: list[str] = []
+    cur: list[str] = []
+    i = 0
+    while i < len(value):
+        c = value[i]
+        if c == "," and value[i + 1 : i + 2] == ",":
+            cur.append(",")
+            i += 2
+            continue
+        if c == ",":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    parts.append("".join(cur))
+    return [(p.split("=", 1)[0], p.split("=", 1)[1] if "=" in p else "") for p in parts]
+
+
+def files_in_argv(argv: list[str]) -> tuple[Path, list[Path]]:
+    """(serial log, every file QEMU creates: serial log, sockets, trace file) from the argv."""
+    serial: Path | None = None
+    created: list[Path] = []
+    wanted = {"-chardev": ("logfile", "path"), "-trace": ("file",)}
+    for flag, value in itertools.pairwise(argv):
+        for key, val in qemu_opts(value) if flag in wanted else ():
+            if key in wanted[flag]:
+                created.append(Path(val))
+            if flag == "-chardev" and key == "logfile":
+                serial = Path(val)
+    if serial is None:
+        raise BenchError("the QEMU argv has no chardev logfile= (serial log); cannot poll it")
+    return serial, created
+
+
+class RawBoot:
+    """Launch the planned argv directly and wait for the readiness line in the serial log."""
+
+    def __init__(self, sandbox: Sandbox, argv: list[str], timeout: float):
+        self.sandbox = sandbox
+        self.argv = argv
+        self.timeout = timeout
+        self.serial, self.created = files_in_argv(argv)
+        outside = [p for p in self.created if not sandbox.inside(p)]
+        if outside:
+            raise BenchError(f"refusing to delete files outside the sandbox: {outside}")
+        self.vmm_log = self.serial.parent / "raw-vmm.log"
+
+    def run(self) -> float:
+        for path in self.created:
+            path.unlink(missing_ok=True)
+        with self.vmm_log.open("ab") as log:
+            t0 = time.perf_counter()
+            proc = self.sandbox.track(
+                subprocess.Popen(
+                    self.argv,
+                    env=self.sandbox.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            )
+        try:
+            return self._wait_ready(proc, t0)
+        finally:
+            proc.kill()
+            proc.wait()
+
+    def _wait_ready(self, proc: subprocess.Popen[Any], t0: float) -> float:
+        seen = b""
+        offset = 0
+        deadline = t0 + self.timeout
+        while True:
+            try:
+                with self.serial.open("rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+            except FileNotFoundError:
+                chunk = b""
+            if chunk:
+                offset += len(chunk)
+                seen += chunk
+                idx = seen.find(MARKER)
+                if idx >= 0 and b"\n" in seen[idx:]:
+                    return time.perf_counter() - t0
+            if proc.poll() is not None:
+                tail = self.vmm_log.read_text(errors="replace")[-2000:]
+                raise BenchError(f"raw QEMU exited {proc.returncode} before ready:\n{tail}")
+            if time.perf_counter() > deadline:
+                raise BenchError(f"raw QEMU: no {MARKER.decode()} line within {self.timeout:g}s")
+            time.sleep(POLL)
+
+
+def vmkit_boot(sandbox: Sandbox, name: str, timeout: float) -> tuple[float, float, int]:
+    """(wall seconds, vmkit's seconds_to_ready, QEMU pid) of one `vmkit run NAME --json`."""
+    t0 = time.perf_counter()
+    proc = sandbox.track(
+        subprocess.Popen(
+            [sandbox.vmkit, "run", name, "--json"],
+            env=sandbox.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise BenchError(f"`vmkit run {name}` did not exit within {timeout:g}s") from None
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise BenchError(f"`vmkit run {name}` exited {proc.returncode}:\n{err.strip()}")
+    status = json.loads(out)
+    if status.get("state") != "ready":
+        raise BenchError(f"`vmkit run {name}` exited 0 but state is {status.get('state')!r}")
+    return wall, float(status["seconds_to_ready"]), int(status["pid"])
+
+
+def stop_and_remove(sandbox: Sandbox, name: str) -> None:
+    stopped = sandbox.vmkit_cmd("stop", name, check=False, timeout=120)
+    if stopped.returncode != 0:
+        print(f"warning: `vmkit stop {name}`: {stopped.stderr.strip()}", file=sys.stderr)
+        sandbox.vmkit_cmd("rm", "--force", name)
+    else:
+        sandbox.vmkit_cmd("rm", name)
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * MS:.0f}"
+
+
+def report(samples: dict[str, list[float]]) -> dict[str, Any]:
+    sums = {k: summarize(v) for k, v in samples.items()}
+    labels = {
+        "vmkit_wall": "vmkit run (wall, spawn->exit)",
+        "vmkit_reported": "  its own seconds_to_ready",
+        "raw": "raw QEMU (Popen->marker)",
+    }
+    rows = [
+        [
+            labels[k],
+            s["n"],
+            fmt_ms(s["median"]),
+            fmt_ms(s["min"]),
+            fmt_ms(s["max"]),
+            fmt_ms(s["stdev"]),
+        ]
+        for k, s in sums.items()
+    ]
+    print(table(rows, ["ms", "n", "median", "min", "max", "stdev"]))
+
+    raw_med = sums["raw"]["median"]
+    overhead = sums["vmkit_wall"]["median"] - raw_med
+    pct = 100.0 * overhead / raw_med
+    paired = statistics.median(
+        a - b for a, b in zip(samples["vmkit_wall"], samples["raw"], strict=True)
+    )
+    outside = statistics.median(
+        a - b for a, b in zip(samples["vmkit_wall"], samples["vmkit_reported"], strict=True)
+    )
+    ok = overhead * MS <= TARGET_MS or pct <= TARGET_PCT
+    print()
+    print(f"overhead (median vmkit - median raw): {overhead * MS:+.0f} ms ({pct:+.1f}%)")
+    print(f"overhead (median of paired A-B):      {paired * MS:+.0f} ms")
+    print(f"vmkit process outside its own clock (start-up, imports, exit): {outside * MS:.0f} ms")
+    print(f"target: <= {TARGET_PCT:g}% or <= {TARGET_MS:g} ms -> {'MET' if ok else 'NOT MET'}")
+    return {
+        "summary_seconds": sums,
+        "overhead_ms": overhead * MS,
+        "overhead_pct": pct,
+        "paired_overhead_ms": paired * MS,
+        "outside_own_clock_ms": outside * MS,
+        "target": {"ms": TARGET_MS, "pct": TARGET_PCT, "met": ok},
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--runs", type=int, default=7, help="timed pairs (default 7)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed pairs first (default 1)")
+    ap.add_argument("--timeout", type=float, default=180.0, help="seconds per boot (default 180)")
+    ap.add_argument("--json", metavar="FILE", help="write samples and summary as JSON")
+    ap.add_argument("--vmkit", metavar="PATH", help="vmkit executable (default: beside python)")
+    ap.add_argument("--check", action="store_true", help="exit 1 if the target is not met")
+    args = ap.parse_args()
+    if args.runs < 1 or args.warmup < 0:
+        ap.error("--runs must be >= 1 and --warmup >= 0")
+
+    install_signal_handlers()
+    vmkit = vmkit_executable(args.vmkit)
+    samples: dict[str, list[float]] = {"vmkit_wall": [], "vmkit_reported": [], "raw": []}
+    with Sandbox(vmkit) as sb:
+        env = environment(vmkit, sb)
+        for line in (path_note(vmkit), busy_warning(env)):
+            if line:
+                print(line)
+        sb.vmkit_json("guest", "path")  # fails early, with vmkit's hint, if not built
+        sb.vmkit_cmd("create", "raw-ref")
+        plan = sb.vmkit_json("start", "raw-ref", "--dry-run")
+        raw = RawBoot(sb, list(plan["argv"]), args.timeout)
+        print(f"vmkit: {vmkit}\nqemu:  {plan['argv'][0]} (accel {plan['accelerator']})")
+        total = args.warmup + args.runs
+        for i in range(total):
+            warm = i < args.warmup
+            tag = "warm-up" if warm else f"run {i - args.warmup + 1}/{args.runs}"
+            name = f"boot-{i:02d}"
+            wall, reported, _pid = vmkit_boot(sb, name, args.timeout)
+            stop_and_remove(sb, name)
+            raw_s = raw.run()
+            print(
+                f"{tag:>10}: vmkit {wall * MS:7.0f} ms (reports {reported * MS:.0f})"
+                f"   raw {raw_s * MS:7.0f} ms",
+                flush=True,
+            )
+            if not warm:
+                samples["vmkit_wall"].append(wall)
+                samples["vmkit_reported"].append(reported)
+                samples["raw"].append(raw_s)
+        sb.vmkit_cmd("rm", "raw-ref")
+    env["loadavg_end"] = os.getloadavg()
+    print()
+    summary = report(samples)
+    write_json(
+        args.json,
+        {
+            "benchmark": "boot",
+            "environment": env,
+            "argv": plan["argv"],
+            "samples_seconds": samples,
+            **summary,
+        },
+    )
+    return 1 if args.check and not summary["target"]["met"] else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; cleaned up", file=sys.stderr)
+        sys.exit(130)
