@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmkit import hostinfo
 from vmkit.drivers import get_driver, resolve_driver_name
@@ -29,8 +29,10 @@ from vmkit.errors import (
 )
 from vmkit.process import ProcessRef, describe_exit, reap_child, spawn_detached
 from vmkit.readiness import ReadinessFollower, tail_lines
-from vmkit.spec import MachineSpec, missing_files, spec_from_dict
 from vmkit.store import LockBusy, Store
+
+if TYPE_CHECKING:
+    from vmkit.spec import MachineSpec
 
 ALIVE_STATES = ("starting", "running", "ready", "paused", "stopping", "unresponsive")
 CONTROL_WAIT = 30.0  # seconds for a new VMM's control socket to answer
@@ -91,6 +93,8 @@ class Machine:
 
     @property
     def spec(self) -> MachineSpec:
+        from vmkit.spec import spec_from_dict
+
         return spec_from_dict(self.record["spec"], check_files=False)
 
     @property
@@ -255,6 +259,8 @@ class Machine:
                     f"VM {self.name!r} is already {st.state} (pid {st.pid}); "
                     f"stop it first with `vmkit stop {self.name}`"
                 )
+            from vmkit.spec import missing_files
+
             spec = self.spec
             problems = missing_files(spec)
             if problems:
@@ -469,6 +475,8 @@ class Host:
 
     def create(self, spec: MachineSpec) -> Machine:
         """Record a new VM. Everything is checked first; on error nothing is left behind."""
+        from vmkit.spec import missing_files
+
         problems = missing_files(spec)
         if problems:
             raise SpecError(problems)
@@ -487,7 +495,7 @@ class Host:
         return Machine(self, spec.name)
 
     def get(self, name: str) -> Machine:
-        from vmkit.spec import validate_name
+        from vmkit.names import validate_name
 
         try:
             validate_name(name)

@@ -26,25 +26,15 @@ from pydantic import (
 )
 
 from vmkit.errors import SpecError
+from vmkit.names import validate_name
 from vmkit.units import SIZE_HELP, format_size, parse_size
 
-NAME_RE = re.compile(r"^[a-z0-9_][a-z0-9_.-]{0,62}\Z")
-NAME_HELP = (
-    "1-63 characters: lowercase letters, digits, '-', '_' and '.', not starting with '.' or '-'"
-)
 MARKER_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 MIN_MEMORY = 16 << 20
 QCOW2_MAGIC = b"QFI\xfb"
 
 DriverName = Literal["auto", "qemu", "cloud-hypervisor", "vfkit", "krunkit"]
 AccelName = Literal["auto", "kvm", "hvf", "tcg"]
-
-
-def validate_name(name: str) -> str:
-    """A VM name safe to use as a path component; ValueError says what is allowed."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise ValueError(f"{name!r} is not a valid name; use {NAME_HELP}")
-    return name
 
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:

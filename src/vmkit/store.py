@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from vmkit.errors import NameInUse, NotFound, VmkitError
+from vmkit.names import validate_name
 from vmkit.paths import data_home, ensure_private_dir, runtime_dir
-from vmkit.spec import validate_name
 
 MACHINE_FILE = "machine.json"
 RUNTIME_FILE = "runtime.json"

@@ -6,10 +6,12 @@ import abc
 import shutil
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vmkit.errors import VmkitError
-from vmkit.spec import MachineSpec
+
+if TYPE_CHECKING:
+    from vmkit.spec import MachineSpec
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from vmkit.drivers.base import Capabilities, Driver, ExitCause, LaunchContext, LaunchPlan
 from vmkit.drivers.qmp import QMP, QMPError
 from vmkit.errors import InvalidInput, NotSupported
 from vmkit.hostinfo import is_linux, machine_arch
-from vmkit.spec import EfiBoot, LinuxBoot, MachineSpec
+
+if TYPE_CHECKING:
+    from vmkit.spec import MachineSpec
 
 # QEMU's ShutdownCause enum (qapi/run-state.json), as the trace event prints it.
 SHUTDOWN_CAUSES = {
@@ -92,6 +94,8 @@ class QemuDriver(Driver):
         self.binary_names = (f"qemu-system-{self.arch}",)
 
     def check(self, spec: MachineSpec) -> None:
+        from vmkit.spec import EfiBoot
+
         if isinstance(spec.boot, EfiBoot):
             raise NotSupported(
                 "boot.kind 'efi' is not implemented in vmkit's QEMU driver yet; "
@@ -108,6 +112,8 @@ class QemuDriver(Driver):
         return "ttyAMA0" if self.arch == "aarch64" else "ttyS0"
 
     def plan(self, spec: MachineSpec, ctx: LaunchContext) -> LaunchPlan:
+        from vmkit.spec import LinuxBoot
+
         self.check(spec)
         assert isinstance(spec.boot, LinuxBoot)
         accel = ctx.accelerator
