@@ -14,6 +14,7 @@ esac
 pkgs=()
 command -v "$qemu_bin" >/dev/null || pkgs+=("$qemu_pkg")
 command -v qemu-img >/dev/null || pkgs+=(qemu-utils)
+command -v cpio >/dev/null || pkgs+=(cpio)  # tests extract the initramfs with the real tool
 command -v python3 >/dev/null || pkgs+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
 if ((${#pkgs[@]})); then

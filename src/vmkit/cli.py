@@ -153,7 +153,10 @@ def _build_spec(name: str | None, o: dict[str, Any]) -> Any:
     if "name" not in over:
         raise InvalidInput("a VM name is required (or a spec file with -f)")
     if "kernel" in boot_flags:
-        over["boot"] = {"kind": "linux", **{k: str(v) for k, v in boot_flags.items()}}
+        over["boot"] = {
+            "kind": "linux",
+            **{k: str(v.absolute()) if isinstance(v, Path) else v for k, v in boot_flags.items()},
+        }
     else:
         over["boot"] = _tiny_guest_boot(over, boot_flags)
     return specmod.spec_from_dict(over, base_dir=Path.cwd())
@@ -168,7 +171,7 @@ def _disk(path: Path, readonly: bool) -> dict[str, Any]:
             fmt = "qcow2" if f.read(4) == QCOW2_MAGIC else "raw"
     except OSError:
         pass  # reported as a missing file by the spec check
-    return {"path": str(path), "readonly": readonly, "format": fmt}
+    return {"path": str(path.absolute()), "readonly": readonly, "format": fmt}
 
 
 def _tiny_guest_boot(over: dict[str, Any], boot_flags: dict[str, Any]) -> dict[str, Any]:

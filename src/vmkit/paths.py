@@ -51,7 +51,10 @@ def runtime_dir() -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        raise VmkitError(f"{path} exists and is not a directory; move it away") from None
     st = path.lstat()
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
         raise VmkitError(f"{path} is not a directory owned by you; remove it or set VMKIT_HOME")

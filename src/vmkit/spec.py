@@ -182,7 +182,7 @@ class MachineSpec(_Model):
     @field_validator("cpus", mode="before")
     @classmethod
     def _cpus(cls, v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int | str) or not str(v).isdigit():
+        if isinstance(v, bool) or not isinstance(v, int | str) or not str(v).isdecimal():
             raise ValueError(f"{v!r} is not a whole number of CPUs; use 1-256")
         n = int(v)
         if not 1 <= n <= 256:
@@ -320,7 +320,13 @@ def load_spec_file(path: Path, overrides: dict[str, Any] | None = None) -> Machi
     if data is None:
         data = {}
     if isinstance(data, dict) and overrides:
-        data = {**data, **overrides}
+        merged = {**data}
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}  # e.g. --timeout keeps the file's marker
+            else:
+                merged[key] = value
+        data = merged
     return spec_from_dict(data, base_dir=path.parent.absolute())
 
 

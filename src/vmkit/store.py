@@ -36,8 +36,14 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write via a temp file in the same dir, fsync, rename, fsync the dir."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
+        f = os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    try:
+        with f:
+            os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -186,7 +192,10 @@ class Store:
         with self.store_lock():
             d = self.vm_dir(name)
             trash = self.vms_dir / f".trash-{name}-{os.getpid()}-{time.monotonic_ns()}"
-            os.rename(d, trash)
+            try:
+                os.rename(d, trash)
+            except FileNotFoundError:
+                raise NotFound(f"no VM named {name!r} (see `vmkit ls`)") from None
         _rmtree(trash)
 
     def leftovers(self) -> list[Path]:

@@ -19,8 +19,20 @@ from vmkit.guest import cpio
 
 HEADER_LEN = 110
 FIELDS = (
-    "ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize check"
-).split()
+    "ino",
+    "mode",
+    "uid",
+    "gid",
+    "nlink",
+    "mtime",
+    "filesize",
+    "devmajor",
+    "devminor",
+    "rdevmajor",
+    "rdevminor",
+    "namesize",
+    "check",
+)
 
 
 @dataclass

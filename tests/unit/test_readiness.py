@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from pathlib import Path
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vmkit import readiness as readiness_mod
-from vmkit.readiness import MAX_LINE, Ready, ReadinessFollower, tail_lines
+from vmkit.readiness import MAX_LINE, ReadinessFollower, Ready, tail_lines
 
 MARKER = "VMKIT_READY"
 
@@ -50,7 +51,9 @@ def test_readiness_line_is_found_with_ip_and_offset(log: Log) -> None:
 
 def test_marker_split_across_two_appends_is_found(log: Log) -> None:
     assert log.append("boot\nVMKIT_RE") is None
-    assert log.append("ADY 192.168.1.7\n") == Ready("192.168.1.7", len("boot\nVMKIT_READY 192.168.1.7\n"))
+    assert log.append("ADY 192.168.1.7\n") == Ready(
+        "192.168.1.7", len("boot\nVMKIT_READY 192.168.1.7\n")
+    )
 
 
 def test_a_line_only_counts_once_its_newline_arrives(log: Log) -> None:
@@ -74,7 +77,13 @@ def test_marker_may_follow_a_console_prefix(log: Log) -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["VMKIT_READY 999.1.1.1", "VMKIT_READY abc", "VMKIT_READY", "VMKIT_READY   ", "VMKIT_READY 10.0.2"],
+    [
+        "VMKIT_READY 999.1.1.1",
+        "VMKIT_READY abc",
+        "VMKIT_READY",
+        "VMKIT_READY   ",
+        "VMKIT_READY 10.0.2",
+    ],
 )
 def test_invalid_addresses_are_rejected_and_recorded(log: Log, line: str) -> None:
     assert log.append(line + "\n") is None
@@ -190,7 +199,7 @@ def test_a_very_long_line_keeps_memory_bounded(log: Log) -> None:
 # ---- property: arbitrary chunking ----------------------------------------------------------
 
 noise_line = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"),
+    alphabet=st.characters(codec="utf-8", exclude_characters="\n\r"),
     max_size=40,
 ).filter(lambda s: MARKER not in s)
 
@@ -215,7 +224,7 @@ def test_readiness_found_exactly_once_at_any_chunking(
         path.touch()
         follower = ReadinessFollower(path, MARKER)
         found: list[tuple[int, Ready]] = []
-        for lo, hi in zip(bounds, bounds[1:], strict=False):
+        for lo, hi in itertools.pairwise(bounds):
             with path.open("ab") as f:
                 f.write(data[lo:hi])
             ready = follower.poll()

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vmkit.errors import InvalidInput, SpecError
+from vmkit.names import validate_name
 from vmkit.spec import (
     EfiBoot,
     LinuxBoot,
@@ -20,7 +21,6 @@ from vmkit.spec import (
     load_spec_file,
     missing_files,
     spec_from_dict,
-    validate_name,
 )
 from vmkit.units import SIZE_HELP
 
@@ -92,11 +92,15 @@ def test_spec_error_is_invalid_input_with_exit_code_2() -> None:
 
 @given(mib=st.integers(min_value=16, max_value=1 << 20), data=st.data())
 def test_memory_accepts_any_mib_multiple_from_16mib(mib: int, data: st.DataObject) -> None:
-    form = data.draw(st.sampled_from([f"{mib}M", f"{mib}MiB", f"{mib}m", mib << 20, str(mib << 20)]))
+    form = data.draw(
+        st.sampled_from([f"{mib}M", f"{mib}MiB", f"{mib}m", mib << 20, str(mib << 20)])
+    )
     assert _spec(memory=form).memory == mib << 20
 
 
-@pytest.mark.parametrize(("text", "expected"), [("1G", 1 << 30), ("2GiB", 2 << 30), ("16M", 16 << 20)])
+@pytest.mark.parametrize(
+    ("text", "expected"), [("1G", 1 << 30), ("2GiB", 2 << 30), ("16M", 16 << 20)]
+)
 def test_memory_units(text: str, expected: int) -> None:
     assert _spec(memory=text).memory == expected
 
@@ -186,8 +190,14 @@ def test_error_message_lists_each_field_on_its_own_line() -> None:
     [
         ({"name": "vm", "boot": {"kernel": KERNEL}, "colour": "red"}, "colour"),
         ({"name": "vm", "boot": {"kernel": KERNEL, "append": "x"}}, "boot.append"),
-        ({"name": "vm", "boot": {"kernel": KERNEL}, "disks": [{"path": "/d", "ro": 1}]}, "disks[0].ro"),
-        ({"name": "vm", "boot": {"kernel": KERNEL}, "readiness": {"regex": "x"}}, "readiness.regex"),
+        (
+            {"name": "vm", "boot": {"kernel": KERNEL}, "disks": [{"path": "/d", "ro": 1}]},
+            "disks[0].ro",
+        ),
+        (
+            {"name": "vm", "boot": {"kernel": KERNEL}, "readiness": {"regex": "x"}},
+            "readiness.regex",
+        ),
     ],
 )
 def test_unknown_fields_are_rejected_by_path(data: dict[str, Any], field: str) -> None:

@@ -365,8 +365,9 @@ def test_file_lock_waits_for_the_holder_to_release(
 
 
 def test_file_lock_without_create_on_a_missing_file_is_not_found(tmp_path: Path) -> None:
-    with pytest.raises(NotFound, match="thing does not exist"), file_lock(
-        tmp_path / "missing", 0, "thing", create=False
+    with (
+        pytest.raises(NotFound, match="thing does not exist"),
+        file_lock(tmp_path / "missing", 0, "thing", create=False),
     ):
         pass
     assert not (tmp_path / "missing").exists()
@@ -388,7 +389,7 @@ def _wait_in_vm_lock(
         waiting.set()
         real_sleep(seconds)
 
-    monkeypatch.setattr(store_mod.time, "sleep", sleep)
+    monkeypatch.setattr(time, "sleep", sleep)
     outcome: list[BaseException | str] = []
 
     def run() -> None:
@@ -451,3 +452,17 @@ def test_vm_lock_acquired_after_release_when_vm_still_exists(
         os.close(fd)
     thread.join(10)
     assert outcome == ["acquired"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown a dir to another uid")
+def test_runtime_dir_owned_by_another_uid_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vmkit.paths import runtime_dir
+
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    os.chown(run, 65534, 65534)
+    monkeypatch.setenv("VMKIT_RUNTIME_DIR", str(run))
+    with pytest.raises(VmkitError, match="not a directory owned by you"):
+        runtime_dir()

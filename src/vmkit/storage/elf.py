@@ -33,6 +33,15 @@ def _check(data: bytes) -> None:
 
 def sections(data: bytes) -> list[Section]:
     """The section table of an ELF64 LE file, with names resolved."""
+    try:
+        return _sections(data)
+    except (struct.error, ValueError) as exc:
+        if isinstance(exc, ElfError):
+            raise
+        raise ElfError(f"truncated or corrupt ELF: {exc}") from None
+
+
+def _sections(data: bytes) -> list[Section]:
     _check(data)
     shoff = struct.unpack_from("<Q", data, 0x28)[0]
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
@@ -71,6 +80,13 @@ def modinfo(data: bytes) -> dict[str, list[str]]:
 
 def notes(data: bytes) -> Iterator[tuple[str, int, bytes]]:
     """(owner name, type, descriptor) for every note in PT_NOTE segments."""
+    try:
+        yield from _notes(data)
+    except struct.error as exc:
+        raise ElfError(f"truncated or corrupt ELF: {exc}") from None
+
+
+def _notes(data: bytes) -> Iterator[tuple[str, int, bytes]]:
     _check(data)
     phoff = struct.unpack_from("<Q", data, 0x20)[0]
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
