@@ -70,7 +70,8 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM/SIGHUP unwind like Ctrl-C, so every `finally` runs."""
+    """SIGINT (even if inherited as ignored), SIGTERM and SIGHUP unwind like Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupt)
 
@@ -253,9 +254,10 @@ def environment(vmkit: str, sandbox: Sandbox | None = None) -> dict[str, Any]:
     vmkit_version = None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run([vmkit, "--version"], capture_output=True, text=True, timeout=30)
-        vmkit_version = out.stdout.strip()
+        vmkit_version = out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "git": git_state(),
         "host": platform.node(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
@@ -270,6 +272,27 @@ def environment(vmkit: str, sandbox: Sandbox | None = None) -> dict[str, Any]:
     }
 
 
+def git_state() -> str | None:
+    """`<commit>` or `<commit>-dirty` of the checkout these scripts are in."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "src"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if head and dirty else (head or None)
+
+
 def busy_warning(env: dict[str, Any]) -> str | None:
     load1 = env["loadavg_start"][0]
     others = env["other_qemu_processes_at_start"]
@@ -279,6 +302,18 @@ def busy_warning(env: dict[str, Any]) -> str | None:
             f"{others} other QEMU process(es)): treat these numbers as a smoke run only"
         )
     return None
+
+
+def print_header(env: dict[str, Any]) -> None:
+    """Who is measured, on what, and whether the machine looks quiet."""
+    for line in (path_note(env["vmkit_executable"]), busy_warning(env)):
+        if line:
+            print(line)
+    print(f"vmkit:  {env['vmkit_executable']} ({env['vmkit_version']}, checkout {env['git']})")
+    print(f"python: {env['python_executable']} ({env['python']})")
+    print(f"qemu:   {env['qemu_version']}")
+    load = ", ".join(f"{x:.2f}" for x in env["loadavg_start"])
+    print(f"host:   {env['cpus']} CPUs, load {load}, {env['date']}")
 
 
 def _qemu_arch() -> str:
