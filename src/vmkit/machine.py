@@ -65,7 +65,9 @@ class Status:
 @dataclass
 class StopResult:
     name: str
-    step: str  # acpi | sigterm | sigkill | already-stopped
+    step: (
+        str  # acpi | a driver's hard stop (e.g. vm.shutdown) | sigterm | sigkill | already-stopped
+    )
     seconds: float
 
     def to_json(self) -> dict[str, Any]:
@@ -120,8 +122,8 @@ class Machine:
             serial_log=self.serial_log,
             events_log=self.dir / "vmm-events.log",
             sockets={
-                "qmp": self.store.socket_path(self.name, "qmp"),
-                "console": self.store.socket_path(self.name, "con"),
+                role: self.store.socket_path(self.name, suffix)
+                for role, suffix in self.driver.socket_roles.items()
             },
             accelerator=accelerator,
         )
@@ -385,6 +387,8 @@ class Machine:
                     powered = proc.wait_gone(0)
                 if powered:
                     step = "acpi"
+                elif (hard := self._force_shutdown(rt)) is not None and proc.wait_gone(10):
+                    step = hard
                 elif proc.signal(signal.SIGTERM) and proc.wait_gone(10):
                     step = "sigterm"
                 else:
@@ -393,6 +397,12 @@ class Machine:
             finally:
                 self._finish(rt, proc, "stop", step)
         return StopResult(self.name, step, round(time.monotonic() - t0, 3))
+
+    def _force_shutdown(self, rt: dict[str, Any]) -> str | None:
+        try:
+            return self.driver.force_shutdown(rt.get("sockets", {}))
+        except Exception:
+            return None
 
     def kill(self) -> StopResult:
         t0 = time.monotonic()

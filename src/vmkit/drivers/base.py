@@ -8,10 +8,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from vmkit.errors import VmkitError
+from vmkit.errors import NotSupported, VmkitError
 
 if TYPE_CHECKING:
-    from vmkit.spec import MachineSpec
+    from vmkit.spec import Disk, MachineSpec, Network
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,11 @@ class Capabilities:
     crash_detection: bool = False
     pause: bool = False
     snapshot: bool = False
-    hotplug: bool = False
+    restore_readiness: bool = False
+    hotplug_disk: bool = False
+    hotplug_net: bool = False
     migrate: bool = False
+    reboot: bool = False
 
     @classmethod
     def names(cls) -> list[str]:
@@ -58,9 +61,12 @@ CAPABILITY_TEXT = {
     "readopt": "A second vmkit process sees and controls a running VM",
     "crash_detection": "A VMM that died behind vmkit's back is shown failed, with the reason",
     "pause": "Pause / resume",
-    "snapshot": "Snapshot / restore",
-    "hotplug": "Disk and NIC hotplug",
-    "migrate": "Local live migration",
+    "snapshot": "Snapshot (memory + device state + disk clones) and restore into new VMs",
+    "restore_readiness": "A restored VM announces readiness again",
+    "hotplug_disk": "Disk hotplug / unplug on a running VM",
+    "hotplug_net": "NIC hotplug / unplug on a running VM",
+    "migrate": "Local live migration between two VMM processes",
+    "reboot": "Reboot a running guest",
 }
 
 
@@ -104,6 +110,8 @@ class Driver(abc.ABC):
     capabilities: ClassVar[Capabilities]
     binary_names: tuple[str, ...]
     install_hint: ClassVar[str]
+    # Control sockets the VMM needs, role -> short file suffix in the runtime dir.
+    socket_roles: ClassVar[dict[str, str]] = {}
 
     def find_binary(self) -> str:
         for candidate in self.binary_names:
@@ -130,6 +138,76 @@ class Driver(abc.ABC):
     def request_powerdown(self, sockets: dict[str, str]) -> None:
         """Press the ACPI power button (or the VMM's equivalent)."""
 
+    def force_shutdown(self, sockets: dict[str, str]) -> str | None:
+        """A VMM-level hard stop, tried after the guest ignored the power button and before
+        SIGTERM (Cloud Hypervisor `vm.shutdown`, vfkit `HardStop`).
+
+        Returns the name of the step (reported by `vmkit stop`), or None when the driver has
+        no such step (QEMU: SIGTERM already makes it shut down cleanly).
+        """
+        return None
+
     @abc.abstractmethod
     def exit_cause(self, ctx: LaunchContext) -> ExitCause | None:
         """Read the VMM's logs after it exited; None when they say nothing."""
+
+    # ---- advanced lifecycle ----------------------------------------------------------
+    # The Machine layer checks `capabilities` before calling any of these, so a driver
+    # that cannot do a verb says so before the VM is touched. The defaults exist only so a
+    # driver without the capability need not implement the method.
+    def unsupported(self, verb: str) -> NotSupported:
+        return NotSupported(f"the {self.name} driver cannot {verb}")
+
+    def pause(self, sockets: dict[str, str]) -> None:
+        """Freeze the guest's vCPUs; the VMM keeps running."""
+        raise self.unsupported("pause")
+
+    def resume(self, sockets: dict[str, str]) -> None:
+        raise self.unsupported("resume")
+
+    def reboot(self, sockets: dict[str, str]) -> None:
+        raise self.unsupported("reboot")
+
+    def save_state(self, sockets: dict[str, str], state_dir: Path) -> dict[str, Any]:
+        """Write the paused guest's RAM + device state into `state_dir` (which exists).
+
+        Returns driver-specific metadata stored in the snapshot record (file names, sizes).
+        Disks are not the driver's business: the Machine layer clones them.
+        """
+        raise self.unsupported("snapshot")
+
+    def plan_restore(
+        self, spec: MachineSpec, ctx: LaunchContext, state_dir: Path, meta: dict[str, Any]
+    ) -> LaunchPlan:
+        """The argv of a VMM that will take in the state saved in `state_dir`."""
+        raise self.unsupported("restore")
+
+    def complete_restore(
+        self, sockets: dict[str, str], state_dir: Path, meta: dict[str, Any], timeout: float
+    ) -> None:
+        """After `plan_restore`'s VMM answers: load the state and let the guest run."""
+        raise self.unsupported("restore")
+
+    def announce_readiness(self, sockets: dict[str, str]) -> None:
+        """Ask a restored guest to print its readiness line again (no-op if unsupported)."""
+        return None
+
+    def attach_disk(self, sockets: dict[str, str], disk: Disk, device_id: str) -> None:
+        raise self.unsupported("hotplug disks")
+
+    def detach_disk(self, sockets: dict[str, str], device_id: str) -> None:
+        raise self.unsupported("unplug disks")
+
+    def attach_net(self, sockets: dict[str, str], net: Network, device_id: str, mac: str) -> None:
+        raise self.unsupported("hotplug NICs")
+
+    def detach_net(self, sockets: dict[str, str], device_id: str) -> None:
+        raise self.unsupported("unplug NICs")
+
+    def plan_incoming(self, spec: MachineSpec, ctx: LaunchContext, uri: str) -> LaunchPlan:
+        """The argv of a VMM that waits for a live migration on `uri` (unix:PATH)."""
+        raise self.unsupported("receive a migration")
+
+    def send_migration(self, sockets: dict[str, str], uri: str, timeout: float) -> None:
+        """Live-migrate the running guest to the VMM listening on `uri`; blocks until done."""
+        raise self.unsupported("migrate")

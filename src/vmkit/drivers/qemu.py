@@ -84,6 +84,7 @@ class QemuDriver(Driver):
         readopt=True,
         crash_detection=True,
     )
+    socket_roles: ClassVar[dict[str, str]] = {"qmp": "qmp", "console": "con"}
     install_hint: ClassVar[str] = (
         "install QEMU (Debian/Ubuntu: `apt-get install qemu-system-x86` or "
         "`qemu-system-arm`; macOS: `brew install qemu`)"

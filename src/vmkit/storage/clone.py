@@ -1,0 +1,95 @@
+"""Copy-on-write clones of disk images with the best method the platform has.
+
+Order: a reflink (Linux FICLONE on btrfs/xfs/bcachefs) shares every extent and takes O(1);
+otherwise a sparse copy that walks data extents with SEEK_DATA/SEEK_HOLE, so it costs the
+allocated size, not the virtual size. The method used is always reported to the caller.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vmkit.errors import VmkitError
+
+FICLONE = 0x40049409  # _IOW(0x94, 9, int)
+_CHUNK = 1 << 20
+_NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS}
+
+
+@dataclass(frozen=True)
+class CloneResult:
+    method: str  # reflink | sparse-copy
+    seconds: float
+    bytes_copied: int  # 0 for a reflink
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _reflink(src_fd: int, dst_fd: int) -> bool:
+    try:
+        fcntl.ioctl(dst_fd, FICLONE, src_fd)
+    except OSError as exc:
+        if exc.errno in _NO_REFLINK:
+            return False
+        raise
+    return True
+
+
+def _sparse_copy(src_fd: int, dst_fd: int, size: int) -> int:
+    """Copy only the data extents; holes stay holes. Returns bytes copied."""
+    copied = 0
+    pos = 0
+    while pos < size:
+        try:
+            data = os.lseek(src_fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole remains
+                break
+            raise
+        hole = os.lseek(src_fd, data, os.SEEK_HOLE)
+        offset = data
+        while offset < hole:
+            n = os.copy_file_range(src_fd, dst_fd, min(_CHUNK * 64, hole - offset), offset, offset)
+            if n == 0:
+                break
+            offset += n
+            copied += n
+        pos = hole
+    os.ftruncate(dst_fd, size)
+    return copied
+
+
+def clone_file(src: Path, dst: Path) -> CloneResult:
+    """Clone `src` to the new file `dst` (which must not exist); mode 0600.
+
+    On any error the half-written `dst` is removed.
+    """
+    t0 = time.monotonic()
+    src_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            dst_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            raise VmkitError(f"cannot clone {src} to {dst}: the target exists") from None
+        try:
+            if _reflink(src_fd, dst_fd):
+                method, copied = "reflink", 0
+            else:
+                method = "sparse-copy"
+                copied = _sparse_copy(src_fd, dst_fd, os.fstat(src_fd).st_size)
+            os.fsync(dst_fd)
+        except BaseException:
+            os.close(dst_fd)
+            dst.unlink(missing_ok=True)
+            raise
+        os.close(dst_fd)
+    finally:
+        os.close(src_fd)
+    return CloneResult(method, round(time.monotonic() - t0, 4), copied)
