@@ -302,7 +302,7 @@ def stop(names: tuple[str, ...], timeout: float, as_json: bool) -> None:
                 "sigterm": "VMM terminated with SIGTERM after the guest ignored the power button",
                 "sigkill": "VMM killed with SIGKILL (did not respond to SIGTERM)",
                 "already-stopped": "was not running",
-            }[r.step]
+            }.get(r.step, f"VMM stopped by its hard-stop request ({r.step})")
             click.echo(f"{r.name}: {how} in {r.seconds:.2f}s")
 
 
