@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -11,30 +10,16 @@ from typing import Any, NoReturn
 import click
 
 from vmkit import __version__
+from vmkit.cli_common import READ_HELP
+from vmkit.cli_common import echo_json as _echo_json
+from vmkit.cli_common import host as _host
+from vmkit.cli_common import table as _table
 from vmkit.errors import InvalidInput, VmkitError
-
-READ_HELP = "Print JSON for scripts."
 
 
 def _fail(exc: VmkitError) -> NoReturn:
     click.echo(f"error: {exc}", err=True)
     sys.exit(exc.exit_code)
-
-
-def _host() -> Any:
-    from vmkit.machine import Host
-
-    return Host()
-
-
-def _echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
-
-
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join(fmt.format(*r).rstrip() for r in [headers, *rows])
 
 
 class _Group(click.Group):
@@ -585,6 +570,10 @@ def spec_validate(file: Path) -> None:
     spec = load_spec_file(file)
     click.echo(f"{file}: valid ({spec.name})")
 
+
+from vmkit.cli_live import register as _register_live  # noqa: E402
+
+_register_live(main)
 
 if __name__ == "__main__":
     main()

@@ -16,12 +16,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vmkit import hostinfo
+from vmkit import hostinfo, hotplug, snapshot_ops
 from vmkit.drivers import get_driver, resolve_driver_name
 from vmkit.drivers.base import Driver, LaunchContext, LaunchPlan
+from vmkit.drivers.qemu import stable_mac
 from vmkit.errors import (
     InvalidInput,
     NotFound,
+    NotSupported,
     ReadinessTimeout,
     SpecError,
     VMFailed,
@@ -29,12 +31,14 @@ from vmkit.errors import (
 )
 from vmkit.process import ProcessRef, describe_exit, reap_child, spawn_detached
 from vmkit.readiness import ReadinessFollower, tail_lines
+from vmkit.snapshots import Snapshot, SnapshotStore
 from vmkit.store import LockBusy, Store
 
 if TYPE_CHECKING:
     from vmkit.spec import MachineSpec
 
 ALIVE_STATES = ("starting", "running", "ready", "paused", "stopping", "unresponsive")
+LIVE_STATES = ("running", "ready", "paused")
 CONTROL_WAIT = 30.0  # seconds for a new VMM's control socket to answer
 TAIL = 20
 
@@ -255,46 +259,55 @@ class Machine:
     def start(self) -> LaunchPlan:
         """Launch the VMM detached and return once its control socket answers."""
         with self._locked():
-            st = self.status()
-            if st.alive:
-                raise VMStateError(
-                    f"VM {self.name!r} is already {st.state} (pid {st.pid}); "
-                    f"stop it first with `vmkit stop {self.name}`"
-                )
+            self._check_not_running()
             from vmkit.spec import missing_files
 
             spec = self.spec
             problems = missing_files(spec)
             if problems:
                 raise SpecError(problems)
-            driver = self.driver
-            driver.find_binary()
+            self.driver.find_binary()
             plan = self.plan()
-            for sock in plan.sockets.values():
-                sock.unlink(missing_ok=True)  # stale: the VMM that owned it is gone
-            ctx = self._context(plan.accelerator)
-            ctx.events_log.unlink(missing_ok=True)
-            with self.vmm_log.open("ab") as log:
-                log.write(f"--- vmkit: starting {self.name} at {time.ctime()} ---\n".encode())
-            proc = spawn_detached(plan.argv, self.vmm_log, self.dir)
-            self.store.save_runtime(
-                self.name,
-                {
-                    "driver": driver.name,
-                    "accelerator": plan.accelerator,
-                    "argv": plan.argv,
-                    "sockets": {k: str(v) for k, v in plan.sockets.items()},
-                    "pid": proc.pid,
-                    "create_time": proc.create_time,
-                    "started_at": time.time(),
-                    "serial_offset": 0,
-                    "ready": None,
-                    "stop": None,
-                    "exit": None,
-                },
-            )
+            proc = self._launch_unlocked(plan)
         self._wait_control(proc)
         return plan
+
+    def _check_not_running(self) -> None:
+        st = self.status()
+        if st.alive:
+            raise VMStateError(
+                f"VM {self.name!r} is already {st.state} (pid {st.pid}); "
+                f"stop it first with `vmkit stop {self.name}`"
+            )
+
+    def _launch_unlocked(self, plan: LaunchPlan, extra: dict[str, Any] | None = None) -> ProcessRef:
+        """Spawn `plan.argv` detached and record it in runtime.json (caller holds the lock)."""
+        driver = self.driver
+        for sock in plan.sockets.values():
+            sock.unlink(missing_ok=True)  # stale: the VMM that owned it is gone
+        ctx = self._context(plan.accelerator)
+        ctx.events_log.unlink(missing_ok=True)
+        with self.vmm_log.open("ab") as log:
+            log.write(f"--- vmkit: starting {self.name} at {time.ctime()} ---\n".encode())
+        proc = spawn_detached(plan.argv, self.vmm_log, self.dir)
+        self.store.save_runtime(
+            self.name,
+            {
+                "driver": driver.name,
+                "accelerator": plan.accelerator,
+                "argv": plan.argv,
+                "sockets": {k: str(v) for k, v in plan.sockets.items()},
+                "pid": proc.pid,
+                "create_time": proc.create_time,
+                "started_at": time.time(),
+                "serial_offset": 0,
+                "ready": None,
+                "stop": None,
+                "exit": None,
+                **(extra or {}),
+            },
+        )
+        return proc
 
     def _wait_control(self, proc: ProcessRef) -> None:
         sockets = {k: str(v) for k, v in self.runtime().get("sockets", {}).items()}
@@ -449,6 +462,122 @@ class Machine:
             self._remove_sockets(rt)
             self.store.remove(self.name)
 
+    # ---- advanced verbs (each checks the driver's capability before touching the VM) ----
+    def require(self, capability: str, verb: str) -> Driver:
+        driver = self.driver
+        if not getattr(driver.capabilities, capability):
+            raise NotSupported(
+                f"the {driver.name} driver cannot {verb} (VM {self.name!r}); "
+                "see docs/capabilities.md for what each driver can do"
+            )
+        return driver
+
+    def live_runtime(self, verb: str, states: tuple[str, ...] = LIVE_STATES) -> dict[str, Any]:
+        """runtime.json of a VM whose VMM is up and in one of `states` (caller holds the lock)."""
+        st = self.status()
+        if st.state not in states:
+            hint = f"start it with `vmkit start {self.name}`" if not st.alive else ""
+            raise VMStateError(
+                f"cannot {verb} VM {self.name!r}: it is {st.state}"
+                + (f" (needs {' or '.join(states)}); {hint}" if hint else "")
+            )
+        return self.runtime()
+
+    def pause(self) -> Status:
+        """Freeze the guest's vCPUs (the VMM keeps its memory); `resume` continues."""
+        driver = self.require("pause", "pause")
+        with self._locked():
+            rt = self.live_runtime("pause", ("running", "ready", "paused"))
+            if self.status().state != "paused":
+                driver.pause(rt["sockets"])
+        return self.status()
+
+    def resume(self) -> Status:
+        driver = self.require("pause", "resume")
+        with self._locked():
+            rt = self.live_runtime("resume", ("running", "ready", "paused"))
+            driver.resume(rt["sockets"])
+        return self.status()
+
+    def reboot(self) -> Status:
+        """Reset the guest; readiness is awaited afresh (`vmkit wait`)."""
+        driver = self.require("reboot", "reboot")
+        with self._locked():
+            rt = self.live_runtime("reboot")
+            offset = self.serial_log.stat().st_size if self.serial_log.exists() else 0
+            driver.reboot(rt["sockets"])
+            self._merge_runtime_unlocked(
+                {
+                    "ready": None,
+                    "serial_offset": offset,
+                    "readiness_failure": None,
+                    "started_at": time.time(),
+                }
+            )
+        return self.status()
+
+    def attach_disk(
+        self, path: Path, readonly: bool = False, fmt: str | None = None
+    ) -> dict[str, Any]:
+        """Hot-plug a disk image; returns its record (with the device id for `detach`)."""
+        driver = self.require("hotplug_disk", "hot-plug disks")
+        disk = hotplug.disk_from_path(path, readonly, fmt)
+        with self._locked():
+            rt = self.live_runtime("hot-plug a disk into")
+            devices = dict(rt.get("hotplug", {}))
+            device_id = hotplug.next_id(devices, "hd")
+            driver.attach_disk(rt["sockets"], disk, device_id)
+            entry: dict[str, Any] = {
+                "kind": "disk",
+                "path": str(disk.path),
+                "format": disk.format,
+                "readonly": disk.readonly,
+            }
+            devices[device_id] = entry
+            self._merge_runtime_unlocked({"hotplug": devices})
+        return {"id": device_id, **entry}
+
+    def attach_net(self, mode: str = "user", mac: str | None = None) -> dict[str, Any]:
+        driver = self.require("hotplug_net", "hot-plug NICs")
+        net = hotplug.network(mode, mac)
+        with self._locked():
+            rt = self.live_runtime("hot-plug a NIC into")
+            devices = dict(rt.get("hotplug", {}))
+            device_id = hotplug.next_id(devices, "hn")
+            mac = net.mac or stable_mac(self.name, 100 + int(device_id[2:]))
+            driver.attach_net(rt["sockets"], net, device_id, mac)
+            entry = {"kind": "net", "mode": net.mode, "mac": mac}
+            devices[device_id] = entry
+            self._merge_runtime_unlocked({"hotplug": devices})
+        return {"id": device_id, **entry}
+
+    def detach(self, device_id: str) -> dict[str, Any]:
+        """Unplug a hot-plugged disk or NIC (the guest must release it)."""
+        with self._locked():
+            rt = self.live_runtime("unplug a device from")
+            devices = dict(rt.get("hotplug", {}))
+            entry = devices.get(device_id)
+            if entry is None:
+                known = ", ".join(sorted(devices)) or "none"
+                raise InvalidInput(
+                    f"VM {self.name!r} has no hot-plugged device {device_id!r} (has: {known})"
+                )
+            if entry["kind"] == "disk":
+                self.require("hotplug_disk", "unplug disks").detach_disk(rt["sockets"], device_id)
+            else:
+                self.require("hotplug_net", "unplug NICs").detach_net(rt["sockets"], device_id)
+            del devices[device_id]
+            self._merge_runtime_unlocked({"hotplug": devices})
+        return {"id": device_id, **entry}
+
+    def snapshot(self, name: str) -> Snapshot:
+        """Save RAM + device state and clone the writable disks at the same instant."""
+        return snapshot_ops.create_snapshot(self, name)
+
+    def migrate(self, to: str, timeout: float = 600.0) -> Machine:
+        """Live-migrate to a new VM `to` (a second VMM on this host); this one stops."""
+        return snapshot_ops.migrate(self, to, timeout)
+
     def inspect(self) -> dict[str, Any]:
         record = self.record
         return {
@@ -525,6 +654,21 @@ class Host:
         machine.start()
         return machine.wait_ready(timeout)
 
+    def restore(
+        self,
+        snapshot: str,
+        name: str | None = None,
+        driver: str | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> Machine:
+        """A new VM from a snapshot (own disk clones, fresh MACs); several copies allowed."""
+        return snapshot_ops.restore(self, snapshot, name, driver, wait, timeout)
+
+    @property
+    def snapshots(self) -> SnapshotStore:
+        return SnapshotStore(self.store.home)
+
     def gc(self) -> GcReport:
         """Finish cut-off creates/deletes, record dead VMMs, remove stale sockets."""
         report = GcReport()
@@ -542,6 +686,9 @@ class Host:
                         proc.wait_gone(10)
                         report.killed_pids.append(proc.pid)
                     Machine._remove_sockets(rt)
+                shutil.rmtree(leftover, ignore_errors=True)
+                report.removed_dirs.append(str(leftover))
+            for leftover in self.snapshots.leftovers():
                 shutil.rmtree(leftover, ignore_errors=True)
                 report.removed_dirs.append(str(leftover))
         live_sockets: set[str] = set()

@@ -28,7 +28,11 @@ def make_ctx(tmp_path: Path, accelerator: str = "tcg", folder: str = "vm") -> La
         vm_dir=vm_dir,
         serial_log=vm_dir / "serial.log",
         events_log=vm_dir / "vmm-events.log",
-        sockets={"console": tmp_path / "abc.con", "qmp": tmp_path / "abc.qmp"},
+        sockets={
+            "console": tmp_path / "abc.con",
+            "qmp": tmp_path / "abc.qmp",
+            "ctl": tmp_path / "abc.ctl",
+        },
         accelerator=accelerator,
     )
 
@@ -140,12 +144,17 @@ def test_qmp_chardev_and_control_monitor(tmp_path: Path) -> None:
 
 def test_commas_in_log_and_socket_paths_are_doubled(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path, folder="a,b")
-    ctx.sockets = {"console": tmp_path / "c,on", "qmp": tmp_path / "q,mp"}
+    ctx.sockets = {
+        "console": tmp_path / "c,on",
+        "qmp": tmp_path / "q,mp",
+        "ctl": tmp_path / "c,tl",
+    }
     argv = QemuDriver(arch="x86_64").plan(make_spec(), ctx).argv
     chardevs = " ".join(values(argv, "-chardev"))
     assert f"logfile={tmp_path}/a,,b/serial.log," in chardevs
     assert f"path={tmp_path}/c,,on," in chardevs
     assert f"path={tmp_path}/q,,mp," in chardevs
+    assert f"path={tmp_path}/c,,tl," in chardevs
     assert one(argv, "-trace").endswith(f"file={tmp_path}/a,,b/vmm-events.log")
 
 
@@ -367,3 +376,39 @@ def test_unknown_cause_number_is_not_clean(tmp_path: Path) -> None:
     assert QemuDriver(arch="x86_64").exit_cause(_events(tmp_path, _trace(42))) == ExitCause(
         False, "cause 42"
     )
+
+
+# ---- advanced lifecycle: control port, hotplug slots, restore / incoming ---------------------
+
+
+def test_control_port_is_a_named_virtio_serial_port_on_the_ctl_socket(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    argv = QemuDriver(arch="x86_64").plan(make_spec(), ctx).argv
+    devices = values(argv, "-device")
+    assert "virtio-serial-pci,id=vser0" in devices
+    assert "virtserialport,bus=vser0.0,chardev=ctl0,name=org.vmkit.ctl" in devices
+    assert f"socket,id=ctl0,path={ctx.sockets['ctl']},server=on,wait=off" in values(
+        argv, "-chardev"
+    )
+
+
+def test_empty_root_ports_for_hotplug(tmp_path: Path) -> None:
+    devices = values(plan_argv(tmp_path), "-device")
+    ports = [d for d in devices if d.startswith("pcie-root-port")]
+    assert ports == [f"pcie-root-port,id=hp{i},bus=pcie.0,chassis={i + 1}" for i in range(4)]
+
+
+def test_restore_and_incoming_plans_add_incoming_and_change_nothing_else(tmp_path: Path) -> None:
+    driver = QemuDriver(arch="x86_64")
+    spec, ctx = make_spec(), make_ctx(tmp_path)
+    base = driver.plan(spec, ctx).argv
+    restore = driver.plan_restore(spec, ctx, tmp_path, {"state_file": "state.qemu"}).argv
+    assert restore == [*base, "-incoming", "defer"]
+    incoming = driver.plan_incoming(spec, ctx, "unix:/tmp/x.mig").argv
+    assert incoming == [*base, "-incoming", "unix:/tmp/x.mig"]
+
+
+def test_qemu_declares_the_advanced_verbs() -> None:
+    caps = QemuDriver.capabilities
+    assert caps.pause and caps.snapshot and caps.migrate and caps.reboot
+    assert caps.hotplug_disk and caps.hotplug_net and caps.restore_readiness

@@ -188,8 +188,9 @@ class Driver(abc.ABC):
         """After `plan_restore`'s VMM answers: load the state and let the guest run."""
         raise self.unsupported("restore")
 
-    def announce_readiness(self, sockets: dict[str, str]) -> None:
-        """Ask a restored guest to print its readiness line again (no-op if unsupported)."""
+    def announce_readiness(self, sockets: dict[str, str], macs: list[str]) -> None:
+        """Tell a restored guest it was restored (with its new MACs) so it prints its
+        readiness line again; no-op for drivers without a guest channel."""
         return None
 
     def attach_disk(self, sockets: dict[str, str], disk: Disk, device_id: str) -> None:
@@ -209,5 +210,6 @@ class Driver(abc.ABC):
         raise self.unsupported("receive a migration")
 
     def send_migration(self, sockets: dict[str, str], uri: str, timeout: float) -> None:
-        """Live-migrate the running guest to the VMM listening on `uri`; blocks until done."""
+        """Live-migrate the running guest to the VMM listening on `uri`; blocks until the
+        target has the guest, and leaves the source VMM exiting (QEMU: `quit`)."""
         raise self.unsupported("migrate")

@@ -8,18 +8,22 @@ poweroff from a crash after the fact (it is not QEMU's parent by then).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
+import socket
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vmkit.drivers.base import Capabilities, Driver, ExitCause, LaunchContext, LaunchPlan
 from vmkit.drivers.qmp import QMP, QMPError
-from vmkit.errors import InvalidInput, NotSupported
+from vmkit.errors import InvalidInput, NotSupported, VmkitError
 from vmkit.hostinfo import is_linux, machine_arch
 
 if TYPE_CHECKING:
-    from vmkit.spec import MachineSpec
+    from vmkit.spec import Disk, MachineSpec, Network
 
 # QEMU's ShutdownCause enum (qapi/run-state.json), as the trace event prints it.
 SHUTDOWN_CAUSES = {
@@ -35,6 +39,14 @@ SHUTDOWN_CAUSES = {
     9: ("subsystem reset", True),
     10: ("snapshot load", True),
 }
+CTL_PORT_NAME = "org.vmkit.ctl"
+HOTPLUG_PORTS = 4
+HOTPLUG_PREFIX = "hp"
+MIGRATION_POLL = 0.05
+STATE_FILE = "state.qemu"
+SAVE_TIMEOUT = 600.0
+UNPLUG_TIMEOUT = 30.0
+ANNOUNCE_TIMEOUT = 10.0
 _TRACE_RE = re.compile(r"qemu_system_shutdown_request reason=(\d+)")
 
 RUN_STATES = {
@@ -61,6 +73,27 @@ def qemu_escape(value: str | Path) -> str:
     return str(value).replace(",", ",,")
 
 
+def control_port_args(path: Path) -> list[str]:
+    """A virtio-serial port `org.vmkit.ctl` on a Unix socket: vmkit asks a restored guest to
+    take its new MACs and announce readiness again (see guest/init.sh)."""
+    return [
+        "-device",
+        "virtio-serial-pci,id=vser0",
+        "-chardev",
+        f"socket,id=ctl0,path={qemu_escape(path)},server=on,wait=off",
+        "-device",
+        f"virtserialport,bus=vser0.0,chardev=ctl0,name={CTL_PORT_NAME}",
+    ]
+
+
+def hotplug_port_args() -> list[str]:
+    """Empty PCIe root ports: q35/virt's root bus cannot take hot-plugged devices."""
+    argv: list[str] = []
+    for i in range(HOTPLUG_PORTS):
+        argv += ["-device", f"pcie-root-port,id={HOTPLUG_PREFIX}{i},bus=pcie.0,chassis={i + 1}"]
+    return argv
+
+
 def stable_mac(name: str, index: int) -> str:
     """A locally administered MAC (52:54:00 prefix) derived from the VM name and NIC index."""
     digest = hashlib.sha256(f"{name}/{index}".encode()).digest()
@@ -83,8 +116,15 @@ class QemuDriver(Driver):
         readiness=True,
         readopt=True,
         crash_detection=True,
+        pause=True,
+        snapshot=True,
+        restore_readiness=True,
+        hotplug_disk=True,
+        hotplug_net=True,
+        migrate=True,
+        reboot=True,
     )
-    socket_roles: ClassVar[dict[str, str]] = {"qmp": "qmp", "console": "con"}
+    socket_roles: ClassVar[dict[str, str]] = {"qmp": "qmp", "console": "con", "ctl": "ctl"}
     install_hint: ClassVar[str] = (
         "install QEMU (Debian/Ubuntu: `apt-get install qemu-system-x86` or "
         "`qemu-system-arm`; macOS: `brew install qemu`)"
@@ -180,6 +220,8 @@ class QemuDriver(Driver):
             argv += ["-device", "virtio-rng-pci"]
         if spec.balloon:
             argv += ["-device", "virtio-balloon-pci"]
+        argv += control_port_args(ctx.sockets["ctl"])
+        argv += hotplug_port_args()
         return LaunchPlan(argv=argv, sockets=dict(ctx.sockets), accelerator=accel)
 
     def find_binary_or_name(self) -> str:
@@ -210,3 +252,216 @@ class QemuDriver(Driver):
             return None
         label, clean = SHUTDOWN_CAUSES.get(causes[-1], (f"cause {causes[-1]}", False))
         return ExitCause(clean, label)
+
+    # ---- advanced lifecycle over QMP ---------------------------------------------------
+    def pause(self, sockets: dict[str, str]) -> None:
+        with QMP(sockets["qmp"]) as q:
+            q.execute("stop")
+
+    def resume(self, sockets: dict[str, str]) -> None:
+        with QMP(sockets["qmp"]) as q:
+            q.execute("cont")
+
+    def reboot(self, sockets: dict[str, str]) -> None:
+        with QMP(sockets["qmp"]) as q:
+            q.execute("system_reset")
+
+    def save_state(self, sockets: dict[str, str], state_dir: Path) -> dict[str, Any]:
+        """RAM + device state through `migrate` to a file fd (QEMU sends zero pages as
+        flags, so the file holds about the RAM the guest touched, not its size)."""
+        path = state_dir / STATE_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            with QMP(sockets["qmp"], timeout=10.0) as q:
+                q.execute("getfd", {"fdname": "vmkit-save"}, fd=fd)
+                os.close(fd)
+                fd = -1
+                q.execute("migrate", {"uri": "fd:vmkit-save"})
+                _wait_migration(q, "saving the snapshot", SAVE_TIMEOUT)
+                version = q.execute("query-version")
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        q_ver = version.get("qemu", {}) if isinstance(version, dict) else {}
+        return {
+            "state_file": STATE_FILE,
+            "state_bytes": path.stat().st_size,
+            "stream": "qemu-migration",
+            "qemu_version": f"{q_ver.get('major')}.{q_ver.get('minor')}.{q_ver.get('micro')}",
+        }
+
+    def plan_restore(
+        self, spec: MachineSpec, ctx: LaunchContext, state_dir: Path, meta: dict[str, Any]
+    ) -> LaunchPlan:
+        plan = self.plan(spec, ctx)
+        plan.argv += ["-incoming", "defer"]
+        return plan
+
+    def complete_restore(
+        self, sockets: dict[str, str], state_dir: Path, meta: dict[str, Any], timeout: float
+    ) -> None:
+        fd = os.open(state_dir / str(meta["state_file"]), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with QMP(sockets["qmp"], timeout=10.0) as q:
+                q.execute("getfd", {"fdname": "vmkit-restore"}, fd=fd)
+                os.close(fd)
+                fd = -1
+                q.execute("migrate-incoming", {"uri": "fd:vmkit-restore"})
+                _wait_migration(q, "loading the snapshot", timeout)
+                deadline = time.monotonic() + timeout
+                while (status := q.execute("query-status").get("status")) == "inmigrate":
+                    if time.monotonic() > deadline:
+                        raise VmkitError("QEMU did not leave the incoming-migration state")
+                    time.sleep(MIGRATION_POLL)
+                if status != "running":
+                    q.execute("cont")
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def announce_readiness(self, sockets: dict[str, str], macs: list[str]) -> None:
+        """Tell the guest agent on the control port it was restored (and its new MACs).
+
+        The connection stays open until the agent answers: QEMU drops what a client sent if
+        it hangs up before the guest has read it.
+        """
+        line = " ".join(["restored", *macs]) + "\n"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
+            s.settimeout(ANNOUNCE_TIMEOUT)
+            s.connect(sockets["ctl"])
+            s.sendall(line.encode())
+            with contextlib.suppress(TimeoutError):
+                reply = b""
+                while not reply.endswith(b"\n"):
+                    chunk = s.recv(256)
+                    if not chunk:
+                        break
+                    reply += chunk
+
+    def _free_port(self, q: QMP) -> str:
+        ports: dict[str, bool] = {}
+        for bus in q.execute("query-pci"):
+            for dev in bus.get("devices", []):
+                qid = str(dev.get("qdev_id", ""))
+                if qid.startswith(HOTPLUG_PREFIX) and "pci_bridge" in dev:
+                    ports[qid] = bool(dev["pci_bridge"].get("devices"))
+        for qid in sorted(ports):
+            if not ports[qid]:
+                return qid
+        raise VmkitError(f"no free hotplug slot: the VM has {HOTPLUG_PORTS}; unplug a device first")
+
+    def attach_disk(self, sockets: dict[str, str], disk: Disk, device_id: str) -> None:
+        ro = disk.readonly
+        with QMP(sockets["qmp"]) as q:
+            port = self._free_port(q)
+            q.execute(
+                "blockdev-add",
+                {
+                    "driver": "file",
+                    "node-name": f"{device_id}-file",
+                    "filename": str(disk.path),
+                    "read-only": ro,
+                },
+            )
+            try:
+                q.execute(
+                    "blockdev-add",
+                    {
+                        "driver": disk.format,
+                        "node-name": f"{device_id}-fmt",
+                        "file": f"{device_id}-file",
+                        "read-only": ro,
+                    },
+                )
+                try:
+                    q.execute(
+                        "device_add",
+                        {
+                            "driver": "virtio-blk-pci",
+                            "drive": f"{device_id}-fmt",
+                            "id": device_id,
+                            "bus": port,
+                        },
+                    )
+                except QMPError:
+                    q.execute("blockdev-del", {"node-name": f"{device_id}-fmt"})
+                    raise
+            except QMPError:
+                q.execute("blockdev-del", {"node-name": f"{device_id}-file"})
+                raise
+
+    def detach_disk(self, sockets: dict[str, str], device_id: str) -> None:
+        with QMP(sockets["qmp"]) as q:
+            _device_del(q, device_id)
+            q.execute("blockdev-del", {"node-name": f"{device_id}-fmt"})
+            q.execute("blockdev-del", {"node-name": f"{device_id}-file"})
+
+    def attach_net(self, sockets: dict[str, str], net: Network, device_id: str, mac: str) -> None:
+        with QMP(sockets["qmp"]) as q:
+            port = self._free_port(q)
+            q.execute("netdev_add", {"type": "user", "id": f"{device_id}-net"})
+            try:
+                q.execute(
+                    "device_add",
+                    {
+                        "driver": "virtio-net-pci",
+                        "netdev": f"{device_id}-net",
+                        "mac": mac,
+                        "id": device_id,
+                        "bus": port,
+                    },
+                )
+            except QMPError:
+                q.execute("netdev_del", {"id": f"{device_id}-net"})
+                raise
+
+    def detach_net(self, sockets: dict[str, str], device_id: str) -> None:
+        with QMP(sockets["qmp"]) as q:
+            _device_del(q, device_id)
+            q.execute("netdev_del", {"id": f"{device_id}-net"})
+
+    def plan_incoming(self, spec: MachineSpec, ctx: LaunchContext, uri: str) -> LaunchPlan:
+        plan = self.plan(spec, ctx)
+        plan.argv += ["-incoming", uri]
+        return plan
+
+    def send_migration(self, sockets: dict[str, str], uri: str, timeout: float) -> None:
+        with QMP(sockets["qmp"], timeout=10.0) as q:
+            q.execute("migrate", {"uri": uri})
+            _wait_migration(q, "migrating", timeout)
+            q.execute("quit")
+
+
+def _wait_migration(q: QMP, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        info = q.execute("query-migrate")
+        status = info.get("status")
+        if status == "completed":
+            return
+        if status in ("failed", "cancelled"):
+            raise VmkitError(f"QEMU failed {what}: {info.get('error-desc', status)}")
+        if time.monotonic() > deadline:
+            with contextlib.suppress(QMPError):
+                q.execute("migrate_cancel")
+            raise VmkitError(f"QEMU did not finish {what} within {timeout:g}s")
+        time.sleep(MIGRATION_POLL)
+
+
+def _device_del(q: QMP, device_id: str) -> None:
+    """Ask the guest to release the device and wait until QEMU says it is gone."""
+    q.execute("device_del", {"id": device_id})
+    deadline = time.monotonic() + UNPLUG_TIMEOUT
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise VmkitError(
+                f"the guest did not release {device_id} within {UNPLUG_TIMEOUT:g}s "
+                "(it must support PCIe/ACPI hot-unplug); the unplug request stays pending"
+            )
+        try:
+            event = q.wait_event({"DEVICE_DELETED"}, left)
+        except QMPError:
+            continue
+        if event.get("data", {}).get("device") == device_id:
+            return

@@ -84,13 +84,27 @@ def guest_root(base: Path | None = None) -> Path:
     return (base or cache_dir()) / "guest"
 
 
+def recipe_id() -> str:
+    """A short hash of what goes into the initramfs besides the packages (init script,
+    module list), so a vmkit with a changed guest recipe never boots a stale cached guest."""
+    h = hashlib.sha256()
+    h.update(_init_script())
+    h.update("\n".join(WANTED_MODULES).encode())
+    return h.hexdigest()[:10]
+
+
+def _init_script() -> bytes:
+    return resources.files("vmkit.guest").joinpath("init.sh").read_bytes()
+
+
 def find_built(base: Path | None = None) -> GuestImage | None:
-    """The most recently built guest in the cache, if any."""
+    """The most recently built guest of the current recipe in the cache, if any."""
     root = guest_root(base)
     if not root.is_dir():
         return None
+    suffix = f"-{recipe_id()}"
     built = sorted(
-        (p for p in root.iterdir() if (p / "manifest.json").is_file()),
+        (p for p in root.iterdir() if p.name.endswith(suffix) and (p / "manifest.json").is_file()),
         key=lambda p: (p / "manifest.json").stat().st_mtime,
     )
     return _load(built[-1]) if built else None
@@ -140,7 +154,7 @@ def build(
     apt_get, dpkg_deb = _need("apt-get"), _need("dpkg-deb")
     kpkg = kernel_package(arch)
     root = guest_root(base)
-    out_dir = root / f"{kpkg.removeprefix('linux-image-')}-{arch}"
+    out_dir = root / f"{kpkg.removeprefix('linux-image-')}-{arch}-{recipe_id()}"
     if out_dir.joinpath("manifest.json").is_file() and not force:
         progress(f"already built: {out_dir}")
         return _load(out_dir)
@@ -185,6 +199,7 @@ def build(
             "arch": arch,
             "packages": versions,
             "modules": order,
+            "recipe": recipe_id(),
             "sha256": {
                 p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(stage.iterdir())
             },

@@ -1,7 +1,7 @@
 #!/bin/sh
 # vmkit tiny guest /init. Reads options from the kernel command line word by word
 # (never evaluates them): vmkit.ip=ADDR/PREFIX vmkit.gw=ADDR vmkit.dhcp=1
-# vmkit.marker=WORD. Prints "<marker> <ip>|-" on every console once up.
+# vmkit.marker=WORD vmkit.ticker=1. Prints "<marker> <ip>|-" on every console once up.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -15,13 +15,14 @@ while read -r mod; do
     insmod "/lib/modules/$mod" 2>/dev/null
 done < /etc/modules.order
 
-ip_addr= gw= dhcp= marker=VMKIT_READY
+ip_addr= gw= dhcp= marker=VMKIT_READY ticker=
 for word in $(cat /proc/cmdline); do
     case "$word" in
         vmkit.ip=*) ip_addr=${word#vmkit.ip=} ;;
         vmkit.gw=*) gw=${word#vmkit.gw=} ;;
         vmkit.dhcp=1) dhcp=1 ;;
         vmkit.marker=*) marker=${word#vmkit.marker=} ;;
+        vmkit.ticker=1) ticker=1 ;;
     esac
 done
 
@@ -50,11 +51,73 @@ trap poweroff_cleanly TERM USR2
 # The ACPI power button arrives as an input event; acpid runs /etc/acpi/PWRF/00000080.
 acpid -c /etc/acpi -a /etc/acpid.conf -M /etc/acpi.map -l /dev/null 2>/dev/null
 
-said=
-for tty in /dev/ttyS0 /dev/hvc0 /dev/ttyAMA0; do
-    [ -c "$tty" ] && echo "$marker $addr" 2>/dev/null > "$tty" && said=1
-done
-[ -n "$said" ] || echo "$marker $addr" > /dev/console
+announce() {
+    said=
+    for tty in /dev/ttyS0 /dev/hvc0 /dev/ttyAMA0; do
+        [ -c "$tty" ] && echo "$marker $addr" 2>/dev/null > "$tty" && said=1
+    done
+    [ -n "$said" ] || echo "$marker $addr" > /dev/console
+}
+announce
+
+# --- vmkit control port (virtio-serial "org.vmkit.ctl") -------------------------------
+# The host writes one line per request. "restored MAC..." after a snapshot restore: take the
+# new MACs, renew a DHCP lease, announce readiness again, answer "ok <ip>".
+ctl_port() {
+    for n in /sys/class/virtio-ports/*/name; do
+        [ -r "$n" ] && [ "$(cat "$n")" = org.vmkit.ctl ] && {
+            d=${n%/name}
+            echo "/dev/${d##*/}"
+            return
+        }
+    done
+}
+ctl_restored() {
+    i=0
+    for mac in "$@"; do
+        ip link set "eth$i" address "$mac" 2>/dev/null || {
+            ip link set "eth$i" down
+            ip link set "eth$i" address "$mac"
+            ip link set "eth$i" up
+        }
+        i=$((i + 1))
+    done
+    if [ -e /sys/class/net/eth0 ] && [ -z "$ip_addr" ] && [ -n "$dhcp" ]; then
+        ip -4 addr flush dev eth0
+        udhcpc -q -f -n -t 5 -i eth0 -s /etc/udhcpc.script >/dev/null 2>&1
+        addr=$(ip -4 -o addr show dev eth0 | awk '{split($4, a, "/"); print a[1]; exit}')
+        [ -n "$addr" ] || addr=-
+    fi
+    announce
+}
+ctl_loop() {
+    port=$(ctl_port)
+    [ -n "$port" ] || return
+    while :; do
+        # read returns at once (EOF) while no host is connected: poll gently then.
+        if read -r cmd args < "$port" 2>/dev/null; then
+            case "$cmd" in
+                restored) ctl_restored $args; echo "ok $addr" > "$port" ;;
+                ping) echo "ok $addr" > "$port" ;;
+            esac
+        else
+            sleep 0.2
+        fi
+    done
+}
+ctl_loop &
+
+# --- vmkit.ticker=1: a counter on the console twice a second (tests see the guest run) --
+if [ -n "$ticker" ]; then
+    (
+        n=0
+        while :; do
+            n=$((n + 1))
+            echo "VMKIT_TICK $n" > /dev/ttyS0
+            sleep 0.5
+        done
+    ) &
+fi
 
 # An interactive shell on the serial console for `vmkit console`, respawned on exit.
 (

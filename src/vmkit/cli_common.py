@@ -1,0 +1,26 @@
+"""Small helpers shared by the CLI modules (rendering, the Host)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+READ_HELP = "Print JSON for scripts."
+
+
+def host() -> Any:
+    from vmkit.machine import Host
+
+    return Host()
+
+
+def echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(fmt.format(*r).rstrip() for r in [headers, *rows])

@@ -1,0 +1,243 @@
+"""CLI verbs on running VMs: pause, resume, reboot, snapshot, restore, disk/net hotplug, migrate."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vmkit.cli_common import READ_HELP, echo_json, host, table
+
+
+def register(main: click.Group) -> None:
+    for command in (pause, resume, reboot, restore, migrate):
+        main.add_command(command)
+    main.add_command(snapshot_group)
+    main.add_command(disk_group)
+    main.add_command(net_group)
+
+
+def _state_line(st: Any) -> str:
+    return f"{st.name}: {st.state}"
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def pause(names: tuple[str, ...], as_json: bool) -> None:
+    """Freeze the guest's vCPUs; memory stays. `vmkit resume` continues."""
+    h = host()
+    out = [h.get(n).pause() for n in names]
+    if as_json:
+        echo_json([st.to_json() for st in out])
+    else:
+        for st in out:
+            click.echo(_state_line(st))
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def resume(names: tuple[str, ...], as_json: bool) -> None:
+    """Continue a paused guest."""
+    h = host()
+    out = [h.get(n).resume() for n in names]
+    if as_json:
+        echo_json([st.to_json() for st in out])
+    else:
+        for st in out:
+            click.echo(_state_line(st))
+
+
+@click.command()
+@click.argument("name")
+@click.option("--wait/--no-wait", "wait_ready", default=False, help="Wait until ready again.")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def reboot(name: str, wait_ready: bool, as_json: bool) -> None:
+    """Reset the guest (it boots again; readiness is awaited afresh)."""
+    machine = host().get(name)
+    st = machine.reboot()
+    if wait_ready:
+        st = machine.wait_ready()
+    if as_json:
+        echo_json(st.to_json())
+    else:
+        click.echo(_state_line(st))
+
+
+# ---- snapshots -------------------------------------------------------------------------
+@click.group(name="snapshot")
+def snapshot_group() -> None:
+    """Save a running VM (memory, devices, disks) and list or remove snapshots."""
+
+
+@snapshot_group.command(name="create")
+@click.argument("vm")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def snapshot_create(vm: str, name: str, as_json: bool) -> None:
+    """Snapshot VM as NAME: pause, save RAM + device state, clone disks, resume."""
+    snap = host().get(vm).snapshot(name)
+    if as_json:
+        echo_json(snap.summary())
+    else:
+        r = snap.record
+        click.echo(
+            f"snapshot {name} of {vm}: {_mib(r['bytes'])} on disk "
+            f"(state {_mib(r['state'].get('state_bytes', 0))}), "
+            f"{r['seconds']['total']:.2f}s; the VM kept running"
+        )
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+@snapshot_group.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def snapshot_ls(as_json: bool) -> None:
+    """List snapshots."""
+    snaps = [s.summary() for s in host().snapshots.all()]
+    if as_json:
+        echo_json(snaps)
+        return
+    if not snaps:
+        click.echo("no snapshots")
+        return
+    rows = [
+        [
+            s["name"],
+            s["source"],
+            s["driver"],
+            _mib(s["bytes"]),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["created_at"])),
+        ]
+        for s in snaps
+    ]
+    click.echo(table(rows, ["NAME", "SOURCE", "DRIVER", "SIZE", "CREATED"]))
+
+
+@snapshot_group.command(name="inspect")
+@click.argument("name")
+def snapshot_inspect(name: str) -> None:
+    """Print a snapshot's full record (JSON)."""
+    snap = host().snapshots.get(name)
+    echo_json({**snap.record, "path": str(snap.dir)})
+
+
+@snapshot_group.command(name="rm")
+@click.argument("names", nargs=-1, required=True)
+def snapshot_rm(names: tuple[str, ...]) -> None:
+    """Delete snapshots (VMs restored from them are not affected)."""
+    store = host().snapshots
+    for n in names:
+        store.remove(n)
+        click.echo(f"removed snapshot {n}")
+
+
+@click.command()
+@click.argument("snapshot")
+@click.option("--name", "new_name", help="Name of the new VM (default: SNAPSHOT-N).")
+@click.option(
+    "--driver",
+    type=click.Choice(["auto", "qemu", "cloud-hypervisor", "vfkit", "krunkit"]),
+    help="Must match the driver the snapshot was taken with.",
+)
+@click.option("--wait/--no-wait", "wait_ready", default=True, help="Wait until ready.")
+@click.option("--timeout", type=float, help="Seconds to wait for readiness.")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def restore(
+    snapshot: str,
+    new_name: str | None,
+    driver: str | None,
+    wait_ready: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Start a new VM from SNAPSHOT, with its own disk clones and fresh MACs."""
+    t0 = time.monotonic()
+    machine = host().restore(snapshot, new_name, driver, wait_ready, timeout)
+    st = machine.status()
+    seconds = round(time.monotonic() - t0, 3)
+    if as_json:
+        echo_json({**st.to_json(), "restored_from": snapshot, "seconds": seconds})
+    else:
+        click.echo(f"{st.name}: {st.state} in {seconds:.2f}s (restored from {snapshot})")
+
+
+# ---- hotplug ---------------------------------------------------------------------------
+@click.group(name="disk")
+def disk_group() -> None:
+    """Disks: hot-plug into / unplug from a running VM."""
+
+
+@disk_group.command(name="add")
+@click.argument("vm")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--readonly", is_flag=True, help="Attach read-only.")
+@click.option("--format", "fmt", type=click.Choice(["raw", "qcow2"]), help="Default: detected.")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def disk_add(vm: str, path: Path, readonly: bool, fmt: str | None, as_json: bool) -> None:
+    """Hot-plug the disk image PATH into the running VM."""
+    entry = host().get(vm).attach_disk(path, readonly, fmt)
+    if as_json:
+        echo_json(entry)
+    else:
+        click.echo(f"{vm}: attached {entry['path']} as {entry['id']}")
+
+
+@disk_group.command(name="rm")
+@click.argument("vm")
+@click.argument("device_id")
+def disk_rm(vm: str, device_id: str) -> None:
+    """Unplug a hot-plugged disk (by the id `disk add` printed)."""
+    entry = host().get(vm).detach(device_id)
+    click.echo(f"{vm}: detached {device_id} ({entry.get('path', '')})")
+
+
+@click.group(name="net")
+def net_group() -> None:
+    """NICs: hot-plug into / unplug from a running VM."""
+
+
+@net_group.command(name="add")
+@click.argument("vm")
+@click.option("--mode", type=click.Choice(["user"]), default="user", show_default=True)
+@click.option("--mac", help="MAC address (default: derived from the VM name).")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def net_add(vm: str, mode: str, mac: str | None, as_json: bool) -> None:
+    """Hot-plug a NIC into the running VM."""
+    entry = host().get(vm).attach_net(mode, mac)
+    if as_json:
+        echo_json(entry)
+    else:
+        click.echo(f"{vm}: attached a {entry['mode']} NIC {entry['mac']} as {entry['id']}")
+
+
+@net_group.command(name="rm")
+@click.argument("vm")
+@click.argument("device_id")
+def net_rm(vm: str, device_id: str) -> None:
+    """Unplug a hot-plugged NIC."""
+    host().get(vm).detach(device_id)
+    click.echo(f"{vm}: detached {device_id}")
+
+
+# ---- migration -------------------------------------------------------------------------
+@click.command()
+@click.argument("vm")
+@click.option("--to", "to", required=True, help="Name of the new VM that takes over.")
+@click.option("--timeout", type=float, default=600.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def migrate(vm: str, to: str, timeout: float, as_json: bool) -> None:
+    """Live-migrate VM into a new VMM process (a new VM named TO); VM then stops."""
+    t0 = time.monotonic()
+    target = host().get(vm).migrate(to, timeout)
+    st = target.status()
+    seconds = round(time.monotonic() - t0, 3)
+    if as_json:
+        echo_json({**st.to_json(), "migrated_from": vm, "seconds": seconds})
+    else:
+        click.echo(f"{vm} -> {to}: {st.state} in {seconds:.2f}s (pid {st.pid})")

@@ -1,0 +1,55 @@
+"""Validation and naming for hot-plugged devices (the driver does the plugging)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vmkit.errors import InvalidInput, SpecError
+
+if TYPE_CHECKING:
+    from vmkit.spec import Disk, Network
+
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+def disk_from_path(path: Path, readonly: bool, fmt: str | None) -> Disk:
+    """A checked Disk for `path`; the format is read from the file when not given."""
+    from pydantic import ValidationError
+
+    from vmkit.spec import Disk
+
+    path = path.expanduser().absolute()
+    if not path.is_file():
+        why = "is a directory" if path.is_dir() else "does not exist"
+        raise InvalidInput(f"disk {str(path)!r} {why}")
+    with path.open("rb") as f:
+        sniffed = "qcow2" if f.read(4) == QCOW2_MAGIC else "raw"
+    if fmt is not None and fmt != sniffed:
+        raise InvalidInput(
+            f"disk {str(path)!r} is a {sniffed} image, not {fmt}; use --format {sniffed}"
+        )
+    try:
+        return Disk(path=path, readonly=readonly, format=fmt or sniffed)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SpecError([("disk", str(e["msg"])) for e in exc.errors()]) from None
+
+
+def network(mode: str, mac: str | None) -> Network:
+    from pydantic import ValidationError
+
+    from vmkit.spec import Network
+
+    try:
+        return Network(mode=mode, mac=mac)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SpecError(
+            [(f"network.{'.'.join(map(str, e['loc']))}", str(e["msg"])) for e in exc.errors()]
+        ) from None
+
+
+def next_id(devices: dict[str, Any], prefix: str) -> str:
+    n = 0
+    while f"{prefix}{n}" in devices:
+        n += 1
+    return f"{prefix}{n}"

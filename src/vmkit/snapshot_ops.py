@@ -1,0 +1,297 @@
+"""Snapshot, restore and live migration: the verbs that move a running guest between VMMs.
+
+Driver-neutral: the driver saves/loads RAM + device state (Driver.save_state, plan_restore,
+complete_restore, plan_incoming, send_migration); this module keeps disks consistent with
+that state (cloned while the guest is paused), records snapshots, and makes sure a failed
+restore or migration leaves no half-created VM behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vmkit.errors import InvalidInput, VMFailed, VmkitError, VMStateError
+from vmkit.snapshots import Snapshot, SnapshotStore, dir_bytes
+from vmkit.storage.clone import clone_file
+
+if TYPE_CHECKING:
+    from vmkit.machine import Host, Machine
+    from vmkit.spec import MachineSpec
+
+RESTORE_TIMEOUT = 120.0
+
+
+def _refuse_hotplugged(machine: Machine, rt: dict[str, Any], verb: str) -> None:
+    devices = rt.get("hotplug") or {}
+    if devices:
+        raise VMStateError(
+            f"cannot {verb} VM {machine.name!r} while it has hot-plugged devices "
+            f"({', '.join(sorted(devices))}): the new VMM must be started with the same "
+            f"devices; unplug them first (`vmkit disk rm` / `vmkit net rm`)"
+        )
+
+
+def create_snapshot(machine: Machine, name: str) -> Snapshot:
+    driver = machine.require("snapshot", "snapshot")
+    snaps = SnapshotStore(machine.store.home)
+    snaps.path(name)  # a bad name is bad input, whatever state the VM is in
+    t0 = time.monotonic()
+    with machine._locked():
+        rt = machine.live_runtime("snapshot")
+        _refuse_hotplugged(machine, rt, "snapshot")
+        spec = machine.spec
+        staging = snaps.begin(name)
+        sockets = rt["sockets"]
+        was_paused = machine.status().state == "paused"
+        try:
+            if not was_paused:
+                driver.pause(sockets)
+            try:
+                t_save = time.monotonic()
+                state = driver.save_state(sockets, staging)
+                save_s = time.monotonic() - t_save
+                disks = _clone_disks(spec, staging)
+            finally:
+                if not was_paused:
+                    driver.resume(sockets)
+            record = {
+                "format": 1,
+                "name": name,
+                "source": machine.name,
+                "driver": driver.name,
+                "created_at": time.time(),
+                "spec": spec.to_json(),
+                "macs": _effective_macs(spec),
+                "ready": rt.get("ready"),
+                "accelerator": rt.get("accelerator"),
+                "state": state,
+                "disks": disks,
+                "devices": {
+                    "disks": len(spec.disks),
+                    "networks": len(spec.networks),
+                    "rng": spec.rng,
+                    "balloon": spec.balloon,
+                },
+                "bytes": dir_bytes(staging),
+                "seconds": {
+                    "save_state": round(save_s, 3),
+                    "total": round(time.monotonic() - t0, 3),
+                },
+            }
+            return snaps.commit(name, staging, record)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
+def _clone_disks(spec: MachineSpec, staging: Path) -> list[dict[str, Any]]:
+    """Writable disks are cloned (CoW where the filesystem can); read-only ones referenced."""
+    out: list[dict[str, Any]] = []
+    disk_dir = staging / "disks"
+    for i, disk in enumerate(spec.disks):
+        if disk.readonly:
+            out.append({"index": i, "path": str(disk.path), "format": disk.format, "shared": True})
+            continue
+        disk_dir.mkdir(mode=0o700, exist_ok=True)
+        target = disk_dir / f"disk{i}.{disk.format}"
+        result = clone_file(disk.path, target)
+        out.append(
+            {
+                "index": i,
+                "file": str(target.relative_to(staging)),
+                "format": disk.format,
+                "shared": False,
+                "clone": result.to_json(),
+            }
+        )
+    return out
+
+
+def _effective_macs(spec: MachineSpec) -> list[str]:
+    from vmkit.drivers.qemu import stable_mac
+
+    return [net.mac or stable_mac(spec.name, i) for i, net in enumerate(spec.networks)]
+
+
+def _free_name(host: Host, base: str) -> str:
+    from vmkit.names import validate_name
+
+    n = 1
+    while True:
+        candidate = f"{base}-{n}"[:63]
+        validate_name(candidate)
+        if not host.store.exists(candidate):
+            return candidate
+        n += 1
+
+
+def restore(
+    host: Host,
+    snapshot: str,
+    name: str | None = None,
+    driver_name: str | None = None,
+    wait: bool = True,
+    timeout: float | None = None,
+) -> Machine:
+    """A new VM from `snapshot`, with its own disk clones and fresh MACs.
+
+    The VM either comes up (ready, when `wait`) or is removed again: a failed restore
+    leaves nothing behind.
+    """
+    from vmkit.drivers import get_driver
+    from vmkit.drivers.qemu import stable_mac
+    from vmkit.machine import Machine
+    from vmkit.spec import spec_from_dict
+
+    snap = SnapshotStore(host.store.home).get(snapshot)
+    if driver_name is not None and driver_name not in ("auto", snap.driver):
+        raise InvalidInput(
+            f"snapshot {snap.name!r} was taken with the {snap.driver} driver; the "
+            f"{driver_name} driver cannot load its state (restore it with --driver "
+            f"{snap.driver})"
+        )
+    driver = get_driver(snap.driver)
+    if not driver.capabilities.snapshot:
+        raise InvalidInput(f"the {driver.name} driver cannot restore snapshots")
+    _verify_snapshot_files(snap)
+    new_name = name or _free_name(host, snap.name)
+
+    spec_json = dict(snap.record["spec"])
+    spec_json["name"] = new_name
+    spec_json["networks"] = [
+        {**net, "mac": stable_mac(new_name, i)}
+        for i, net in enumerate(spec_json.get("networks", []))
+    ]
+    vm_dir = host.store.vm_dir(new_name)
+    for d in snap.record["disks"]:
+        if not d["shared"]:
+            spec_json["disks"][d["index"]]["path"] = str(vm_dir / f"disk{d['index']}.{d['format']}")
+    spec = spec_from_dict(spec_json, check_files=False)
+
+    host.store.create(
+        new_name,
+        {
+            "spec": spec.to_json(),
+            "driver": driver.name,
+            "created_at": time.time(),
+            "format": 1,
+            "restored_from": snap.name,
+        },
+    )
+    machine = Machine(host, new_name)
+    try:
+        for d in snap.record["disks"]:
+            if not d["shared"]:
+                clone_file(snap.dir / d["file"], vm_dir / f"disk{d['index']}.{d['format']}")
+        accel = str(snap.record.get("accelerator") or "tcg")
+        plan = driver.plan_restore(spec, machine._context(accel), snap.dir, snap.state)
+        with machine._locked():
+            proc = machine._launch_unlocked(plan, {"restored_from": snap.name})
+        machine._wait_control(proc)
+        sockets = machine.runtime()["sockets"]
+        try:
+            driver.complete_restore(sockets, snap.dir, snap.state, timeout or RESTORE_TIMEOUT)
+        except VmkitError as exc:
+            proc.wait_gone(2)
+            raise VMFailed(
+                machine._failure_message(
+                    machine.status(), f"restoring snapshot {snap.name!r} failed: {exc}"
+                )
+            ) from None
+        if driver.capabilities.restore_readiness:
+            driver.announce_readiness(sockets, [n["mac"] for n in spec_json["networks"]])
+        if wait:
+            machine.wait_ready(timeout)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            machine.delete(force=True)
+        raise
+    return machine
+
+
+def _verify_snapshot_files(snap: Snapshot) -> None:
+    """Cheap checks before anything is created: every file there, state file size intact."""
+    state_file = snap.dir / str(snap.state.get("state_file", ""))
+    expected = snap.state.get("state_bytes")
+    if not state_file.is_file():
+        raise VMFailed(f"snapshot {snap.name!r} is damaged: its state file {state_file} is missing")
+    actual = state_file.stat().st_size
+    if expected is not None and actual != expected:
+        raise VMFailed(
+            f"snapshot {snap.name!r} is damaged: its state file {state_file} has {actual} bytes, "
+            f"{expected} were saved (truncated or overwritten); take a new snapshot and "
+            f"remove this one with `vmkit snapshot rm {snap.name}`"
+        )
+    for d in snap.record["disks"]:
+        path = Path(d["path"]) if d["shared"] else snap.dir / d["file"]
+        if not path.is_file():
+            raise VMFailed(f"snapshot {snap.name!r} is damaged: disk {path} is missing")
+
+
+def migrate(machine: Machine, to: str, timeout: float) -> Machine:
+    """Live-migrate `machine` into a new VM `to` on this host; `machine` ends stopped."""
+    from vmkit.machine import Machine as MachineCls
+    from vmkit.spec import spec_from_dict
+
+    driver = machine.require("migrate", "live-migrate")
+    host = machine.host
+    with machine._locked():
+        rt = machine.live_runtime("migrate", ("running", "ready"))
+        _refuse_hotplugged(machine, rt, "migrate")
+        src_spec = machine.spec
+        spec_json = src_spec.to_json()
+        spec_json["name"] = to
+        # Same guest, same NICs: pin the MACs the source has.
+        macs = _effective_macs(src_spec)
+        spec_json["networks"] = [
+            {**net, "mac": macs[i]} for i, net in enumerate(spec_json.get("networks", []))
+        ]
+        spec = spec_from_dict(spec_json, check_files=False)
+        host.store.create(
+            to,
+            {
+                "spec": spec.to_json(),
+                "driver": driver.name,
+                "created_at": time.time(),
+                "format": 1,
+                "migrated_from": machine.name,
+            },
+        )
+        target = MachineCls(host, to)
+        try:
+            uri_path = host.store.socket_path(to, "mig")
+            uri_path.unlink(missing_ok=True)
+            uri = f"unix:{uri_path}"
+            accel = str(rt.get("accelerator") or "tcg")
+            plan = driver.plan_incoming(spec, target._context(accel), uri)
+            with target._locked():
+                proc = target._launch_unlocked(
+                    plan, {"migrated_from": machine.name, "ready": rt.get("ready")}
+                )
+            target._wait_control(proc)
+            _wait_listening(uri_path, proc)
+            src_proc = machine._proc(rt)
+            driver.send_migration(rt["sockets"], uri, timeout)
+            if src_proc is not None:
+                src_proc.wait_gone(10)
+                machine._finish(rt, src_proc, "migrate", f"migrated to {to}")
+            uri_path.unlink(missing_ok=True)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                target.delete(force=True)
+            raise
+    return target
+
+
+def _wait_listening(path: Path, proc: Any, limit: float = 30.0) -> None:
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        if proc.wait_gone(0):
+            raise VMFailed(f"the migration target exited before listening on {path}")
+        if time.monotonic() > deadline:
+            raise VMFailed(f"the migration target did not listen on {path} within {limit:g}s")
+        time.sleep(0.02)
