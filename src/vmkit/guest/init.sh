@@ -94,14 +94,14 @@ ctl_loop() {
     port=$(ctl_port)
     [ -n "$port" ] || return
     while :; do
-        # read returns at once (EOF) while no host is connected: poll gently then.
+        # read returns at once (EOF) while no host is connected: poll every 0.1 s then.
         if read -r cmd args < "$port" 2>/dev/null; then
             case "$cmd" in
                 restored) ctl_restored $args; echo "ok $addr" > "$port" ;;
                 ping) echo "ok $addr" > "$port" ;;
             esac
         else
-            sleep 0.2
+            sleep 0.1
         fi
     done
 }
