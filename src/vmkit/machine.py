@@ -16,10 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vmkit import hostinfo, hotplug, snapshot_ops
+from vmkit import hostinfo
 from vmkit.drivers import get_driver, resolve_driver_name
 from vmkit.drivers.base import Driver, LaunchContext, LaunchPlan
-from vmkit.drivers.qemu import stable_mac
 from vmkit.errors import (
     InvalidInput,
     NotFound,
@@ -31,10 +30,10 @@ from vmkit.errors import (
 )
 from vmkit.process import ProcessRef, describe_exit, reap_child, spawn_detached
 from vmkit.readiness import ReadinessFollower, tail_lines
-from vmkit.snapshots import Snapshot, SnapshotStore
 from vmkit.store import LockBusy, Store
 
 if TYPE_CHECKING:
+    from vmkit.snapshots import Snapshot, SnapshotStore
     from vmkit.spec import MachineSpec
 
 ALIVE_STATES = ("starting", "running", "ready", "paused", "stopping", "unresponsive")
@@ -520,6 +519,8 @@ class Machine:
         self, path: Path, readonly: bool = False, fmt: str | None = None
     ) -> dict[str, Any]:
         """Hot-plug a disk image; returns its record (with the device id for `detach`)."""
+        from vmkit import hotplug
+
         driver = self.require("hotplug_disk", "hot-plug disks")
         disk = hotplug.disk_from_path(path, readonly, fmt)
         with self._locked():
@@ -538,6 +539,9 @@ class Machine:
         return {"id": device_id, **entry}
 
     def attach_net(self, mode: str = "user", mac: str | None = None) -> dict[str, Any]:
+        from vmkit import hotplug
+        from vmkit.drivers.qemu import stable_mac
+
         driver = self.require("hotplug_net", "hot-plug NICs")
         net = hotplug.network(mode, mac)
         with self._locked():
@@ -572,10 +576,14 @@ class Machine:
 
     def snapshot(self, name: str) -> Snapshot:
         """Save RAM + device state and clone the writable disks at the same instant."""
+        from vmkit import snapshot_ops
+
         return snapshot_ops.create_snapshot(self, name)
 
     def migrate(self, to: str, timeout: float = 600.0) -> Machine:
         """Live-migrate to a new VM `to` (a second VMM on this host); this one stops."""
+        from vmkit import snapshot_ops
+
         return snapshot_ops.migrate(self, to, timeout)
 
     def inspect(self) -> dict[str, Any]:
@@ -663,10 +671,14 @@ class Host:
         timeout: float | None = None,
     ) -> Machine:
         """A new VM from a snapshot (own disk clones, fresh MACs); several copies allowed."""
+        from vmkit import snapshot_ops
+
         return snapshot_ops.restore(self, snapshot, name, driver, wait, timeout)
 
     @property
     def snapshots(self) -> SnapshotStore:
+        from vmkit.snapshots import SnapshotStore
+
         return SnapshotStore(self.store.home)
 
     def gc(self) -> GcReport:
