@@ -251,10 +251,19 @@ def migrate(machine: Machine, to: str, timeout: float) -> Machine:
             {**net, "mac": macs[i]} for i, net in enumerate(spec_json.get("networks", []))
         ]
         spec = spec_from_dict(spec_json, check_files=False)
+        # Disks the source owns (in its VM dir) move with the guest once it has moved.
+        owned = [
+            (i, d.path, host.store.vm_dir(to) / d.path.relative_to(machine.dir))
+            for i, d in enumerate(src_spec.disks)
+            if d.path.is_relative_to(machine.dir)
+        ]
+        record_json = spec.to_json()
+        for i, _src, dst in owned:
+            record_json["disks"][i]["path"] = str(dst)
         host.store.create(
             to,
             {
-                "spec": spec.to_json(),
+                "spec": record_json,
                 "driver": driver.name,
                 "created_at": time.time(),
                 "format": 1,
@@ -280,6 +289,9 @@ def migrate(machine: Machine, to: str, timeout: float) -> Machine:
                 src_proc.wait_gone(10)
                 machine._finish(rt, src_proc, "migrate", f"migrated to {to}")
             uri_path.unlink(missing_ok=True)
+            for _i, src, dst in owned:  # the target QEMU keeps its open fds across a rename
+                dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                src.rename(dst)
         except BaseException:
             with contextlib.suppress(Exception):
                 target.delete(force=True)

@@ -188,8 +188,10 @@ def test_hotplug_disk_and_nic_into_a_running_guest(cli, guest, tmp_path):
 
 
 @capability("migrate")
-def test_live_migration_moves_the_running_guest(cli, guest):
-    cli.ok("run", "a", "--net", "user", *TICKER, *TCG)
+def test_live_migration_moves_the_running_guest(cli, guest, tmp_path):
+    disk = tmp_path / "shared.img"
+    disk.write_bytes(bytes(1 << 20))
+    cli.ok("run", "a", "--net", "user", "--disk", str(disk), *TICKER, *TCG)
     src_log = serial_log(cli, "a")
     wait_tick_above(src_log, 2)
     src_pid = cli.json("inspect", "a")["status"]["pid"]
@@ -208,6 +210,9 @@ def test_live_migration_moves_the_running_guest(cli, guest):
     assert src["state"] == "stopped" and "migrated to b" in src["reason"]
     assert not psutil.pid_exists(src_pid) or psutil.Process(src_pid).status() == "zombie"
     guest_run(cli, "b", "echo still-$((40+2))", r"still-42")
+    # the disk (shared storage on one host) is writable from the new VMM
+    guest_run(cli, "b", "printf migrated > /dev/vda; sync; echo synced", r"synced")
+    assert disk.read_bytes().startswith(b"migrated")
 
 
 @capability("reboot")
