@@ -192,6 +192,8 @@ class Machine:
             st.state = "ready" if ready is not None else "running"
         else:
             st.state = vmm_state
+        if st.ip is None and st.state in ("running", "ready"):
+            st.ip = self.driver.guest_ip(self.spec)
         failure = rt.get("readiness_failure")
         if failure and ready is None and st.state in ("running", "starting"):
             st.state, st.reason, st.hint = "failed", failure["reason"], failure.get("hint")
@@ -267,6 +269,7 @@ class Machine:
                 raise SpecError(problems)
             self.driver.find_binary()
             plan = self.plan()
+            self.driver.prepare(spec, self._context(plan.accelerator))
             proc = self._launch_unlocked(plan)
         self._wait_control(proc)
         return plan
@@ -595,12 +598,20 @@ class Machine:
             "spec": record["spec"],
             "status": self.status().to_json(),
             "runtime": self.runtime(),
+            **self._driver_extra(),
             "paths": {
                 "dir": str(self.dir),
                 "serial_log": str(self.serial_log),
                 "vmm_log": str(self.vmm_log),
             },
         }
+
+    def _driver_extra(self) -> dict[str, Any]:
+        """The running VMM's own view (Driver.inspect_extra), under the driver's name."""
+        if self._proc(self.runtime()) is None or not self.status().alive:
+            return {}
+        extra = self.driver.inspect_extra(self.runtime().get("sockets", {}))
+        return {"vmm": extra} if extra else {}
 
 
 @dataclass

@@ -8,11 +8,9 @@ from vmkit.drivers.base import Driver
 from vmkit.errors import NotSupported
 from vmkit.hostinfo import is_macos, kvm_state
 
-# Drivers that exist in this version. cloud-hypervisor and vfkit/krunkit are planned.
+# Drivers that do not exist in this version yet.
 PLANNED = {
     "cloud-hypervisor": "the Cloud Hypervisor driver is not implemented yet; use driver: qemu",
-    "vfkit": "the vfkit driver is not implemented yet; on macOS use driver: qemu with hvf",
-    "krunkit": "the krunkit driver is not implemented yet",
 }
 
 
@@ -21,16 +19,22 @@ def get_driver(name: str) -> Driver:
         from vmkit.drivers.qemu import QemuDriver
 
         return QemuDriver()
+    if name == "vfkit":
+        from vmkit.drivers.vfkit import VfkitDriver
+
+        return VfkitDriver()
+    if name == "krunkit":
+        from vmkit.drivers.vfkit import KrunkitDriver
+
+        return KrunkitDriver()
     if name in PLANNED:
         raise NotSupported(PLANNED[name])
     raise NotSupported(f"unknown driver {name!r}")
 
 
 def resolve_driver_name(requested: str) -> str:
-    """`auto`: Cloud Hypervisor when installed and KVM works, vfkit on macOS, else QEMU.
-
-    Only implemented drivers are picked, so today `auto` means QEMU.
-    """
+    """`auto`: vfkit on macOS when installed, Cloud Hypervisor when installed and KVM works,
+    else QEMU. Only implemented drivers are picked."""
     if requested != "auto":
         return requested
     if is_macos() and shutil.which("vfkit") and "vfkit" not in PLANNED:

@@ -112,6 +112,11 @@ class Driver(abc.ABC):
     install_hint: ClassVar[str]
     # Control sockets the VMM needs, role -> short file suffix in the runtime dir.
     socket_roles: ClassVar[dict[str, str]] = {}
+    # A driver checked only against test doubles and the VMM's documented interface (its
+    # hypervisor cannot run where the tests run) names the platform it has not run on yet;
+    # docs/capabilities.md then shows its tested capabilities as "contract-tested, not yet
+    # run on <that>", never as supported.
+    not_yet_run_on: ClassVar[str | None] = None
 
     def find_binary(self) -> str:
         for candidate in self.binary_names:
@@ -150,6 +155,20 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def exit_cause(self, ctx: LaunchContext) -> ExitCause | None:
         """Read the VMM's logs after it exited; None when they say nothing."""
+
+    def prepare(self, spec: MachineSpec, ctx: LaunchContext) -> None:
+        """Make the files `plan` refers to (e.g. a decompressed kernel in the VM dir); runs
+        right before launch, never on --dry-run."""
+        return None
+
+    def guest_ip(self, spec: MachineSpec) -> str | None:
+        """The guest's IP when the VMM or host knows it (vfkit: the macOS DHCP leases);
+        used only when the readiness line gave none."""
+        return None
+
+    def inspect_extra(self, sockets: dict[str, str]) -> dict[str, Any]:
+        """Extra facts for `vmkit inspect` from the running VMM (vfkit: GET /vm/inspect)."""
+        return {}
 
     # ---- advanced lifecycle ----------------------------------------------------------
     # The Machine layer checks `capabilities` before calling any of these, so a driver

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import bz2
-import gzip
 import lzma
 import shutil
 import struct
@@ -282,9 +281,7 @@ def describe(path: Path) -> KernelInfo:
     return info
 
 
-def boot_support(
-    fmt: KernelFormat, inner: KernelFormat | None, arch: str | None
-) -> dict[str, str]:
+def boot_support(fmt: KernelFormat, inner: KernelFormat | None, arch: str | None) -> dict[str, str]:
     """How each driver can boot this kernel on the host arch it is built for.
 
     The answers follow each VMM's documented loaders; the vfkit/krunkit rows are not yet

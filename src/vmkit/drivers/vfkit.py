@@ -1,0 +1,567 @@
+"""vfkit driver (macOS, Virtualization.framework), and krunkit as a variant of it.
+
+spec -> `vfkit` argv in vfkit's own grammar and canonical key order; control over vfkit's
+REST API on a Unix socket (vfkit_api). vfkit splits every `--device` value on *every* comma
+with no quoting, so a path with a comma cannot be passed: it is refused up front, naming
+the field. On Apple Silicon the kernel must be a raw arm64 `Image`: a compressed vmlinuz or
+EFI zboot kernel is decompressed into the VM's folder before launch (storage.kernel).
+
+krunkit (libkrun) takes the same command-line style with these differences: EFI boot only,
+qcow2 disks (`format=`), networking only through a userspace switch (`type=unixgram`), and a
+REST API with GET /vm/state and POST Stop only (no HardStop, Pause, Resume or inspect).
+
+None of this has run on a Mac yet: it is checked against vfkit's documented grammar and a
+scripted REST double (tests/contract), so docs/capabilities.md says "contract-tested".
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from vmkit.drivers import dhcpd_leases
+from vmkit.drivers.base import Capabilities, Driver, ExitCause, LaunchContext, LaunchPlan
+from vmkit.drivers.vfkit_api import VfkitAPI, VfkitAPIError
+from vmkit.errors import InvalidInput, NotSupported
+from vmkit.hostinfo import machine_arch
+from vmkit.storage import kernel as kernelfmt
+
+if TYPE_CHECKING:
+    from vmkit.spec import MachineSpec
+
+MAX_SOCKET_PATH = 104  # bytes, sun_path on macOS (including the NUL)
+Version = tuple[int, ...]
+_VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+_FORBIDDEN_IN_VALUES = {",": "a comma", "\n": "a newline", "\0": "a NUL byte"}
+
+
+# ---- devices and their canonical forms -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Device:
+    """One `--device` value: the type, then `key=value` or bare-flag options in order."""
+
+    kind: str
+    options: tuple[tuple[str, str | None], ...] = ()
+
+    def render(self) -> str:
+        parts = [self.kind]
+        for key, value in self.options:
+            parts.append(key if value is None else f"{key}={value}")
+        return ",".join(parts)
+
+
+def value(field: str, raw: str | Path) -> str:
+    """A value vfkit can parse: no comma (vfkit splits on every one), newline or NUL."""
+    text = str(raw)
+    for char, name in _FORBIDDEN_IN_VALUES.items():
+        if char in text:
+            hint = (
+                " (vfkit splits its options on every comma and has no quoting: rename or "
+                "move the file)"
+                if char == ","
+                else ""
+            )
+            raise InvalidInput(f"{field}: {text!r} contains {name}; vfkit cannot take it{hint}")
+    return text
+
+
+def virtio_blk(path: Path, device_id: str | None = None, fmt: str | None = None) -> Device:
+    opts: list[tuple[str, str | None]] = [("path", value("disk path", path))]
+    if device_id is not None:
+        opts.append(("deviceId", value("deviceId", device_id)))
+    if fmt is not None:
+        opts.append(("format", fmt))
+    return Device("virtio-blk", tuple(opts))
+
+
+def usb_mass_storage(path: Path, readonly: bool = False) -> Device:
+    opts: list[tuple[str, str | None]] = [("path", value("disk path", path))]
+    if readonly:
+        opts.append(("readonly", None))
+    return Device("usb-mass-storage", tuple(opts))
+
+
+def nvme(path: Path) -> Device:
+    return Device("nvme", (("path", value("disk path", path)),))
+
+
+def virtio_net_nat(mac: str | None = None) -> Device:
+    opts: list[tuple[str, str | None]] = [("nat", None)]
+    if mac is not None:
+        opts.append(("mac", mac))
+    return Device("virtio-net", tuple(opts))
+
+
+def virtio_net_unix(path: Path, mac: str | None = None) -> Device:
+    """vfkit's Ethernet-frames-as-datagrams socket (a userspace switch or gvproxy)."""
+    opts: list[tuple[str, str | None]] = [("unixSocketPath", value("network socket", path))]
+    if mac is not None:
+        opts.append(("mac", mac))
+    return Device("virtio-net", tuple(opts))
+
+
+def virtio_net_unixgram(path: Path, mac: str | None = None, offloading: bool = False) -> Device:
+    """The newer `type=unixgram,path=` form (krunkit's only form; vfkit >= 0.6.1)."""
+    opts: list[tuple[str, str | None]] = [
+        ("type", "unixgram"),
+        ("path", value("network socket", path)),
+    ]
+    if mac is not None:
+        opts.append(("mac", mac))
+    if offloading:
+        opts.append(("offloading", "on"))
+    return Device("virtio-net", tuple(opts))
+
+
+def virtio_net_fd(fd: int, mac: str | None = None) -> Device:
+    opts: list[tuple[str, str | None]] = [("fd", str(fd))]
+    if mac is not None:
+        opts.append(("mac", mac))
+    return Device("virtio-net", tuple(opts))
+
+
+def virtio_fs(shared_dir: Path, mount_tag: str) -> Device:
+    return Device(
+        "virtio-fs",
+        (
+            ("sharedDir", value("shared dir", shared_dir)),
+            ("mountTag", value("mount tag", mount_tag)),
+        ),
+    )
+
+
+def rosetta(mount_tag: str, install: bool = False, ignore_if_missing: bool = False) -> Device:
+    opts: list[tuple[str, str | None]] = [("mountTag", value("mount tag", mount_tag))]
+    if install:
+        opts.append(("install", None))
+    if ignore_if_missing:
+        opts.append(("ignore-if-missing", None))
+    return Device("rosetta", tuple(opts))
+
+
+def virtio_serial_log(path: Path) -> Device:
+    return Device("virtio-serial", (("logFilePath", value("serial_log", path)),))
+
+
+def virtio_vsock(port: int, socket_path: Path, listen: bool = True) -> Device:
+    if not 1 <= port < 2**32:
+        raise InvalidInput(f"vsock port {port} is out of range (1 .. 2^32-1)")
+    return Device(
+        "virtio-vsock",
+        (
+            ("port", str(port)),
+            ("socketURL", value("vsock socket", socket_path)),
+            ("listen" if listen else "connect", None),
+        ),
+    )
+
+
+def virtio_rng() -> Device:
+    return Device("virtio-rng")
+
+
+def virtio_balloon() -> Device:
+    return Device("virtio-balloon")
+
+
+def linux_bootloader(kernel: Path, initrd: Path | None, cmdline: str) -> str:
+    """`linux,kernel=,initrd=,cmdline="..."`: the quotes protect commas in the cmdline."""
+    if '"' in cmdline:
+        raise InvalidInput(
+            "boot.cmdline: vfkit reads the command line between double quotes, so it cannot "
+            'contain a `"`'
+        )
+    parts = ["linux", f"kernel={value('boot.kernel', kernel)}"]
+    if initrd is not None:
+        parts.append(f"initrd={value('boot.initrd', initrd)}")
+    parts.append(f'cmdline="{cmdline}"')  # the spec already refused newlines and NULs
+    return ",".join(parts)
+
+
+def efi_bootloader(variable_store: Path, create: bool = True) -> str:
+    out = f"efi,variable-store={value('EFI variable store', variable_store)}"
+    return out + (",create" if create else "")
+
+
+def restful_uri(socket_path: Path) -> str:
+    """`unix:///abs/path`, refusing paths over macOS's 104-byte sun_path."""
+    raw = os.fsencode(socket_path)
+    if len(raw) >= MAX_SOCKET_PATH:
+        raise InvalidInput(
+            f"REST socket path {socket_path} is {len(raw)} bytes; macOS allows at most "
+            f"{MAX_SOCKET_PATH - 1}: set VMKIT_RUNTIME_DIR to a shorter directory"
+        )
+    if not socket_path.is_absolute():
+        raise InvalidInput(f"REST socket path {socket_path} must be absolute")
+    return f"unix://{value('REST socket', socket_path)}"
+
+
+# ---- installed versions ----------------------------------------------------------------------
+
+
+def parse_version(text: str) -> Version | None:
+    """`vfkit version: v0.6.1`, `krunkit 0.2.1` -> (0, 6, 1)."""
+    m = _VERSION_RE.search(text)
+    if m is None:
+        return None
+    return tuple(int(g) for g in m.groups() if g is not None)
+
+
+@functools.cache
+def _binary_version(path: str, mtime_ns: int) -> Version | None:
+    """`<binary> --version`, run once per binary file (the mtime key notices upgrades)."""
+    try:
+        proc = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_version(proc.stdout + proc.stderr)
+
+
+def installed_version(binary: str) -> Version | None:
+    try:
+        mtime = os.stat(binary).st_mtime_ns
+    except OSError:
+        return None
+    return _binary_version(binary, mtime)
+
+
+def format_version(v: Version) -> str:
+    return ".".join(str(x) for x in v)
+
+
+# ---- the drivers -----------------------------------------------------------------------------
+
+
+class VfkitDriver(Driver):
+    name = "vfkit"
+    binary_names: tuple[str, ...] = ("vfkit",)
+    install_hint: ClassVar[str] = (
+        "vfkit runs only on macOS: `brew install vfkit` (Podman's macOS installer ships it too)"
+    )
+    not_yet_run_on: ClassVar[str | None] = "macOS"
+    socket_roles: ClassVar[dict[str, str]] = {"rest": "rest"}
+    capabilities = Capabilities(
+        boot_linux=True,
+        boot_efi=True,
+        disk_raw=True,  # read-only disks go in as usb-mass-storage,readonly
+        net_none=True,
+        net_user=True,  # virtio-net,nat (vmnet's NAT and DHCP)
+        rng=True,
+        balloon=True,
+        graceful_stop=True,  # Stop -> HardStop -> SIGTERM -> SIGKILL
+        kill=True,
+        readiness=True,  # the readiness line on virtio-serial (hvc0) -> serial.log
+        readopt=True,
+        crash_detection=True,  # vmm.log says "VM is stopped" after a guest poweroff
+        pause=True,
+    )
+    # The first version of each flag/device vmkit emits, where it is newer than the oldest
+    # supported release; from the projects' release notes, to be confirmed on a Mac.
+    min_versions: ClassVar[dict[str, Version]] = {
+        "--pidfile": (0, 6, 0),
+        "virtio-balloon": (0, 6, 0),
+        "usb-mass-storage": (0, 5, 0),
+        "virtio-blk deviceId": (0, 5, 0),
+        "virtio-net type=unixgram": (0, 6, 1),
+    }
+    # krunkit's differences.
+    efi_only: ClassVar[bool] = False
+    reads_qcow2: ClassVar[bool] = False
+    has_nat: ClassVar[bool] = True
+    writes_pidfile: ClassVar[bool] = True
+    hard_stop: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        arch: str | None = None,
+        version: Version | None = None,
+        leases: Path = dhcpd_leases.LEASES_PATH,
+    ):
+        self.arch = arch or machine_arch()
+        self._version = version
+        self.leases = leases
+
+    # ---- checks ----------------------------------------------------------------------------
+    def check(self, spec: MachineSpec) -> None:
+        from vmkit.spec import LinuxBoot
+
+        if spec.accelerator not in ("auto", "hvf"):
+            raise InvalidInput(
+                f"accelerator: {spec.accelerator!r} does not apply to {self.name}, which runs "
+                "on Apple's Hypervisor.framework; use accelerator: auto (or hvf)"
+            )
+        if isinstance(spec.boot, LinuxBoot):
+            if self.efi_only:
+                raise NotSupported(
+                    f"{self.name} boots only through EFI firmware from a disk image: use "
+                    "boot: {kind: efi} with a bootable disk, or driver: vfkit for a kernel + initrd"
+                )
+            value("boot.kernel", spec.boot.kernel)
+            if spec.boot.initrd is not None:
+                value("boot.initrd", spec.boot.initrd)
+            linux_bootloader(spec.boot.kernel, spec.boot.initrd, spec.boot.cmdline)
+            self._check_kernel_arch(spec.boot.kernel)
+        else:
+            if spec.boot.firmware is not None:
+                raise NotSupported(
+                    f"boot.firmware: {self.name} uses Apple's built-in EFI firmware; "
+                    "remove boot.firmware"
+                )
+            if not spec.disks:
+                raise InvalidInput("boot.kind 'efi' needs a bootable disk image in disks")
+        for i, disk in enumerate(spec.disks):
+            value(f"disks[{i}].path", disk.path)
+            if disk.format == "qcow2" and not self.reads_qcow2:
+                raw = disk.path.with_suffix(".raw")
+                raise NotSupported(
+                    f"disks[{i}]: {self.name} cannot attach qcow2 ({disk.path}); convert it "
+                    f"with `qemu-img convert -O raw {disk.path} {raw}` and use {raw} "
+                    "(or driver: krunkit, which reads qcow2)"
+                )
+            if disk.readonly and self.efi_only:
+                raise NotSupported(
+                    f"disks[{i}]: vmkit's {self.name} driver cannot attach a disk read-only yet"
+                )
+        if spec.networks and not self.has_nat:
+            raise NotSupported(
+                f"networks: {self.name} has no built-in NAT (it needs a userspace network such "
+                "as gvproxy, which vmkit does not run yet); use networks: none or driver: vfkit"
+            )
+        if spec.serial_log is not None:
+            value("serial_log", spec.serial_log)
+        if spec.balloon and not self.capabilities.balloon:
+            raise NotSupported(f"balloon: {self.name} has no virtio-balloon device")
+
+    def _check_kernel_arch(self, kernel: Path) -> None:
+        try:
+            with kernel.open("rb") as f:
+                head = f.read(0x400)
+        except OSError:
+            return  # a missing file is reported by the spec check
+        if self.arch == "aarch64" and (
+            kernelfmt.is_bzimage(head) or (head[:4] == b"\x7fELF" and head[18:20] == b"\x3e\x00")
+        ):
+            raise InvalidInput(
+                f"boot.kernel: {kernel} is an x86_64 kernel; Apple Silicon Macs boot arm64 "
+                "kernels (an Image, a compressed vmlinuz or an EFI zboot image)"
+            )
+
+    # ---- argv ------------------------------------------------------------------------------
+    def version(self) -> Version | None:
+        """The installed binary's version (None when it is not installed: no gating)."""
+        if self._version is not None:
+            return self._version
+        try:
+            return installed_version(self.find_binary())
+        except Exception:
+            return None
+
+    def binary_or_name(self) -> str:
+        try:
+            return self.find_binary()
+        except Exception:
+            return self.binary_names[0]
+
+    def boot_kernel(self, kernel: Path, ctx: LaunchContext) -> Path:
+        """The kernel file vfkit gets: the raw Image itself, or the one `prepare` writes."""
+        if self.arch != "aarch64":
+            return kernel
+        try:
+            with kernel.open("rb") as f:
+                head = f.read(0x40)
+        except OSError:
+            return kernel
+        return kernel if kernelfmt.is_arm64_image(head) else ctx.vm_dir / "Image"
+
+    def console_cmdline(self, cmdline: str) -> str:
+        """vfkit's virtio-serial is hvc0: make it the console (the last console= wins)."""
+        if re.search(r"(?:^|\s)console=hvc0(?:\s|$)", cmdline):
+            return cmdline
+        return f"{cmdline} console=hvc0".strip()
+
+    def devices(self, spec: MachineSpec, ctx: LaunchContext) -> tuple[list[Device], list[str]]:
+        """The devices in argv order, and the version-gated features they use."""
+        from vmkit.drivers.qemu import stable_mac
+
+        devs: list[Device] = []
+        used: list[str] = []
+        for i, disk in enumerate(spec.disks):
+            field = f"disks[{i}].path"
+            value(field, disk.path)
+            if self.reads_qcow2:
+                devs.append(virtio_blk(disk.path, fmt=disk.format))
+            elif disk.readonly:
+                devs.append(usb_mass_storage(disk.path, readonly=True))
+                used.append("usb-mass-storage")
+            else:
+                devs.append(virtio_blk(disk.path, device_id=f"vmkit-disk{i}"))
+                used.append("virtio-blk deviceId")
+        for i, net in enumerate(spec.networks):
+            devs.append(virtio_net_nat(net.mac or stable_mac(spec.name, i)))
+        devs.append(virtio_serial_log(ctx.serial_log))
+        if spec.rng:
+            devs.append(virtio_rng())
+        if spec.balloon:
+            devs.append(virtio_balloon())
+            used.append("virtio-balloon")
+        return devs, used
+
+    def plan(self, spec: MachineSpec, ctx: LaunchContext) -> LaunchPlan:
+        from vmkit.spec import LinuxBoot
+
+        self.check(spec)
+        argv = [self.binary_or_name(), "--cpus", str(spec.cpus), "--memory", str(spec.memory >> 20)]
+        if isinstance(spec.boot, LinuxBoot):
+            kernel = self.boot_kernel(spec.boot.kernel, ctx)
+            cmdline = self.console_cmdline(spec.boot.cmdline)
+            argv += ["--bootloader", linux_bootloader(kernel, spec.boot.initrd, cmdline)]
+        else:
+            argv += ["--bootloader", efi_bootloader(ctx.vm_dir / "efi-variable-store")]
+        devs, used = self.devices(spec, ctx)
+        for dev in devs:
+            argv += ["--device", dev.render()]
+        argv += ["--restful-uri", restful_uri(ctx.sockets["rest"])]
+        if self.writes_pidfile:
+            argv += ["--pidfile", value("pidfile", ctx.vm_dir / "vmm.pid")]
+            used.append("--pidfile")
+        self.check_versions(used)
+        return LaunchPlan(argv=argv, sockets=dict(ctx.sockets), accelerator="hvf")
+
+    def check_versions(self, used: list[str]) -> None:
+        have = self.version()
+        if have is None:
+            return
+        for feature in used:
+            need = self.min_versions.get(feature)
+            if need is not None and have < need:
+                raise NotSupported(
+                    f"the installed {self.name} {format_version(have)} does not know {feature}; "
+                    f"it needs {self.name} >= {format_version(need)} "
+                    f"(`brew upgrade {self.name}`)"
+                )
+
+    def prepare(self, spec: MachineSpec, ctx: LaunchContext) -> None:
+        """Decompress the kernel into the VM dir if vfkit needs it; start serial.log afresh
+        (vfkit appends to it, and an old readiness line must not count for this boot)."""
+        from vmkit.spec import LinuxBoot
+
+        ctx.serial_log.unlink(missing_ok=True)
+        if not isinstance(spec.boot, LinuxBoot):
+            return
+        target = self.boot_kernel(spec.boot.kernel, ctx)
+        if target != spec.boot.kernel:
+            try:
+                kernelfmt.prepare_arm64_image(spec.boot.kernel, target)
+            except kernelfmt.KernelFormatError as exc:
+                raise InvalidInput(f"boot.kernel: {spec.boot.kernel}: {exc}") from None
+
+    # ---- control ---------------------------------------------------------------------------
+    def api(self, sockets: dict[str, str], timeout: float = 2.0) -> VfkitAPI:
+        return VfkitAPI(sockets["rest"], timeout)
+
+    def control_state(self, sockets: dict[str, str], timeout: float = 2.0) -> str | None:
+        if "rest" not in sockets:
+            return None
+        try:
+            state = self.api(sockets, timeout).vmkit_state()
+        except VfkitAPIError:
+            return None
+        # Stopped while the process still exists: it is on its way out.
+        return "stopping" if state == "stopped" else state
+
+    def request_powerdown(self, sockets: dict[str, str]) -> None:
+        self.api(sockets).set_state("Stop")
+
+    def force_shutdown(self, sockets: dict[str, str]) -> str | None:
+        if not self.hard_stop:
+            return None
+        self.api(sockets).set_state("HardStop")
+        return "HardStop"
+
+    def pause(self, sockets: dict[str, str]) -> None:
+        if not self.capabilities.pause:
+            raise self.unsupported("pause")
+        self.api(sockets).set_state("Pause")
+
+    def resume(self, sockets: dict[str, str]) -> None:
+        if not self.capabilities.pause:
+            raise self.unsupported("resume")
+        self.api(sockets).set_state("Resume")
+
+    def inspect_extra(self, sockets: dict[str, str]) -> dict[str, Any]:
+        if "rest" not in sockets:
+            return {}
+        api = self.api(sockets)
+        out: dict[str, Any] = {}
+        try:
+            out["state"] = api.state()
+            if self.hard_stop:  # vfkit proper; krunkit has no /vm/inspect
+                out["inspect"] = api.inspect()
+        except VfkitAPIError as exc:
+            out["error"] = str(exc)
+        return out
+
+    def guest_ip(self, spec: MachineSpec) -> str | None:
+        """From macOS's DHCP leases by the NIC's MAC (vfkit has no API for it)."""
+        from vmkit.drivers.qemu import stable_mac
+
+        for i, net in enumerate(spec.networks):
+            ip = dhcpd_leases.ip_for_mac(net.mac or stable_mac(spec.name, i), self.leases)
+            if ip is not None:
+                return ip
+        return None
+
+    def exit_cause(self, ctx: LaunchContext) -> ExitCause | None:
+        """vfkit logs (logrus) `msg="VM is stopped"` after the guest stopped, and
+        `virtualization error` when Virtualization.framework failed."""
+        try:
+            text = (ctx.vm_dir / "vmm.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return None
+        text = text.rsplit("--- vmkit: starting", 1)[-1]
+        if "VM is stopped" in text:
+            return ExitCause(True, "guest stopped")
+        m = re.search(r"(?:virtualization error|level=(?:fatal|error))[^\n]*", text)
+        if m:
+            return ExitCause(False, f"vfkit error: {m.group(0).strip()}")
+        return None
+
+
+class KrunkitDriver(VfkitDriver):
+    """krunkit: vfkit's command line on libkrun (Apple Silicon, macOS 14+, GPU via Venus)."""
+
+    name = "krunkit"
+    binary_names = ("krunkit",)
+    install_hint: ClassVar[str] = (
+        "krunkit runs only on Apple Silicon Macs (macOS 14+): "
+        "`brew tap slp/krunkit && brew install krunkit`"
+    )
+    capabilities = Capabilities(
+        boot_efi=True,
+        disk_raw=True,  # read-write only
+        disk_qcow2=True,
+        net_none=True,
+        rng=True,
+        graceful_stop=True,  # Stop -> SIGTERM -> SIGKILL (no HardStop in krunkit's REST)
+        kill=True,
+        readiness=True,
+        readopt=True,
+    )
+    min_versions: ClassVar[dict[str, Version]] = {"virtio-net type=unixgram": (0, 2, 0)}
+    efi_only = True
+    reads_qcow2 = True
+    has_nat = False
+    writes_pidfile = False
+    hard_stop = False
+
+    def exit_cause(self, ctx: LaunchContext) -> ExitCause | None:
+        return None  # krunkit's log lines are not known yet: exits read as unexplained

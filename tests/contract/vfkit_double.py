@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""TEST DOUBLE for vfkit/krunkit (vfkit cannot run on Linux). Never evidence that a feature
+works on a Mac: it only speaks vfkit's documented interface so the driver's argv, REST client
+and stop escalation can be exercised here.
+
+As a program (`vfkit_double.py ARGV...`, put on PATH as `vfkit`/`krunkit` by the tests) it:
+- prints `vfkit version: vX.Y.Z` for `--version` ($VFKIT_DOUBLE_VERSION, default 0.6.1);
+- refuses an argv that does not parse under the documented grammar (vfkit_grammar), exit 1;
+- writes the pidfile, writes a boot banner and `VMKIT_READY -` to the virtio-serial log file;
+- serves vfkit's REST API on the `--restful-uri unix:///...` socket: GET /vm/state,
+  POST /vm/state {Stop|HardStop|Pause|Resume} -> 202, GET /vm/inspect (krunkit flavour:
+  only GET /vm/state and POST Stop);
+- logs like vfkit (logrus text lines) to stdout, ending with `msg="VM is stopped"`.
+
+Behaviour switches, comma-separated in $VFKIT_DOUBLE: `ignore-stop` (the guest ignores the
+Stop request), `refuse-hardstop` (HardStop answers 500), `ignore-sigterm`, `no-ready`,
+`poweroff-after-ready` (the guest powers itself off once ready), `crash-after-ready`
+(virtualization error, exit 1).
+
+As a module, `DoubleServer` runs the same REST API in a thread for client tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socketserver
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vfkit_grammar import GrammarError, parse_argv  # noqa: E402
+
+PREFIX = "VirtualMachineState"
+
+
+class VM:
+    """The guest as vfkit sees it: a state and what each request does to it."""
+
+    def __init__(self, behaviour: set[str], flavor: str, config: dict[str, Any]):
+        self.state = "Running"
+        self.behaviour = behaviour
+        self.flavor = flavor
+        self.config = config
+        self.stopped = threading.Event()
+        self.requests: list[str] = []
+        self.lock = threading.Lock()
+
+    def state_json(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "state": PREFIX + s,
+            "canStart": s == "Stopped",
+            "canPause": s == "Running",
+            "canResume": s == "Paused",
+            "canStop": s in ("Running", "Paused"),
+            "canHardStop": s != "Stopped" and "refuse-hardstop" not in self.behaviour,
+        }
+
+    def request(self, what: str) -> tuple[int, str]:
+        with self.lock:
+            self.requests.append(what)
+            if self.flavor == "krunkit" and what != "Stop":
+                return 404, "not found"
+            if what == "Stop":
+                if self.state not in ("Running", "Paused"):
+                    return 500, f"cannot stop a VM in state {self.state}"
+                if "ignore-stop" not in self.behaviour:
+                    self._stop()
+                return 202, ""
+            if what == "HardStop":
+                if "refuse-hardstop" in self.behaviour:
+                    return 500, "Invalid virtual machine state transition"
+                self._stop()
+                return 202, ""
+            if what == "Pause":
+                if self.state != "Running":
+                    return 500, "Invalid virtual machine state transition"
+                self.state = "Paused"
+                return 202, ""
+            if what == "Resume":
+                if self.state != "Paused":
+                    return 500, "Invalid virtual machine state transition"
+                self.state = "Running"
+                return 202, ""
+            return 400, f"invalid state request {what!r}"
+
+    def _stop(self) -> None:
+        self.state = "Stopped"
+        self.stopped.set()
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    vm: VM
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def address_string(self) -> str:
+        return "unix"
+
+    def _send(self, code: int, body: Any = None) -> None:
+        raw = (
+            b""
+            if body is None
+            else (json.dumps(body) if not isinstance(body, str) else body).encode()
+        )
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def do_GET(self) -> None:
+        vm = self.server.vm
+        if self.path == "/vm/state":
+            self._send(200, vm.state_json())
+        elif self.path == "/vm/inspect" and vm.flavor == "vfkit":
+            self._send(200, vm.config)
+        else:
+            self._send(404, "404 page not found")
+
+    def do_POST(self) -> None:
+        vm = self.server.vm
+        length = int(self.headers.get("Content-Length", "0"))
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            self._send(400, "bad json")
+            return
+        if self.path != "/vm/state":
+            self._send(404, "404 page not found")
+            return
+        code, msg = vm.request(str(body.get("state")))
+        self._send(code, msg or None)
+
+
+class DoubleServer:
+    """The REST API alone, in a thread, on `socket_path`."""
+
+    def __init__(
+        self,
+        socket_path: Path,
+        behaviour: set[str] | None = None,
+        flavor: str = "vfkit",
+        config: dict[str, Any] | None = None,
+    ):
+        self.vm = VM(behaviour or set(), flavor, config or {"vcpus": 1, "memoryBytes": 1 << 29})
+        self.server = _Server(str(socket_path), _Handler)
+        self.server.vm = self.vm
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> DoubleServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def log(msg: str, level: str = "info") -> None:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    print(f'time="{stamp}" level={level} msg="{msg}"', flush=True)
+
+
+def main(argv: list[str]) -> int:
+    flavor = "krunkit" if Path(argv[0]).name.startswith("krunkit") else "vfkit"
+    if "--version" in argv:
+        print(f"{flavor} version: v{os.environ.get('VFKIT_DOUBLE_VERSION', '0.6.1')}")
+        return 0
+    try:
+        parsed = parse_argv(argv, flavor)
+    except GrammarError as exc:
+        log(f"invalid command line: {exc}", "fatal")
+        return 1
+    behaviour = {b for b in os.environ.get("VFKIT_DOUBLE", "").split(",") if b}
+    if parsed.pidfile:
+        Path(parsed.pidfile).write_text(f"{os.getpid()}\n")
+    serial = next((d.get("logFilePath") for d in parsed.devices if d.kind == "virtio-serial"), None)
+    config = {
+        "vcpus": parsed.cpus,
+        "memoryBytes": parsed.memory << 20,
+        "bootloader": {"kind": parsed.bootloader[0] if parsed.bootloader else None},
+        "devices": [{"kind": d.kind, **{k: v for k, v in d.options}} for d in parsed.devices],
+    }
+    sock = Path(parsed.restful_uri.removeprefix("unix://"))
+    double = DoubleServer(sock, behaviour, flavor, config)
+    vm = double.vm
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if "ignore-sigterm" in behaviour:
+            log("ignoring SIGTERM", "warning")
+            return
+        log("received SIGTERM: stopping the VM")
+        vm._stop()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    with double:
+        log("virtual machine is running")
+        if serial and "no-ready" not in behaviour:
+            with open(serial, "a") as f:
+                f.write("Linux version 6.1.0 (test double)\nVMKIT_READY -\n")
+        if "poweroff-after-ready" in behaviour:
+            time.sleep(0.2)
+            vm._stop()
+        if "crash-after-ready" in behaviour:
+            time.sleep(0.2)
+            log("virtualization error: hypervisor virtualization error", "error")
+            return 1
+        log("waiting for VM to stop")
+        while not vm.stopped.wait(0.05):
+            pass
+        log("VM is stopped")
+    if parsed.pidfile:
+        Path(parsed.pidfile).unlink(missing_ok=True)
+    sock.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
