@@ -571,9 +571,11 @@ def spec_validate(file: Path) -> None:
     click.echo(f"{file}: valid ({spec.name})")
 
 
+from vmkit.cli_kernel import register as _register_kernel  # noqa: E402
 from vmkit.cli_live import register as _register_live  # noqa: E402
 
 _register_live(main)
+_register_kernel(main)
 
 if __name__ == "__main__":
     main()

@@ -270,7 +270,7 @@ def test_an_x86_kernel_on_apple_silicon_is_refused(tmp_path: Path, files: dict[s
     bz = bytearray(0x400)
     bz[0x202:0x206] = b"HdrS"
     files["kernel"].write_bytes(bytes(bz))
-    with pytest.raises(InvalidInput, match="x86_64 kernel; Apple Silicon"):
+    with pytest.raises(InvalidInput, match=r"x86_64 kernel; Apple Silicon"):
         VfkitDriver(arch="aarch64").check(spec(files))
 
 
@@ -300,7 +300,7 @@ def test_disk_path_with_a_comma_is_refused_naming_the_disk(
 
 
 def test_serial_log_with_a_comma_is_refused(tmp_path: Path, files: dict[str, Path]) -> None:
-    with pytest.raises(InvalidInput, match="serial_log: .*contains a comma"):
+    with pytest.raises(InvalidInput, match=r"serial_log: .*contains a comma"):
         VfkitDriver(arch="x86_64").check(spec(files, serial_log=str(tmp_path / "s,log")))
 
 
@@ -309,12 +309,12 @@ def test_a_vm_dir_with_a_comma_is_refused_at_plan_time(
 ) -> None:
     ctx = ctx_for(tmp_path)
     ctx.serial_log = tmp_path / "home,x" / "serial.log"
-    with pytest.raises(InvalidInput, match="serial_log: .*contains a comma"):
+    with pytest.raises(InvalidInput, match=r"serial_log: .*contains a comma"):
         VfkitDriver(arch="x86_64").plan(spec(files), ctx)
 
 
 def test_a_double_quote_in_the_cmdline_is_refused(files: dict[str, Path]) -> None:
-    with pytest.raises(InvalidInput, match='boot.cmdline: .*cannot contain a `"`'):
+    with pytest.raises(InvalidInput, match=r'boot.cmdline: .*cannot contain a `"`'):
         VfkitDriver(arch="x86_64").check(
             spec(files, boot={"kernel": str(files["kernel"]), "cmdline": 'a="b c"'})
         )
@@ -337,9 +337,9 @@ def test_linux_accelerators_are_refused(files: dict[str, Path], accel: str) -> N
 def test_efi_boot_needs_a_disk_and_no_custom_firmware(
     tmp_path: Path, files: dict[str, Path]
 ) -> None:
-    with pytest.raises(InvalidInput, match="needs a bootable disk"):
+    with pytest.raises(InvalidInput, match=r"needs a bootable disk"):
         VfkitDriver().check(spec(files, boot={"kind": "efi"}))
-    with pytest.raises(NotSupported, match="Apple's built-in EFI firmware"):
+    with pytest.raises(NotSupported, match=r"Apple's built-in EFI firmware"):
         VfkitDriver().check(
             spec(
                 files,
@@ -353,7 +353,7 @@ def test_socket_path_over_104_bytes_is_refused(tmp_path: Path, files: dict[str, 
     ctx = ctx_for(tmp_path)
     ctx.sockets = {"rest": Path("/tmp/" + "x" * 100)}
     with pytest.raises(
-        InvalidInput, match="is 105 bytes; macOS allows at most 103.*VMKIT_RUNTIME_DIR"
+        InvalidInput, match=r"is 105 bytes; macOS allows at most 103.*VMKIT_RUNTIME_DIR"
     ):
         VfkitDriver(arch="x86_64").plan(spec(files), ctx)
     ctx.sockets = {"rest": Path("/tmp/" + "x" * 98)}  # 103 bytes: fits with the NUL
@@ -361,7 +361,7 @@ def test_socket_path_over_104_bytes_is_refused(tmp_path: Path, files: dict[str, 
 
 
 def test_a_vsock_port_out_of_range_is_refused() -> None:
-    with pytest.raises(InvalidInput, match="vsock port 0"):
+    with pytest.raises(InvalidInput, match=r"vsock port 0"):
         vf.virtio_vsock(0, Path("/s"))
 
 
@@ -454,5 +454,5 @@ def test_krunkit_refusals(files: dict[str, Path], over: dict[str, Any], match: s
 
 def test_krunkit_readonly_disks_are_refused(files: dict[str, Path]) -> None:
     s = spec(files, boot={"kind": "efi"}, disks=[{"path": str(files["disk"]), "readonly": True}])
-    with pytest.raises(NotSupported, match="cannot attach a disk read-only"):
+    with pytest.raises(NotSupported, match=r"cannot attach a disk read-only"):
         KrunkitDriver(arch="aarch64").check(s)

@@ -4,6 +4,7 @@ works on a Mac: it only speaks vfkit's documented interface so the driver's argv
 and stop escalation can be exercised here.
 
 As a program (`vfkit_double.py ARGV...`, put on PATH as `vfkit`/`krunkit` by the tests) it:
+- acts as vfkit, or as krunkit with $VFKIT_DOUBLE_FLAVOR=krunkit;
 - prints `vfkit version: vX.Y.Z` for `--version` ($VFKIT_DOUBLE_VERSION, default 0.6.1);
 - refuses an argv that does not parse under the documented grammar (vfkit_grammar), exit 1;
 - writes the pidfile, writes a boot banner and `VMKIT_READY -` to the virtio-serial log file;
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vfkit_grammar import GrammarError, parse_argv  # noqa: E402
+from vfkit_grammar import GrammarError, parse_argv
 
 PREFIX = "VirtualMachineState"
 
@@ -176,7 +177,7 @@ def log(msg: str, level: str = "info") -> None:
 
 
 def main(argv: list[str]) -> int:
-    flavor = "krunkit" if Path(argv[0]).name.startswith("krunkit") else "vfkit"
+    flavor = os.environ.get("VFKIT_DOUBLE_FLAVOR", "vfkit")
     if "--version" in argv:
         print(f"{flavor} version: v{os.environ.get('VFKIT_DOUBLE_VERSION', '0.6.1')}")
         return 0

@@ -117,7 +117,7 @@ def parse_bootloader(text: str) -> tuple[str, dict[str, str | None]]:
     missing = required - set(opts)
     if missing:
         raise GrammarError(f"{kind} bootloader needs {sorted(missing)}")
-    if kind == "efi" and opts.get("create", None) is not None:
+    if kind == "efi" and opts.get("create") is not None:
         raise GrammarError("efi 'create' is a bare flag")
     return kind, opts
 
@@ -159,9 +159,10 @@ def _check_device(dev: ParsedDevice) -> None:
             raise GrammarError(
                 f"virtio-net needs exactly one of nat/unixSocketPath/fd/type: {modes}"
             )
-        if dev.has("type"):
-            if dev.get("type") not in ("unixgram", "unixstream") or not dev.has("path"):
-                raise GrammarError("virtio-net type= needs unixgram|unixstream and path=")
+        if dev.has("type") and (
+            dev.get("type") not in ("unixgram", "unixstream") or not dev.has("path")
+        ):
+            raise GrammarError("virtio-net type= needs unixgram|unixstream and path=")
         mac = dev.get("mac")
         if mac is not None:
             octets = mac.split(":")

@@ -308,7 +308,7 @@ def boot_support(fmt: KernelFormat, inner: KernelFormat | None, arch: str | None
         )
     else:
         raw = fmt == KernelFormat.ARM64_IMAGE
-        unpack = "yes, once decompressed to an Image (`vmkit kernel inspect` shows the layers)"
+        unpack = "yes, once unpacked with `vmkit kernel extract FILE Image`"
         nope = "no: not an arm64 Image"
         out["qemu/aarch64"] = "yes" if raw else unpack if decompressed else nope
         out["cloud-hypervisor/aarch64"] = "yes" if raw else unpack if decompressed else nope

@@ -1,0 +1,197 @@
+"""The whole vfkit lifecycle through vmkit's Machine layer and CLI, with the vfkit TEST DOUBLE
+(tests/contract/vfkit_double.py) on PATH as `vfkit`: start, readiness, pause/resume, inspect,
+a second process re-adopting the VM, every step of the stop escalation (Stop -> HardStop ->
+SIGTERM -> SIGKILL), guest poweroff and VMM crash. Contract testing only: nothing here ran
+on a Mac, and docs/capabilities.md says so."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vmkit.machine import Host, Machine
+from vmkit.spec import spec_from_dict
+
+DOUBLE = Path(__file__).resolve().parent / "vfkit_double.py"
+
+
+@pytest.fixture
+def fake_vfkit(
+    tmp_path: Path, vmkit_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., None]:
+    """Put the double on PATH as `vfkit`; returns a setter for its behaviour switches."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "vfkit"
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} {DOUBLE} "$@"\n')
+    shim.chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    monkeypatch.setenv("PATH", path)
+    vmkit_env["PATH"] = path
+    from vmkit.drivers import vfkit
+
+    vfkit._binary_version.cache_clear()
+
+    def behave(*switches: str) -> None:
+        monkeypatch.setenv("VFKIT_DOUBLE", ",".join(switches))
+        vmkit_env["VFKIT_DOUBLE"] = ",".join(switches)
+
+    behave()
+    return behave
+
+
+@pytest.fixture
+def boot(tmp_path: Path) -> dict[str, Any]:
+    kernel, initrd = tmp_path / "vmlinux", tmp_path / "initrd.img"
+    kernel.write_bytes(b"\0" * 512)
+    initrd.write_bytes(b"\0" * 512)
+    return {"kernel": str(kernel), "initrd": str(initrd), "cmdline": "quiet"}
+
+
+def start_vm(boot: dict[str, Any], name: str = "mac1", **over: Any) -> Machine:
+    spec = spec_from_dict({"name": name, "driver": "vfkit", "boot": boot, **over})
+    host = Host()
+    machine = host.create(spec)
+    machine.start()
+    st = machine.wait_ready(20)
+    assert st.state == "ready", st
+    return machine
+
+
+@pytest.mark.capability("vfkit", "boot_linux", "readiness", "graceful_stop", "crash_detection")
+def test_start_ready_and_stop_via_the_stop_request(fake_vfkit: Any, boot: dict[str, Any]) -> None:
+    machine = start_vm(boot)
+    rt = machine.runtime()
+    assert rt["argv"][0].endswith("/vfkit")
+    assert (machine.dir / "vmm.pid").read_text().strip() == str(rt["pid"])
+    result = machine.stop(timeout=10)
+    assert result.step == "acpi"
+    st = machine.status()
+    assert st.state == "stopped" and "acpi" in (st.reason or "")
+
+
+@pytest.mark.capability("vfkit", "graceful_stop")
+@pytest.mark.parametrize(
+    ("switches", "step"),
+    [
+        (("ignore-stop",), "HardStop"),
+        (("ignore-stop", "refuse-hardstop"), "sigterm"),
+        (("ignore-stop", "refuse-hardstop", "ignore-sigterm"), "sigkill"),
+    ],
+)
+def test_stop_escalates_and_says_which_step_ended_it(
+    fake_vfkit: Any, boot: dict[str, Any], switches: tuple[str, ...], step: str
+) -> None:
+    fake_vfkit(*switches)
+    machine = start_vm(boot)
+    result = machine.stop(timeout=0.3)
+    assert result.step == step
+    assert machine.status().state == "stopped"
+    assert not Path(machine.runtime()["sockets"]["rest"]).exists()
+
+
+@pytest.mark.capability("vfkit", "pause")
+def test_pause_resume_through_the_machine(fake_vfkit: Any, boot: dict[str, Any]) -> None:
+    machine = start_vm(boot)
+    assert machine.pause().state == "paused"
+    assert machine.resume().state == "ready"
+    machine.kill()
+
+
+@pytest.mark.capability("vfkit", "readopt", "kill")
+def test_a_second_process_sees_inspects_and_stops_it(
+    fake_vfkit: Any, boot: dict[str, Any], cli: Any
+) -> None:
+    start_vm(boot, networks=["user"])
+    ls = cli.json("ls")
+    assert [(v["name"], v["state"], v["driver"]) for v in ls] == [("mac1", "ready", "vfkit")]
+    data = cli.json("inspect", "mac1")
+    assert data["vmm"]["state"]["state"] == "VirtualMachineStateRunning"
+    devices = data["vmm"]["inspect"]["devices"]
+    assert {"kind": "virtio-net", "nat": None, "mac": devices[0]["mac"]} in devices
+    assert "VMKIT_READY" not in cli.ok("inspect", "mac1").stdout  # human form renders
+    out = cli.ok("kill", "mac1").stdout
+    assert "killed" in out
+    after = cli.json("ls")[0]
+    assert (after["state"], after["reason"]) == ("stopped", "stopped by `vmkit kill` (sigkill)")
+
+
+@pytest.mark.capability("vfkit", "crash_detection")
+def test_guest_poweroff_is_a_clean_stop(fake_vfkit: Any, boot: dict[str, Any]) -> None:
+    fake_vfkit("poweroff-after-ready")
+    machine = start_vm(boot)
+    rt = machine.runtime()
+    from vmkit.process import ProcessRef
+
+    assert ProcessRef(rt["pid"], rt["create_time"]).wait_gone(10)
+    st = machine.status()
+    assert st.state == "stopped", st
+    assert st.reason == "VMM exited: guest stopped"
+
+
+@pytest.mark.capability("vfkit", "crash_detection")
+def test_a_vmm_error_is_failed_with_the_log_line(fake_vfkit: Any, boot: dict[str, Any]) -> None:
+    fake_vfkit("crash-after-ready")
+    machine = start_vm(boot)
+    rt = machine.runtime()
+    from vmkit.process import ProcessRef
+
+    assert ProcessRef(rt["pid"], rt["create_time"]).wait_gone(10)
+    st = machine.status()
+    assert st.state == "failed"
+    assert "virtualization error" in (st.reason or "")
+    assert any("virtualization error" in line for line in st.vmm_log_tail)
+
+
+def test_a_killed_vmm_is_failed(fake_vfkit: Any, boot: dict[str, Any]) -> None:
+    machine = start_vm(boot)
+    os.kill(machine.runtime()["pid"], signal.SIGKILL)
+    from vmkit.process import ProcessRef
+
+    rt = machine.runtime()
+    assert ProcessRef(rt["pid"], rt["create_time"]).wait_gone(10)
+    st = machine.status()
+    assert st.state == "failed" and "VMM exited unexpectedly" in (st.reason or "")
+
+
+def test_start_dry_run_prints_the_vfkit_argv(
+    fake_vfkit: Any, boot: dict[str, Any], cli: Any
+) -> None:
+    cli.ok(
+        "create", "m2", "--driver", "vfkit", "--kernel", boot["kernel"], "--initrd", boot["initrd"]
+    )
+    plan = cli.json("start", "m2", "--dry-run")
+    assert plan["accelerator"] == "hvf"
+    assert "--restful-uri" in plan["argv"] and "--pidfile" in plan["argv"]
+
+
+def test_an_old_vfkit_is_refused_before_anything_runs(
+    fake_vfkit: Any, boot: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VFKIT_DOUBLE_VERSION", "0.5.0")
+    spec = spec_from_dict({"name": "old", "driver": "vfkit", "boot": boot})
+    machine = Host().create(spec)
+    from vmkit.errors import NotSupported
+
+    with pytest.raises(NotSupported, match=r"vfkit 0\.5\.0 does not know --pidfile.*>= 0\.6\.0"):
+        machine.start()
+    assert machine.status().state == "created"
+
+
+def test_without_vfkit_start_names_the_binary_and_how_to_get_it(
+    vmkit_env: Any, boot: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    machine = Host().create(spec_from_dict({"name": "nob", "driver": "vfkit", "boot": boot}))
+    from vmkit.errors import VmkitError
+
+    with pytest.raises(
+        VmkitError, match=r"vfkit not found on PATH: vfkit runs only on macOS: `brew install vfkit`"
+    ):
+        machine.start()

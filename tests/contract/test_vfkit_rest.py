@@ -1,0 +1,134 @@
+"""The vfkit REST client (httpx over a Unix socket) and the driver's control methods against
+the scripted vfkit double (tests/contract/vfkit_double.py). Contract testing only."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from vfkit_double import DoubleServer
+
+from vmkit.drivers.vfkit import KrunkitDriver, VfkitDriver
+from vmkit.drivers.vfkit_api import VM_STATES, VfkitAPI, VfkitAPIError, VfkitUnreachable
+
+
+@pytest.fixture
+def sock() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="vkr", dir="/tmp") as d:
+        yield Path(d) / "rest.sock"
+
+
+def test_state_maps_every_vz_state() -> None:
+    assert set(VM_STATES) == {
+        "VirtualMachineState" + s
+        for s in (
+            "Running",
+            "Stopped",
+            "Paused",
+            "Error",
+            "Starting",
+            "Pausing",
+            "Resuming",
+            "Stopping",
+            "Saving",
+            "Restoring",
+        )
+    }
+
+
+def test_get_state_and_its_vmkit_meaning(sock: Path) -> None:
+    with DoubleServer(sock):
+        api = VfkitAPI(str(sock))
+        raw = api.state()
+        assert raw["state"] == "VirtualMachineStateRunning"
+        assert raw["canPause"] is True and raw["canResume"] is False
+        assert api.vmkit_state() == "running"
+
+
+@pytest.mark.capability("vfkit", "pause")
+def test_pause_and_resume_post_202_and_change_state(sock: Path) -> None:
+    with DoubleServer(sock) as double:
+        driver = VfkitDriver()
+        sockets = {"rest": str(sock)}
+        driver.pause(sockets)
+        assert driver.control_state(sockets) == "paused"
+        driver.resume(sockets)
+        assert driver.control_state(sockets) == "running"
+        assert double.vm.requests == ["Pause", "Resume"]
+
+
+def test_a_refused_transition_is_an_error_with_vfkits_message(sock: Path) -> None:
+    with (
+        DoubleServer(sock),
+        pytest.raises(VfkitAPIError, match=r"vfkit refused Resume \(HTTP 500: .*transition"),
+    ):
+        VfkitAPI(str(sock)).set_state("Resume")
+
+
+def test_unknown_state_requests_are_not_sent(sock: Path) -> None:
+    with DoubleServer(sock) as double, pytest.raises(ValueError, match=r"unknown vfkit state"):
+        VfkitAPI(str(sock)).set_state("Reboot")
+    assert double.vm.requests == []
+
+
+def test_stop_then_hardstop(sock: Path) -> None:
+    with DoubleServer(sock, {"ignore-stop"}) as double:
+        driver = VfkitDriver()
+        sockets = {"rest": str(sock)}
+        driver.request_powerdown(sockets)
+        assert driver.control_state(sockets) == "running"  # the guest ignored it
+        assert driver.force_shutdown(sockets) == "HardStop"
+        assert driver.control_state(sockets) == "stopping"  # Stopped, process still there
+        assert double.vm.requests == ["Stop", "HardStop"]
+
+
+def test_inspect_extra_has_state_and_inspect(sock: Path) -> None:
+    config = {"vcpus": 2, "memoryBytes": 1 << 30, "devices": [{"kind": "virtio-rng"}]}
+    with DoubleServer(sock, config=config):
+        extra = VfkitDriver().inspect_extra({"rest": str(sock)})
+    assert extra["inspect"] == config
+    assert extra["state"]["state"] == "VirtualMachineStateRunning"
+
+
+def test_no_socket_means_unreachable_and_no_state(sock: Path) -> None:
+    with pytest.raises(VfkitUnreachable, match=r"does not answer.*exited"):
+        VfkitAPI(str(sock)).state()
+    assert VfkitDriver().control_state({"rest": str(sock)}) is None
+    assert "does not answer" in VfkitDriver().inspect_extra({"rest": str(sock)})["error"]
+
+
+def test_a_refused_connection_is_unreachable(sock: Path) -> None:
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock))  # bound, never listening: connect() is refused
+    try:
+        with pytest.raises(VfkitUnreachable):
+            VfkitAPI(str(sock), timeout=0.5).state()
+    finally:
+        s.close()
+
+
+def test_a_silent_server_times_out_with_a_clear_error(sock: Path) -> None:
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock))
+    s.listen(1)  # accepts into the backlog, never answers
+    try:
+        with pytest.raises(VfkitAPIError, match=r"did not answer within 0\.3s"):
+            VfkitAPI(str(sock), timeout=0.3).state()
+    finally:
+        s.close()
+
+
+def test_krunkit_has_no_hardstop_pause_or_inspect(sock: Path) -> None:
+    with DoubleServer(sock, flavor="krunkit") as double:
+        driver = KrunkitDriver()
+        sockets = {"rest": str(sock)}
+        assert driver.control_state(sockets) == "running"
+        assert driver.force_shutdown(sockets) is None
+        with pytest.raises(Exception, match=r"cannot pause"):
+            driver.pause(sockets)
+        assert "inspect" not in driver.inspect_extra(sockets)
+        driver.request_powerdown(sockets)
+        assert double.vm.requests == ["Stop"]
