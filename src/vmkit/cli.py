@@ -482,15 +482,36 @@ def doctor(as_json: bool) -> None:
         "runtime_dir": str(runtime_dir()),
         "tiny_guest": str(guest.dir) if guest else None,
     }
+    mac = None
+    if hostinfo.is_macos():
+        from vmkit.macos_host import doctor_facts
+
+        facts["macos"] = mac = doctor_facts()
     if as_json:
         _echo_json(facts)
         return
     for key, value in facts.items():
-        click.echo(f"{key + ':':<18}{value if value is not None else '(not found)'}")
+        if key != "macos":
+            click.echo(f"{key + ':':<18}{value if value is not None else '(not found)'}")
+    if mac is not None:
+        _echo_macos(mac)
     if not qemu:
         click.echo("fix: install QEMU (Debian/Ubuntu: apt-get install qemu-system-x86)")
     if not guest:
         click.echo("fix: build the tiny guest with `vmkit guest build`")
+
+
+def _echo_macos(mac: dict[str, Any]) -> None:
+    click.echo(f"{'macos:':<18}{mac['macos']} on {mac['cpu']}")
+    for name in ("vfkit", "krunkit"):
+        info = mac[name]
+        where = f"{info['path']} ({info['version'] or 'version unknown'})"
+        click.echo(f"{name + ':':<18}{where if info['path'] else '(not found)'}")
+        for item in info["enables"]:
+            click.echo(f"{'':<18}- {item}")
+    click.echo(f"{'driver auto:':<18}{mac['driver_auto']}")
+    for fix in mac["fixes"]:
+        click.echo(f"fix: {fix}")
 
 
 @main.group()
