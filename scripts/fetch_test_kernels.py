@@ -103,7 +103,9 @@ def main() -> int:
         out = CACHE / f"Image.{ext}"
         if not out.exists():
             if shutil.which(argv[0]) is None:
-                print(f"fetch_test_kernels: {argv[0]} missing, skipping Image.{ext}", file=sys.stderr)
+                print(
+                    f"fetch_test_kernels: {argv[0]} missing, skipping Image.{ext}", file=sys.stderr
+                )
                 continue
             blob = subprocess.run(argv, input=raw, capture_output=True, check=True).stdout
             out.with_suffix(".tmp").write_bytes(blob)

@@ -59,7 +59,8 @@ def render(capmap: dict[str, dict[str, list[str]]]) -> str:
         if not tests:
             return "declared, untested"
         if not_run_on[driver]:
-            return f"contract-tested, not yet run on {not_run_on[driver]} ({len(tests)} tests)"
+            n = len(tests)
+            return f"contract-tested, not yet run on {not_run_on[driver]} ({n} test{'s' * (n > 1)})"
         return f"**supported** ({len(tests)} e2e)"
 
     lines = [

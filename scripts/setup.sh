@@ -15,6 +15,9 @@ pkgs=()
 command -v "$qemu_bin" >/dev/null || pkgs+=("$qemu_pkg")
 command -v qemu-img >/dev/null || pkgs+=(qemu-utils)
 command -v cpio >/dev/null || pkgs+=(cpio)  # tests extract the initramfs with the real tool
+command -v zstd >/dev/null || pkgs+=(zstd)  # zstd/lz4 vmlinuz -> raw Image (vfkit), and tests
+command -v lz4 >/dev/null || pkgs+=(lz4)
+command -v xz >/dev/null || pkgs+=(xz-utils)
 command -v python3 >/dev/null || pkgs+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
 if ((${#pkgs[@]})); then
@@ -29,3 +32,4 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e ".[test]"
 .venv/bin/vmkit guest build
+.venv/bin/python scripts/fetch_test_kernels.py  # arm64 kernel fixtures (cached)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,9 +29,12 @@ def fake_vfkit(
     """Put the double on PATH as `vfkit`; returns a setter for its behaviour switches."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    shim = bin_dir / "vfkit"
-    shim.write_text(f'#!/bin/sh\nexec {sys.executable} {DOUBLE} "$@"\n')
-    shim.chmod(0o755)
+    for flavor in ("vfkit", "krunkit"):
+        shim = bin_dir / flavor
+        shim.write_text(
+            f'#!/bin/sh\nVFKIT_DOUBLE_FLAVOR={flavor} exec {sys.executable} {DOUBLE} "$@"\n'
+        )
+        shim.chmod(0o755)
     path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
     monkeypatch.setenv("PATH", path)
     vmkit_env["PATH"] = path
@@ -115,7 +119,9 @@ def test_a_second_process_sees_inspects_and_stops_it(
     assert data["vmm"]["state"]["state"] == "VirtualMachineStateRunning"
     devices = data["vmm"]["inspect"]["devices"]
     assert {"kind": "virtio-net", "nat": None, "mac": devices[0]["mac"]} in devices
-    assert "VMKIT_READY" not in cli.ok("inspect", "mac1").stdout  # human form renders
+    text = cli.ok("inspect", "mac1").stdout
+    assert 'vmm state:   {"canHardStop": true' in text
+    assert '"vcpus": 1' in text
     out = cli.ok("kill", "mac1").stdout
     assert "killed" in out
     after = cli.json("ls")[0]
@@ -195,3 +201,56 @@ def test_without_vfkit_start_names_the_binary_and_how_to_get_it(
         VmkitError, match=r"vfkit not found on PATH: vfkit runs only on macOS: `brew install vfkit`"
     ):
         machine.start()
+
+
+# ---- krunkit (the same double in its krunkit flavour: GET /vm/state and POST Stop only) ----
+
+
+def start_krunkit(tmp_path: Path, name: str = "kr1") -> Machine:
+    raw = tmp_path / "root.raw"
+    raw.write_bytes(b"\0" * 4096)
+    qcow = tmp_path / "data.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(qcow), "1M"], check=True)
+    spec = spec_from_dict(
+        {
+            "name": name,
+            "driver": "krunkit",
+            "boot": {"kind": "efi"},
+            "disks": [{"path": str(raw)}, {"path": str(qcow), "format": "qcow2"}],
+        }
+    )
+    machine = Host().create(spec)
+    machine.start()
+    assert machine.wait_ready(20).state == "ready"
+    return machine
+
+
+@pytest.mark.capability("krunkit", "boot_efi", "disk_raw", "disk_qcow2", "net_none", "rng")
+@pytest.mark.capability("krunkit", "readiness", "graceful_stop", "readopt")
+def test_krunkit_efi_boot_with_raw_and_qcow2_then_stop(
+    fake_vfkit: Any, tmp_path: Path, cli: Any
+) -> None:
+    machine = start_krunkit(tmp_path)
+    argv = machine.runtime()["argv"]
+    assert argv[0].endswith("/krunkit") and "--pidfile" not in argv
+    assert [v["state"] for v in cli.json("ls")] == ["ready"]
+    assert "inspect" not in cli.json("inspect", "kr1")["vmm"]
+    assert machine.stop(timeout=5).step == "acpi"
+
+
+@pytest.mark.capability("krunkit", "graceful_stop", "kill")
+def test_krunkit_stop_skips_the_missing_hardstop(fake_vfkit: Any, tmp_path: Path) -> None:
+    fake_vfkit("ignore-stop")
+    machine = start_krunkit(tmp_path)
+    assert machine.stop(timeout=0.3).step == "sigterm"
+    machine2 = start_krunkit(tmp_path, "kr2")
+    assert machine2.kill().step == "sigkill"
+
+
+def test_krunkit_pause_is_refused_before_touching_the_vm(fake_vfkit: Any, tmp_path: Path) -> None:
+    from vmkit.errors import NotSupported
+
+    machine = start_krunkit(tmp_path)
+    with pytest.raises(NotSupported, match="the krunkit driver cannot pause"):
+        machine.pause()
+    assert machine.status().state == "ready"
