@@ -193,7 +193,7 @@ class Machine:
         else:
             st.state = vmm_state
         if st.ip is None and st.state in ("running", "ready"):
-            st.ip = self.driver.guest_ip(self.spec)
+            st.ip = self.driver.guest_ip(self.record["spec"])
         failure = rt.get("readiness_failure")
         if failure and ready is None and st.state in ("running", "starting"):
             st.state, st.reason, st.hint = "failed", failure["reason"], failure.get("hint")

@@ -155,6 +155,19 @@ def test_a_vmm_error_is_failed_with_the_log_line(fake_vfkit: Any, boot: dict[str
     assert any("virtualization error" in line for line in st.vmm_log_tail)
 
 
+@pytest.mark.capability("vfkit", "net_user")
+def test_the_guest_ip_comes_from_the_dhcp_leases_when_the_guest_did_not_say(
+    fake_vfkit: Any, boot: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vmkit.drivers import dhcpd_leases
+
+    fixture = Path(__file__).resolve().parent.parent / "unit" / "fixtures" / "dhcpd_leases"
+    monkeypatch.setattr(dhcpd_leases, "LEASES_PATH", fixture)
+    machine = start_vm(boot, networks=[{"mode": "user", "mac": "52:54:00:12:34:56"}])
+    assert machine.status().ip == "192.168.64.7"  # the double printed `VMKIT_READY -`
+    machine.kill()
+
+
 def test_a_killed_vmm_is_failed(fake_vfkit: Any, boot: dict[str, Any]) -> None:
     machine = start_vm(boot)
     os.kill(machine.runtime()["pid"], signal.SIGKILL)

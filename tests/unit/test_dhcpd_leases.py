@@ -61,6 +61,5 @@ def test_vfkit_driver_finds_the_guest_ip_by_the_nics_mac(tmp_path: Path) -> None
             "networks": [{"mode": "user", "mac": "52:54:00:12:34:56"}],
         }
     )
-    assert VfkitDriver(leases=FIXTURE).guest_ip(spec) == "192.168.64.7"
-    no_net = spec.model_copy(update={"networks": []})
-    assert VfkitDriver(leases=FIXTURE).guest_ip(no_net) is None
+    assert VfkitDriver(leases=FIXTURE).guest_ip(spec.to_json()) == "192.168.64.7"
+    assert VfkitDriver(leases=FIXTURE).guest_ip({**spec.to_json(), "networks": []}) is None

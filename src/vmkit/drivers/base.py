@@ -161,9 +161,10 @@ class Driver(abc.ABC):
         right before launch, never on --dry-run."""
         return None
 
-    def guest_ip(self, spec: MachineSpec) -> str | None:
+    def guest_ip(self, spec: dict[str, Any]) -> str | None:
         """The guest's IP when the VMM or host knows it (vfkit: the macOS DHCP leases);
-        used only when the readiness line gave none."""
+        used only when the readiness line gave none. `spec` is the stored spec JSON (no
+        validation: this runs on every `vmkit ls`)."""
         return None
 
     def inspect_extra(self, sockets: dict[str, str]) -> dict[str, Any]:

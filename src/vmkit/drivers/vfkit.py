@@ -284,7 +284,7 @@ class VfkitDriver(Driver):
         self,
         arch: str | None = None,
         version: Version | None = None,
-        leases: Path = dhcpd_leases.LEASES_PATH,
+        leases: Path | None = None,
     ):
         self.arch = arch or machine_arch()
         self._version = version
@@ -510,12 +510,13 @@ class VfkitDriver(Driver):
             out["error"] = str(exc)
         return out
 
-    def guest_ip(self, spec: MachineSpec) -> str | None:
+    def guest_ip(self, spec: dict[str, Any]) -> str | None:
         """From macOS's DHCP leases by the NIC's MAC (vfkit has no API for it)."""
         from vmkit.drivers.qemu import stable_mac
 
-        for i, net in enumerate(spec.networks):
-            ip = dhcpd_leases.ip_for_mac(net.mac or stable_mac(spec.name, i), self.leases)
+        for i, net in enumerate(spec.get("networks") or []):
+            mac = net.get("mac") or stable_mac(str(spec["name"]), i)
+            ip = dhcpd_leases.ip_for_mac(mac, self.leases or dhcpd_leases.LEASES_PATH)
             if ip is not None:
                 return ip
         return None
