@@ -132,3 +132,43 @@ def test_krunkit_has_no_hardstop_pause_or_inspect(sock: Path) -> None:
         assert "inspect" not in driver.inspect_extra(sockets)
         driver.request_powerdown(sockets)
         assert double.vm.requests == ["Stop"]
+
+
+def _drop_after_headers(sock: Path) -> tuple[socket.socket, list[bytes]]:
+    """A server that reads the request head, then closes without answering (krunkit's
+    read-once server when the body comes in a second write)."""
+    import threading
+
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(sock))
+    srv.listen(4)
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        for _ in range(2):
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            seen.append(data)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, seen
+
+
+def test_krunkit_stop_counts_as_sent_when_krunkit_closes_after_the_post(sock: Path) -> None:
+    srv, seen = _drop_after_headers(sock)
+    try:
+        KrunkitDriver().request_powerdown({"rest": str(sock)})  # no error: krunkit saw POST
+        with pytest.raises(VfkitAPIError, match="closed the connection"):
+            VfkitDriver().request_powerdown({"rest": str(sock)})  # vfkit must answer 202
+    finally:
+        srv.close()
+    assert all(s.startswith(b"POST /vm/state HTTP/1.1") for s in seen)

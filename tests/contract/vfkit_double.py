@@ -9,8 +9,9 @@ As a program (`vfkit_double.py ARGV...`, put on PATH as `vfkit`/`krunkit` by the
 - refuses an argv that does not parse under the documented grammar (vfkit_grammar), exit 1;
 - writes the pidfile, writes a boot banner and `VMKIT_READY -` to the virtio-serial log file;
 - serves vfkit's REST API on the `--restful-uri unix:///...` socket: GET /vm/state,
-  POST /vm/state {Stop|HardStop|Pause|Resume} -> 202, GET /vm/inspect (krunkit flavour:
-  only GET /vm/state and POST Stop);
+  POST /vm/state {Stop|HardStop|Pause|Resume} -> 202, GET /vm/inspect; in the krunkit
+  flavour, krunkit's canned answers as its src/status.rs writes them (any GET: Running, any
+  POST: 200 Stopping and stop; no Content-Length, a trailing NUL, then close);
 - logs like vfkit (logrus text lines) to stdout, ending with `msg="VM is stopped"`.
 
 Behaviour switches, comma-separated in $VFKIT_DOUBLE: `ignore-stop` (the guest ignores the
@@ -147,6 +148,31 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, msg or None)
 
 
+# krunkit's REST "server" (src/status.rs): one read of the request, then a canned answer
+# with no Content-Length and a trailing NUL, then close. Any POST stops the VM (200, not
+# 202); any GET says Running.
+KRUNKIT_RUNNING = (
+    b"HTTP/1.1 200 OK\r\nContent-type: application/json\r\n\r\n"
+    b'{"state": "VirtualMachineStateRunning"}\0'
+)
+KRUNKIT_STOPPING = (
+    b"HTTP/1.1 200 OK\r\nContent-type: application/json\r\n\r\n"
+    b'{"state": "VirtualMachineStateStopping"}\0'
+)
+
+
+class _KrunkitHandler(socketserver.BaseRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        data = self.request.recv(4096)
+        if b"POST" in data:
+            self.request.sendall(KRUNKIT_STOPPING)
+            self.server.vm.request("Stop")
+        else:
+            self.request.sendall(KRUNKIT_RUNNING)
+
+
 class DoubleServer:
     """The REST API alone, in a thread, on `socket_path`."""
 
@@ -158,9 +184,12 @@ class DoubleServer:
         config: dict[str, Any] | None = None,
     ):
         self.vm = VM(behaviour or set(), flavor, config or {"vcpus": 1, "memoryBytes": 1 << 29})
-        self.server = _Server(str(socket_path), _Handler)
+        handler = _KrunkitHandler if flavor == "krunkit" else _Handler
+        self.server = _Server(str(socket_path), handler)
         self.server.vm = self.vm
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     def __enter__(self) -> DoubleServer:
         self.thread.start()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from vmkit.drivers import dhcpd_leases
 from vmkit.drivers.base import Capabilities, Driver, ExitCause, LaunchContext, LaunchPlan
-from vmkit.drivers.vfkit_api import VfkitAPI, VfkitAPIError
+from vmkit.drivers.vfkit_api import VfkitAPI, VfkitAPIError, VfkitDropped
 from vmkit.errors import InvalidInput, NotSupported
 from vmkit.hostinfo import machine_arch
 from vmkit.storage import kernel as kernelfmt
@@ -563,6 +563,14 @@ class KrunkitDriver(VfkitDriver):
     has_nat = False
     writes_pidfile = False
     hard_stop = False
+
+    def request_powerdown(self, sockets: dict[str, str]) -> None:
+        """POST Stop. krunkit reads the request once and closes: if the JSON body came in a
+        second write the exchange breaks, but krunkit saw a POST and is stopping."""
+        try:
+            self.api(sockets).set_state("Stop")
+        except VfkitDropped:
+            return
 
     def exit_cause(self, ctx: LaunchContext) -> ExitCause | None:
         return None  # krunkit's log lines are not known yet: exits read as unexplained

@@ -1,11 +1,13 @@
 """vfkit's REST API over its Unix socket (`--restful-uri unix:///PATH`), with httpx.
 
 GET /vm/state, POST /vm/state {"state": Stop|HardStop|Pause|Resume} (202 Accepted),
-GET /vm/inspect. krunkit serves GET /vm/state and POST Stop only.
+GET /vm/inspect. krunkit answers any GET with Running and any POST by stopping the VM
+(HTTP 200, a NUL after the JSON, no Content-Length), so the client accepts both.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -36,6 +38,12 @@ class VfkitUnreachable(VfkitAPIError):
     """Nothing answers on the socket: the VMM is gone (or not up yet)."""
 
 
+class VfkitDropped(VfkitAPIError):
+    """The VMM took the connection, then closed it mid-exchange. krunkit does this: it reads
+    once, answers and closes, so a request whose body came in a second write still reached
+    it as a POST (and krunkit acts on any POST)."""
+
+
 class VfkitAPI:
     """One short-lived client per call: vmkit is not a daemon and holds no connection."""
 
@@ -52,7 +60,11 @@ class VfkitAPI:
                 transport=transport, base_url="http://vfkit", timeout=self.timeout
             ) as client:
                 return client.request(method, path, json=body)
-        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as exc:
+        except (httpx.RemoteProtocolError, httpx.WriteError, httpx.ReadError) as exc:
+            raise VfkitDropped(
+                f"vfkit's REST socket {self.socket_path} closed the connection ({exc})"
+            ) from None
+        except (httpx.ConnectError, FileNotFoundError) as exc:
             raise VfkitUnreachable(
                 f"vfkit's REST socket {self.socket_path} does not answer ({exc}); "
                 "the VMM has exited or is not up yet"
@@ -75,11 +87,11 @@ class VfkitAPI:
         return VM_STATES.get(raw, "running")
 
     def set_state(self, state: str) -> None:
-        """POST /vm/state; vfkit answers 202 when it accepted the request."""
+        """POST /vm/state; vfkit answers 202 when it accepted the request, krunkit 200."""
         if state not in STATE_REQUESTS:
             raise ValueError(f"unknown vfkit state request {state!r}")
         resp = self._request("POST", "/vm/state", {"state": state})
-        if resp.status_code != 202:
+        if resp.status_code not in (200, 202):  # krunkit answers 200
             raise VfkitAPIError(
                 f"vfkit refused {state} (HTTP {resp.status_code}: {resp.text.strip() or '-'})"
             )
@@ -92,7 +104,8 @@ class VfkitAPI:
         if resp.status_code != 200:
             raise VfkitAPIError(f"{what}: HTTP {resp.status_code}: {resp.text.strip() or '-'}")
         try:
-            data = resp.json()
+            # krunkit ends its canned answers with a NUL byte (and sends no Content-Length).
+            data = json.loads(resp.content.rstrip(b"\0 \r\n"))
         except ValueError:
             raise VfkitAPIError(f"{what} answered with non-JSON: {resp.text[:200]!r}") from None
         if not isinstance(data, dict):
