@@ -424,6 +424,7 @@ def console(name: str) -> None:
     from vmkit.console import attach
 
     machine = _host().get(name)
+    machine.require("console", f"attach an interactive console (follow `vmkit logs -f {name}`)")
     st = machine.status()
     if not st.alive:
         raise InvalidInput(f"VM {name!r} is {st.state}; start it first")

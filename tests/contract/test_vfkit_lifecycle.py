@@ -179,6 +179,16 @@ def test_a_killed_vmm_is_failed(fake_vfkit: Any, boot: dict[str, Any]) -> None:
     assert st.state == "failed" and "VMM exited unexpectedly" in (st.reason or "")
 
 
+def test_console_is_refused_with_the_alternative(
+    fake_vfkit: Any, boot: dict[str, Any], cli: Any
+) -> None:
+    start_vm(boot)
+    proc = cli("console", "mac1")
+    assert proc.returncode == 1
+    assert "the vfkit driver cannot attach an interactive console" in proc.stderr
+    assert "vmkit logs -f mac1" in proc.stderr
+
+
 def test_start_dry_run_prints_the_vfkit_argv(
     fake_vfkit: Any, boot: dict[str, Any], cli: Any
 ) -> None:

@@ -198,3 +198,34 @@ def test_cli_refuses_non_kernels_with_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "not an arm64 kernel" in proc.stderr
     proc = vmkit("kernel", "inspect", str(tmp_path / "missing"))
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def _rebuild_bzimage(real: bytes, payload: bytes) -> bytes:
+    """The real bzImage's setup code and header around another payload (as a distro built
+    with CONFIG_KERNEL_ZSTD/LZ4 ships it): payload_length updated, offset kept."""
+    setup_sects = real[0x1F1] or 4
+    offset = struct.unpack_from("<I", real, 0x248)[0]
+    head = bytearray(real[: (setup_sects + 1) * 512 + offset])
+    struct.pack_into("<I", head, 0x24C, len(payload))
+    return bytes(head) + payload + struct.pack("<I", 0) + b"\0" * 4096
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["zstd", "-q", "-1", "-c"], ["lz4", "-l", "-q", "-1", "-c"], ["gzip", "-1", "-c"]],
+    ids=["zstd", "lz4", "gzip"],
+)
+def test_vmlinux_from_a_bzimage_with_another_payload(guest_bzimage: Path, argv: list[str]) -> None:
+    vmlinux = guest_bzimage.with_name("vmlinux")
+    if not vmlinux.is_file():
+        pytest.skip(f"no vmlinux beside {guest_bzimage}")
+    elf_bytes = vmlinux.read_bytes()
+    payload = subprocess.run(argv, input=elf_bytes, capture_output=True, check=True).stdout
+    rebuilt = _rebuild_bzimage(guest_bzimage.read_bytes(), payload)
+    assert kernel.bzimage_payload(rebuilt) == payload
+    assert kernel.extract_vmlinux(rebuilt) == elf_bytes
+
+
+def test_the_real_bzimage_payload_is_found_through_its_header(guest_bzimage: Path) -> None:
+    payload = kernel.bzimage_payload(guest_bzimage.read_bytes())
+    assert payload is not None and kernel.compression_of(payload) == "xz"

@@ -276,6 +276,7 @@ class VfkitDriver(Driver):
     # krunkit's differences.
     efi_only: ClassVar[bool] = False
     reads_qcow2: ClassVar[bool] = False
+    readonly_disks: ClassVar[bool] = True
     has_nat: ClassVar[bool] = True
     writes_pidfile: ClassVar[bool] = True
     hard_stop: ClassVar[bool] = True
@@ -327,7 +328,7 @@ class VfkitDriver(Driver):
                     f"with `qemu-img convert -O raw {disk.path} {raw}` and use {raw} "
                     "(or driver: krunkit, which reads qcow2)"
                 )
-            if disk.readonly and self.efi_only:
+            if disk.readonly and not self.readonly_disks:
                 raise NotSupported(
                     f"disks[{i}]: vmkit's {self.name} driver cannot attach a disk read-only yet"
                 )
@@ -560,6 +561,7 @@ class KrunkitDriver(VfkitDriver):
     min_versions: ClassVar[dict[str, Version]] = {"virtio-net type=unixgram": (0, 2, 0)}
     efi_only = True
     reads_qcow2 = True
+    readonly_disks = False  # krunkit's virtio-blk has no read-only option
     has_nat = False
     writes_pidfile = False
     hard_stop = False

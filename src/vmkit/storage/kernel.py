@@ -149,23 +149,52 @@ def _gunzip(data: bytes) -> bytes:
     return bytes(d.decompress(data))
 
 
+def bzimage_payload(bzimage: bytes) -> bytes | None:
+    """The compressed payload the setup header points at (boot protocol >= 2.08), or None."""
+    if len(bzimage) < 0x250 or struct.unpack_from("<H", bzimage, 0x206)[0] < 0x208:
+        return None
+    setup_sects = bzimage[0x1F1] or 4
+    offset, length = struct.unpack_from("<II", bzimage, 0x248)
+    start = (setup_sects + 1) * 512 + offset
+    if length == 0 or start + length > len(bzimage):
+        return None
+    return bzimage[start : start + length]
+
+
 def extract_vmlinux(bzimage: bytes) -> bytes:
-    """The ELF vmlinux embedded (compressed) in a bzImage; xz and gzip payloads."""
+    """The ELF vmlinux embedded (compressed) in a bzImage: gzip, xz, zstd, lz4 or bzip2.
+
+    The payload the header points at is tried first; older or odd images are scanned for
+    each format's magic.
+    """
     if not is_bzimage(bzimage):
         raise KernelFormatError("not a bzImage (no 'HdrS' setup header)")
-    for magic, method in ((_XZ_MAGIC, "xz"), (_GZIP_MAGIC, "gzip")):
+    payload = bzimage_payload(bzimage)
+    method = compression_of(payload) if payload else None
+    if payload is not None and method is not None:
+        try:
+            out = decompress(payload, method)
+        except KernelFormatError:
+            out = b""
+        if out[:4] == elf.ELF_MAGIC:
+            return out
+    errors: list[str] = []
+    for name, magic in COMPRESSION_MAGICS:
         start = bzimage.find(magic)
         while start != -1:
             try:
-                out = decompress(bzimage[start:], method)
-            except KernelFormatError:
+                out = decompress(bzimage[start:], name)
+            except KernelFormatError as exc:
                 out = b""
+                if "not installed" in str(exc):
+                    errors.append(str(exc))
+                    break
             if out[:4] == elf.ELF_MAGIC:
                 return out
             start = bzimage.find(magic, start + 1)
+    why = f" ({'; '.join(errors)})" if errors else ""
     raise KernelFormatError(
-        "no xz- or gzip-compressed ELF vmlinux found inside the bzImage "
-        "(zstd/lz4 payloads are not supported yet)"
+        f"no compressed ELF vmlinux (gzip, xz, zstd, lz4, bzip2) found inside the bzImage{why}"
     )
 
 
@@ -275,6 +304,10 @@ def describe(path: Path) -> KernelInfo:
         info.arch = _elf_arch(inner_data)
     elif inner == KernelFormat.BZIMAGE:
         info.arch = "x86_64"
+        payload = bzimage_payload(inner_data)
+        method = compression_of(payload) if payload else None
+        if method is not None and not info.layers:
+            info.layers.append(f"bzImage payload: {method}-compressed vmlinux")
     elif inner == KernelFormat.ARM64_IMAGE:
         info.arch = "aarch64"
     info.boot = boot_support(fmt, info.inner, info.arch)
