@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from vfkit_grammar import GrammarError, parse_argv, parse_device
 
 from vmkit.drivers import vfkit as vf
@@ -456,3 +458,31 @@ def test_krunkit_readonly_disks_are_refused(files: dict[str, Path]) -> None:
     s = spec(files, boot={"kind": "efi"}, disks=[{"path": str(files["disk"]), "readonly": True}])
     with pytest.raises(NotSupported, match=r"cannot attach a disk read-only"):
         KrunkitDriver(arch="aarch64").check(s)
+
+
+# ---- properties: any path either round-trips through vfkit's grammar or is refused -----------
+
+PATHS = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0\n"),
+    min_size=1,
+    max_size=40,
+).map(lambda s: Path("/" + s.replace("/", "_")))
+
+
+@given(PATHS)
+def test_a_disk_path_round_trips_or_is_refused_for_its_comma(path: Path) -> None:
+    if "," in str(path):
+        with pytest.raises(InvalidInput, match="contains a comma"):
+            vf.virtio_blk(path, device_id="d0")
+        return
+    parsed = parse_device(vf.virtio_blk(path, device_id="d0").render())
+    assert parsed.get("path") == str(path)
+    assert parsed.get("deviceId") == "d0"
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters='"\0\n\r'), max_size=60))
+def test_any_cmdline_without_quotes_round_trips_inside_the_quotes(cmdline: str) -> None:
+    from vfkit_grammar import parse_bootloader
+
+    kind, opts = parse_bootloader(vf.linux_bootloader(Path("/k"), Path("/i"), cmdline))
+    assert (kind, opts["kernel"], opts["initrd"], opts["cmdline"]) == ("linux", "/k", "/i", cmdline)
