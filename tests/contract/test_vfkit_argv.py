@@ -400,7 +400,7 @@ def test_flags_newer_than_the_installed_vfkit_are_refused_naming_the_version(
 
 
 def test_the_version_is_read_from_the_installed_binary_once(
-    tmp_path: Path, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    vmkit_env: Any, tmp_path: Path, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = tmp_path / "calls"
     fake = tmp_path / "bin" / "vfkit"
@@ -415,6 +415,13 @@ def test_the_version_is_read_from_the_installed_binary_once(
         plan(driver, tmp_path, spec(files))
     assert VfkitDriver().version() == (0, 5, 1)
     assert calls.read_text().count("x") == 1
+    vf._binary_version.cache_clear()  # as in a new vmkit process: the runtime-dir cache answers
+    assert VfkitDriver().version() == (0, 5, 1)
+    assert calls.read_text().count("x") == 1
+    fake.write_text(f"#!/bin/sh\necho x >> {calls}\necho 'vfkit version: v0.6.2'\n")
+    os.utime(fake, ns=(1, 1))  # an upgrade: new size and mtime
+    assert VfkitDriver().version() == (0, 6, 2)
+    assert calls.read_text().count("x") == 2
     vf._binary_version.cache_clear()
 
 

@@ -15,7 +15,7 @@ DOUBLE = Path(__file__).resolve().parent.parent / "contract" / "vfkit_double.py"
 
 
 @pytest.fixture
-def fake_bins(tmp_path: Path) -> dict[str, str]:
+def fake_bins(tmp_path: Path, vmkit_dirs: tuple[Path, Path]) -> dict[str, str]:
     out = {}
     for name, version in (("vfkit", "0.6.1"), ("krunkit", "0.2.1")):
         shim = tmp_path / name
