@@ -607,8 +607,8 @@ class Machine:
         }
 
     def _driver_extra(self) -> dict[str, Any]:
-        """The running VMM's own view (Driver.inspect_extra), under the driver's name."""
-        if self._proc(self.runtime()) is None or not self.status().alive:
+        """The running VMM's own view (Driver.inspect_extra), under "vmm"."""
+        if not self.status().alive:
             return {}
         extra = self.driver.inspect_extra(self.runtime().get("sockets", {}))
         return {"vmm": extra} if extra else {}
