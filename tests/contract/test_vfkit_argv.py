@@ -310,8 +310,14 @@ def test_a_vm_dir_with_a_comma_is_refused_at_plan_time(
     tmp_path: Path, files: dict[str, Path]
 ) -> None:
     ctx = ctx_for(tmp_path)
-    ctx.serial_log = tmp_path / "home,x" / "serial.log"
-    with pytest.raises(InvalidInput, match=r"serial_log: .*contains a comma"):
+    ctx.vm_dir = tmp_path / "home,x" / "vm1"
+    with pytest.raises(
+        InvalidInput, match=r"the VM's folder \(under VMKIT_HOME\): .*contains a comma"
+    ):
+        VfkitDriver(arch="x86_64").plan(spec(files), ctx)
+    ctx = ctx_for(tmp_path)
+    ctx.sockets = {"rest": Path("/tmp/run,x/abc.rest")}
+    with pytest.raises(InvalidInput, match=r"REST socket \(under VMKIT_RUNTIME_DIR\): .*comma"):
         VfkitDriver(arch="x86_64").plan(spec(files), ctx)
 
 

@@ -201,7 +201,7 @@ def restful_uri(socket_path: Path) -> str:
         )
     if not socket_path.is_absolute():
         raise InvalidInput(f"REST socket path {socket_path} must be absolute")
-    return f"unix://{value('REST socket', socket_path)}"
+    return f"unix://{value('REST socket (under VMKIT_RUNTIME_DIR)', socket_path)}"
 
 
 # ---- installed versions ----------------------------------------------------------------------
@@ -457,6 +457,9 @@ class VfkitDriver(Driver):
         from vmkit.spec import LinuxBoot
 
         self.check(spec)
+        value("the VM's folder (under VMKIT_HOME)", ctx.vm_dir)
+        if spec.serial_log is None:
+            value("the VM's serial.log (under VMKIT_HOME)", ctx.serial_log)
         argv = [self.binary_or_name(), "--cpus", str(spec.cpus), "--memory", str(spec.memory >> 20)]
         if isinstance(spec.boot, LinuxBoot):
             kernel = self.boot_kernel(spec.boot.kernel, ctx)
