@@ -69,8 +69,24 @@ def _spec_options(f: Any) -> Any:
         ),
         click.option(
             "--net",
-            type=click.Choice(["none", "user"]),
-            help="Network: none (default) or user (NAT).",
+            "nets",
+            multiple=True,
+            metavar="MODE",
+            help="NIC (repeatable): nat (or user), switch:NAME (a LAN with other VMs), "
+            "none (default).",
+        ),
+        click.option(
+            "--ip",
+            metavar="ADDR/PREFIX",
+            help="Static IP of the first NIC (the tiny guest applies it; else DHCP).",
+        ),
+        click.option(
+            "--publish",
+            "-p",
+            multiple=True,
+            metavar="[IP:]HOST:GUEST[/tcp|udp]",
+            help="Forward a host port to the guest (repeatable; adds a nat NIC if none; "
+            "binds 127.0.0.1 unless an IP is given).",
         ),
         click.option("--rng/--no-rng", default=None, help="virtio-rng device (default on)."),
         click.option("--balloon/--no-balloon", default=None, help="virtio-balloon device."),
@@ -113,8 +129,20 @@ def _build_spec(name: str | None, o: dict[str, Any]) -> Any:
         over["rng"] = o["rng"]
     if o.get("balloon") is not None:
         over["balloon"] = o["balloon"]
-    if o.get("net") is not None:
-        over["networks"] = [] if o["net"] == "none" else [{"mode": o["net"]}]
+    nets = list(o.get("nets") or ())
+    if o.get("publish") and not any(n in ("nat", "user") for n in nets):
+        nets.append("nat")
+    if nets:
+        if "none" in nets and len(nets) > 1:
+            raise InvalidInput("--net none cannot be combined with other --net values")
+        over["networks"] = [] if nets == ["none"] else [_net_flag(n) for n in nets]
+        nat = next((n for n in over["networks"] if n["mode"] in ("nat", "user")), None)
+        if nat is not None and o.get("publish"):
+            nat["publish"] = list(o["publish"])
+        if o.get("ip") and over["networks"]:
+            over["networks"][0]["ip"] = o["ip"]
+    elif o.get("ip"):
+        raise InvalidInput("--ip needs a NIC: add --net nat or --net switch:NAME")
     if o.get("disks") or o.get("disks_ro"):
         over["disks"] = [_disk(p, False) for p in o.get("disks", ())] + [
             _disk(p, True) for p in o.get("disks_ro", ())
@@ -148,6 +176,15 @@ def _build_spec(name: str | None, o: dict[str, Any]) -> Any:
     return specmod.spec_from_dict(over, base_dir=Path.cwd())
 
 
+def _net_flag(value: str) -> dict[str, Any]:
+    mode, sep, name = value.partition(":")
+    if mode == "switch" and sep:
+        return {"mode": "switch", "switch": name}
+    if mode in ("nat", "user") and not sep:
+        return {"mode": mode}
+    raise InvalidInput(f"--net {value!r}: use nat, user, switch:NAME or none")
+
+
 def _disk(path: Path, readonly: bool) -> dict[str, Any]:
     from vmkit.spec import QCOW2_MAGIC
 
@@ -170,7 +207,10 @@ def _tiny_guest_boot(over: dict[str, Any], boot_flags: dict[str, Any]) -> dict[s
             "(or pass --kernel/--initrd, or -f spec.yaml)"
         )
     cmdline = boot_flags.get("cmdline") or "console=ttyS0 quiet"
-    if over.get("networks"):
+    networks = over.get("networks") or []
+    if networks and networks[0].get("ip"):
+        cmdline += f" vmkit.ip={networks[0]['ip']}"
+    elif networks:
         cmdline += " vmkit.dhcp=1"
     marker = over.get("readiness", {}).get("marker")
     if marker:

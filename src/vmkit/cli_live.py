@@ -17,6 +17,7 @@ def register(main: click.Group) -> None:
     main.add_command(snapshot_group)
     main.add_command(disk_group)
     main.add_command(net_group)
+    main.add_command(switch_group)
 
 
 def _state_line(st: Any) -> str:
@@ -241,3 +242,39 @@ def migrate(vm: str, to: str, timeout: float, as_json: bool) -> None:
         echo_json({**st.to_json(), "migrated_from": vm, "seconds": seconds})
     else:
         click.echo(f"{vm} -> {to}: {st.state} in {seconds:.2f}s (pid {st.pid})")
+
+
+# ---- switches --------------------------------------------------------------------------
+@click.group(name="switch")
+def switch_group() -> None:
+    """vmkit's userspace L2 switches (`--net switch:NAME`): started and stopped with VMs."""
+
+
+@switch_group.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def switch_ls(as_json: bool) -> None:
+    """Running switches, their VMs and per-port counters."""
+    from vmkit.net import switches
+
+    found = switches.describe(host().store)
+    if as_json:
+        echo_json(found)
+        return
+    if not found:
+        click.echo("no switches running")
+        return
+    rows = []
+    for sw in found:
+        rx = sum(p["rx_frames"] for p in sw["ports"].values())
+        tx = sum(p["tx_frames"] for p in sw["ports"].values())
+        rows.append(
+            [
+                sw["name"],
+                str(sw["pid"]),
+                ",".join(sw["vms"]),
+                str(len(sw["ports"])),
+                str(rx),
+                str(tx),
+            ]
+        )
+    click.echo(table(rows, ["NAME", "PID", "VMS", "PORTS", "RX", "TX"]))

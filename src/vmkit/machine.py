@@ -26,8 +26,10 @@ from vmkit.errors import (
     ReadinessTimeout,
     SpecError,
     VMFailed,
+    VmkitError,
     VMStateError,
 )
+from vmkit.net import ports, switches
 from vmkit.process import ProcessRef, describe_exit, reap_child, spawn_detached
 from vmkit.readiness import ReadinessFollower, tail_lines
 from vmkit.store import LockBusy, Store
@@ -129,6 +131,10 @@ class Machine:
                 for role, suffix in self.driver.socket_roles.items()
             },
             accelerator=accelerator,
+            switch_sockets={
+                name: switches.socket_path(self.store, name)
+                for name in switches.names_of(self.record["spec"])
+            },
         )
 
     def runtime(self) -> dict[str, Any]:
@@ -291,7 +297,26 @@ class Machine:
         ctx.events_log.unlink(missing_ok=True)
         with self.vmm_log.open("ab") as log:
             log.write(f"--- vmkit: starting {self.name} at {time.ctime()} ---\n".encode())
-        proc = spawn_detached(plan.argv, self.vmm_log, self.dir)
+        ports.check_free(self.record["spec"])
+        nets = self.record["spec"].get("networks", [])
+        helpers = [
+            switches.ensure(
+                self.store,
+                name,
+                self.name,
+                [
+                    str(plan.sockets[f"net{i}"])
+                    for i, n in enumerate(nets)
+                    if n.get("switch") == name and f"net{i}" in plan.sockets
+                ],
+            )
+            for name in switches.names_of(self.record["spec"])
+        ]
+        try:
+            proc = spawn_detached(plan.argv, self.vmm_log, self.dir)
+        except BaseException:
+            self._release_helpers()
+            raise
         self.store.save_runtime(
             self.name,
             {
@@ -306,10 +331,17 @@ class Machine:
                 "ready": None,
                 "stop": None,
                 "exit": None,
+                "helpers": helpers,
                 **(extra or {}),
             },
         )
         return proc
+
+    def _release_helpers(self) -> None:
+        """Stop the helpers (switches) this VM used, unless another live VM uses them."""
+        for name in switches.names_of(self.record["spec"]):
+            with contextlib.suppress(VmkitError):
+                switches.release(self.store, name, self.name)
 
     def _wait_control(self, proc: ProcessRef) -> None:
         sockets = {k: str(v) for k, v in self.runtime().get("sockets", {}).items()}
@@ -441,6 +473,7 @@ class Machine:
             }
         )
         self._remove_sockets(rt)
+        self._release_helpers()
 
     @staticmethod
     def _remove_sockets(rt: dict[str, Any]) -> None:
@@ -462,6 +495,7 @@ class Machine:
                 if not proc.wait_gone(10):
                     raise VMFailed(f"VM {self.name!r}: the VMM (pid {proc.pid}) did not die")
             self._remove_sockets(rt)
+            self._release_helpers()
             self.store.remove(self.name)
 
     # ---- advanced verbs (each checks the driver's capability before touching the VM) ----
@@ -543,7 +577,7 @@ class Machine:
 
     def attach_net(self, mode: str = "user", mac: str | None = None) -> dict[str, Any]:
         from vmkit import hotplug
-        from vmkit.drivers.qemu import stable_mac
+        from vmkit.net.mac import stable_mac
 
         driver = self.require("hotplug_net", "hot-plug NICs")
         net = hotplug.network(mode, mac)
@@ -620,6 +654,7 @@ class GcReport:
     killed_pids: list[int] = field(default_factory=list)
     removed_sockets: list[str] = field(default_factory=list)
     finalized: list[str] = field(default_factory=list)
+    stopped_switches: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -669,8 +704,15 @@ class Host:
         return out
 
     def run(self, spec: MachineSpec, timeout: float | None = None) -> Status:
+        """create + start + wait_ready. Bad input found at start (e.g. a published port in
+        use) removes the record again; a VM that launched and failed stays for `inspect`."""
         machine = self.create(spec)
-        machine.start()
+        try:
+            machine.start()
+        except InvalidInput:
+            with contextlib.suppress(VmkitError):
+                machine.delete()
+            raise
         return machine.wait_ready(timeout)
 
     def restore(
@@ -728,6 +770,7 @@ class Host:
                         live_sockets.update(rt.get("sockets", {}).values())
             except (LockBusy, NotFound):
                 continue
+        report.stopped_switches = switches.gc(self.store)
         from vmkit.paths import runtime_dir
 
         for sock in runtime_dir().iterdir():

@@ -112,7 +112,7 @@ def _clone_disks(spec: MachineSpec, staging: Path) -> list[dict[str, Any]]:
 
 
 def _effective_macs(spec: MachineSpec) -> list[str]:
-    from vmkit.drivers.qemu import stable_mac
+    from vmkit.net.mac import stable_mac
 
     return [net.mac or stable_mac(spec.name, i) for i, net in enumerate(spec.networks)]
 
@@ -143,8 +143,8 @@ def restore(
     leaves nothing behind.
     """
     from vmkit.drivers import get_driver
-    from vmkit.drivers.qemu import stable_mac
     from vmkit.machine import Machine
+    from vmkit.net.mac import stable_mac
     from vmkit.spec import spec_from_dict
 
     snap = SnapshotStore(host.store.home).get(snapshot)
@@ -242,6 +242,11 @@ def migrate(machine: Machine, to: str, timeout: float) -> Machine:
     with machine._locked():
         rt = machine.live_runtime("migrate", ("running", "ready"))
         _refuse_hotplugged(machine, rt, "migrate")
+        if any(n.get("publish") for n in machine.record["spec"].get("networks", [])):
+            raise VMStateError(
+                f"cannot migrate VM {machine.name!r} on this host while it publishes ports: "
+                "the new VMM cannot bind the host ports the old one holds"
+            )
         src_spec = machine.spec
         spec_json = src_spec.to_json()
         spec_json["name"] = to

@@ -106,11 +106,39 @@ class Disk(_Model):
 
 
 class Network(_Model):
-    """`none` (no NIC) or `user`: NAT through the hypervisor (QEMU user networking)."""
+    """A NIC. `user`/`nat`: NAT through the hypervisor (QEMU user networking); `switch`: a
+    port on vmkit's userspace L2 switch named `switch` (VMs on one switch share a LAN)."""
 
-    mode: Literal["none", "user"] = "user"
+    mode: Literal["none", "user", "nat", "switch"] = "user"
+    switch: str | None = Field(default=None, description="switch name (mode: switch)")
     mac: str | None = None
     ip: str | None = Field(default=None, description="static guest IP/prefix; else DHCP")
+    publish: list[str] = Field(
+        default_factory=list,
+        description="port forwards HOST_PORT:GUEST_PORT[/tcp|udp] (NAT NICs only)",
+    )
+
+    @field_validator("switch")
+    @classmethod
+    def _switch(cls, v: str | None) -> str | None:
+        return None if v is None else validate_name(v)
+
+    @field_validator("publish")
+    @classmethod
+    def _publish(cls, v: list[str]) -> list[str]:
+        for item in v:
+            parse_publish(item)
+        return v
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> Network:
+        if self.mode == "switch" and self.switch is None:
+            raise ValueError("mode 'switch' needs `switch: NAME` (the LAN to join)")
+        if self.mode != "switch" and self.switch is not None:
+            raise ValueError(f"`switch` is only for mode 'switch', not {self.mode!r}")
+        if self.publish and self.mode not in ("user", "nat"):
+            raise ValueError("`publish` needs a NAT NIC (mode 'nat'); on a switch, reach the IP")
+        return self
 
     @field_validator("mac")
     @classmethod
@@ -135,6 +163,41 @@ class Network(_Model):
         except ValueError:
             raise ValueError(f"{v!r} is not an address with prefix, e.g. 10.0.2.15/24") from None
         return str(iface)
+
+
+PUBLISH_RE = re.compile(
+    r"^(?:(?P<host_ip>[0-9.]+):)?(?P<host>\d{1,5}):(?P<guest>\d{1,5})(?:/(?P<proto>tcp|udp))?\Z"
+)
+
+
+def parse_publish(value: str) -> tuple[str, int, int, str]:
+    """`[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]` -> (host_ip, host_port, guest_port, proto).
+
+    The host side binds 127.0.0.1 unless an address is given, like `podman -p`."""
+    m = PUBLISH_RE.match(value)
+    if not m:
+        raise ValueError(
+            f"{value!r} is not a port forward; use HOST_PORT:GUEST_PORT[/tcp|udp], "
+            "e.g. 8080:80 or 0.0.0.0:2222:22/tcp"
+        )
+    host_ip = m.group("host_ip") or "127.0.0.1"
+    try:
+        ipaddress.IPv4Address(host_ip)
+    except ValueError:
+        raise ValueError(f"{host_ip!r} in {value!r} is not an IPv4 address") from None
+    host, guest = int(m.group("host")), int(m.group("guest"))
+    for port in (host, guest):
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} in {value!r} is out of range; use 1-65535")
+    return host_ip, host, guest, m.group("proto") or "tcp"
+
+
+def _network_shorthand(value: str) -> dict[str, Any]:
+    """`nat`, `user`, `none` or `switch:NAME`."""
+    mode, sep, name = value.partition(":")
+    if mode == "switch" and sep:
+        return {"mode": "switch", "switch": name}
+    return {"mode": value}
 
 
 class Readiness(_Model):
@@ -205,7 +268,7 @@ class MachineSpec(_Model):
         if isinstance(v, str):
             v = [v]
         if isinstance(v, list):
-            v = [{"mode": n} if isinstance(n, str) else n for n in v]
+            v = [_network_shorthand(n) if isinstance(n, str) else n for n in v]
             if any(isinstance(n, dict) and n.get("mode") == "none" for n in v):
                 if len(v) > 1:
                     raise ValueError("'none' cannot be combined with other networks")

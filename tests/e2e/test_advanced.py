@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from pathlib import Path
 
 import psutil
 import pytest
+from guestio import guest_run, serial_log
 
-from vmkit.drivers.qemu import stable_mac
+from vmkit.net.mac import stable_mac
 
 TCG = ("--accel", "tcg")
 TICKER = ("--cmdline", "quiet vmkit.ticker=1")
@@ -23,10 +23,6 @@ TICK_RE = re.compile(r"VMKIT_TICK (\d+)")
 
 def capability(*names: str) -> pytest.MarkDecorator:
     return pytest.mark.capability("qemu", *names)
-
-
-def serial_log(cli, name: str) -> Path:
-    return Path(cli.json("inspect", name)["paths"]["serial_log"])
 
 
 def last_tick(log: Path) -> int:
@@ -40,25 +36,6 @@ def wait_tick_above(log: Path, n: int, timeout: float = 30) -> int:
         assert time.monotonic() < deadline, f"the guest's counter stayed at {t} (wanted > {n})"
         time.sleep(0.1)
     return t
-
-
-def guest_run(cli, name: str, command: str, pattern: str, timeout: float = 30) -> re.Match[str]:
-    """Type `command` on the guest's console; wait for `pattern` in its serial log.
-
-    The command's output is tagged with a fresh token so earlier output never matches.
-    """
-    token = uuid.uuid4().hex[:8]
-    log = serial_log(cli, name)
-    cli.ok("console", name, input=f"echo {token}; {command}; echo {token}-end\n")
-    rx = re.compile(re.escape(token) + r"\s*(.*?)" + re.escape(token) + "-end", re.S)
-    deadline = time.monotonic() + timeout
-    while True:
-        text = log.read_text(errors="replace")
-        m = rx.search(text.split(f"echo {token}", 1)[-1])
-        if m and re.search(pattern, m.group(1)):
-            return m
-        assert time.monotonic() < deadline, f"no {pattern!r} from {command!r}:\n{text[-2000:]}"
-        time.sleep(0.2)
 
 
 @capability("pause")

@@ -24,6 +24,8 @@ class Capabilities:
     disk_qcow2: bool = False
     net_none: bool = False
     net_user: bool = False
+    net_switch: bool = False
+    publish: bool = False
     rng: bool = False
     balloon: bool = False
     graceful_stop: bool = False
@@ -52,6 +54,8 @@ CAPABILITY_TEXT = {
     "disk_qcow2": "qcow2 disk images",
     "net_none": "No network",
     "net_user": "NAT networking through the hypervisor (QEMU user)",
+    "net_switch": "VMs on vmkit's userspace L2 switch (`--net switch:NAME`), no root needed",
+    "publish": "Published ports: host 127.0.0.1:PORT forwarded to the guest (`--publish`)",
     "rng": "virtio-rng entropy device",
     "balloon": "virtio-balloon device",
     "graceful_stop": "Graceful stop: ACPI power button, then SIGTERM, then SIGKILL",
@@ -79,6 +83,7 @@ class LaunchContext:
     events_log: Path
     sockets: dict[str, Path]
     accelerator: str  # resolved: kvm | hvf | tcg
+    switch_sockets: dict[str, Path] = field(default_factory=dict)  # switch name -> its socket
 
 
 @dataclass

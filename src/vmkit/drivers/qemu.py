@@ -9,7 +9,6 @@ poweroff from a crash after the fact (it is not QEMU's parent by then).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import socket
@@ -21,6 +20,7 @@ from vmkit.drivers.base import Capabilities, Driver, ExitCause, LaunchContext, L
 from vmkit.drivers.qmp import QMP, QMPError
 from vmkit.errors import InvalidInput, NotSupported, VmkitError
 from vmkit.hostinfo import is_linux, machine_arch
+from vmkit.net.mac import stable_mac
 
 if TYPE_CHECKING:
     from vmkit.spec import Disk, MachineSpec, Network
@@ -73,6 +73,28 @@ def qemu_escape(value: str | Path) -> str:
     return str(value).replace(",", ",,")
 
 
+def netdev_arg(net: Network, index: int, ctx: LaunchContext) -> tuple[str, Path | None]:
+    """The -netdev value for one NIC, and the socket QEMU binds for it (switch ports)."""
+    from vmkit.spec import parse_publish
+
+    if net.mode in ("user", "nat"):
+        value = f"user,id=net{index}"
+        for item in net.publish:
+            host_ip, host, guest, proto = parse_publish(item)
+            value += f",hostfwd={proto}:{host_ip}:{host}-:{guest}"
+        return value, None
+    if net.mode == "switch":
+        assert net.switch is not None
+        local = ctx.sockets["qmp"].with_suffix(f".n{index}")
+        remote = ctx.switch_sockets[net.switch]
+        return (
+            f"dgram,id=net{index},local.type=unix,local.path={qemu_escape(local)},"
+            f"remote.type=unix,remote.path={qemu_escape(remote)}",
+            local,
+        )
+    raise NotSupported(f"vmkit's QEMU driver has no network mode {net.mode!r}")
+
+
 def control_port_args(path: Path) -> list[str]:
     """A virtio-serial port `org.vmkit.ctl` on a Unix socket: vmkit asks a restored guest to
     take its new MACs and announce readiness again (see guest/init.sh)."""
@@ -94,12 +116,6 @@ def hotplug_port_args() -> list[str]:
     return argv
 
 
-def stable_mac(name: str, index: int) -> str:
-    """A locally administered MAC (52:54:00 prefix) derived from the VM name and NIC index."""
-    digest = hashlib.sha256(f"{name}/{index}".encode()).digest()
-    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
-
-
 class QemuDriver(Driver):
     name = "qemu"
     capabilities = Capabilities(
@@ -108,6 +124,8 @@ class QemuDriver(Driver):
         disk_qcow2=True,
         net_none=True,
         net_user=True,
+        net_switch=True,
+        publish=True,
         rng=True,
         balloon=True,
         graceful_stop=True,
@@ -208,11 +226,15 @@ class QemuDriver(Driver):
                 "-device",
                 f"virtio-blk-pci,drive=disk{i},id=vd{i}",
             ]
+        sockets = dict(ctx.sockets)
         for i, net in enumerate(spec.networks):
             mac = net.mac or stable_mac(spec.name, i)
+            netdev, local = netdev_arg(net, i, ctx)
+            if local is not None:
+                sockets[f"net{i}"] = local
             argv += [
                 "-netdev",
-                f"user,id=net{i}",
+                netdev,
                 "-device",
                 f"virtio-net-pci,netdev=net{i},mac={mac},id=nic{i}",
             ]
@@ -222,7 +244,7 @@ class QemuDriver(Driver):
             argv += ["-device", "virtio-balloon-pci"]
         argv += control_port_args(ctx.sockets["ctl"])
         argv += hotplug_port_args()
-        return LaunchPlan(argv=argv, sockets=dict(ctx.sockets), accelerator=accel)
+        return LaunchPlan(argv=argv, sockets=sockets, accelerator=accel)
 
     def find_binary_or_name(self) -> str:
         try:

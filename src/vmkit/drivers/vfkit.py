@@ -428,7 +428,7 @@ class VfkitDriver(Driver):
 
     def devices(self, spec: MachineSpec, ctx: LaunchContext) -> tuple[list[Device], list[str]]:
         """The devices in argv order, and the version-gated features they use."""
-        from vmkit.drivers.qemu import stable_mac
+        from vmkit.net.mac import stable_mac
 
         devs: list[Device] = []
         used: list[str] = []
@@ -553,7 +553,7 @@ class VfkitDriver(Driver):
 
     def guest_ip(self, spec: dict[str, Any]) -> str | None:
         """From macOS's DHCP leases by the NIC's MAC (vfkit has no API for it)."""
-        from vmkit.drivers.qemu import stable_mac
+        from vmkit.net.mac import stable_mac
 
         for i, net in enumerate(spec.get("networks") or []):
             mac = net.get("mac") or stable_mac(str(spec["name"]), i)

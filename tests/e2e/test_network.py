@@ -1,0 +1,121 @@
+"""Networking on real QEMU (TCG): vmkit's userspace L2 switch and published ports."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+from guestio import guest_run
+
+TCG = ("--accel", "tcg")
+
+
+def capability(*names: str) -> pytest.MarkDecorator:
+    return pytest.mark.capability("qemu", *names)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _switch_pids(cli) -> list[int]:
+    return [sw["pid"] for sw in cli.json("switch", "ls")]
+
+
+@capability("net_switch")
+def test_guests_on_one_switch_reach_each_other_and_not_another_switch(cli, guest):
+    cli.ok("run", "a", "--net", "switch:lan", "--ip", "10.10.0.2/24", *TCG)
+    cli.ok("run", "b", "--net", "switch:lan", "--ip", "10.10.0.3/24", *TCG)
+    cli.ok("run", "c", "--net", "switch:other", "--ip", "10.10.0.4/24", *TCG)
+
+    switches = {sw["name"]: sw for sw in cli.json("switch", "ls")}
+    assert set(switches) == {"lan", "other"}
+    assert sorted(switches["lan"]["vms"]) == ["a", "b"]
+    assert switches["other"]["vms"] == ["c"]
+
+    guest_run(cli, "a", "ping -c 2 -W 3 10.10.0.3", r" 0% packet loss")
+    guest_run(cli, "b", "ping -c 2 -W 3 10.10.0.2", r" 0% packet loss")
+    # c has an address on the same subnet but sits on another switch: nothing gets through
+    guest_run(cli, "c", "ping -c 2 -W 2 10.10.0.2", r"100% packet loss")
+
+    lan = next(sw for sw in cli.json("switch", "ls") if sw["name"] == "lan")
+    assert len(lan["ports"]) == 2
+    assert all(p["rx_frames"] > 0 and p["tx_frames"] > 0 for p in lan["ports"].values())
+    assert len(lan["macs"]) == 2  # both guests' MACs learned
+
+    # the switch stays while a VM uses it and stops with the last one
+    pids = _switch_pids(cli)
+    runtime_dir = Path(cli.env["VMKIT_RUNTIME_DIR"])
+    cli.ok("kill", "a")
+    assert {sw["name"] for sw in cli.json("switch", "ls")} == {"lan", "other"}
+    cli.ok("kill", "b", "c")
+    assert cli.json("switch", "ls") == []
+    assert all(_gone(p) for p in pids)
+    leftovers = [p.name for p in runtime_dir.iterdir()]
+    assert leftovers == [], leftovers  # no VM socket, no switch dir
+
+
+@capability("net_switch")
+def test_a_crashed_vm_s_switch_is_collected_by_gc(cli, guest):
+    cli.ok("run", "lone", "--net", "switch:lan", "--ip", "10.10.0.2/24", *TCG)
+    vm_pid = cli.json("inspect", "lone")["status"]["pid"]
+    (switch_pid,) = _switch_pids(cli)
+    psutil.Process(vm_pid).kill()  # behind vmkit's back
+    deadline = time.monotonic() + 10
+    while not _gone(vm_pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    report = cli.json("gc")
+    assert report["stopped_switches"] == ["lan"]
+    assert _gone(switch_pid)
+
+
+@capability("net_user", "publish")
+def test_published_port_reaches_a_listener_in_the_guest(cli, guest):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli.ok("run", "web", "--publish", f"{port}:80", *TCG)
+    guest_run(
+        cli,
+        "web",
+        "mkdir -p /tmp/www; echo hello-from-guest > /tmp/www/index.html; "
+        "httpd -p 80 -h /tmp/www; echo httpd-up",
+        r"httpd-up",
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+    assert body == b"hello-from-guest\n"
+
+    # the same host port again: a clear error before anything is launched, nothing left
+    proc = cli("run", "web2", "--publish", f"{port}:80", *TCG)
+    assert proc.returncode == 2
+    assert f"127.0.0.1:{port}/tcp" in proc.stderr and "in use" in proc.stderr
+    assert [v["name"] for v in cli.json("ls")] == ["web"]
+
+
+def test_bad_network_flags_are_refused(cli, guest):
+    for args, text in (
+        (("--net", "switch:../x"), "not a valid name"),
+        (("--net", "bogus"), "use nat, user, switch:NAME or none"),
+        (("--publish", "99999:80"), "out of range"),
+        (("--ip", "10.0.0.1/24"), "--ip needs a NIC"),
+        (("--net", "switch:lan", "--publish", "8080:80", "--net", "none"), "cannot be combined"),
+    ):
+        proc = cli("create", "bad", *args, *TCG)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert text in proc.stderr, (args, proc.stderr)
+    assert cli.json("ls") == []
