@@ -81,6 +81,14 @@ def _spec_options(f: Any) -> Any:
             help="Static IP of the first NIC (the tiny guest applies it; else DHCP).",
         ),
         click.option(
+            "--share",
+            "shares",
+            multiple=True,
+            metavar="HOST_DIR:TAG[:ro]",
+            help="Share a host folder over virtio-fs (repeatable); the tiny guest mounts it "
+            "at /mnt/TAG.",
+        ),
+        click.option(
             "--publish",
             "-p",
             multiple=True,
@@ -147,6 +155,8 @@ def _build_spec(name: str | None, o: dict[str, Any]) -> Any:
         over["disks"] = [_disk(p, False) for p in o.get("disks", ())] + [
             _disk(p, True) for p in o.get("disks_ro", ())
         ]
+    if o.get("shares"):
+        over["shares"] = [_share_flag(v) for v in o["shares"]]
     readiness = {}
     if o.get("marker") is not None:
         readiness["marker"] = o["marker"]
@@ -174,6 +184,17 @@ def _build_spec(name: str | None, o: dict[str, Any]) -> Any:
     else:
         over["boot"] = _tiny_guest_boot(over, boot_flags)
     return specmod.spec_from_dict(over, base_dir=Path.cwd())
+
+
+def _share_flag(value: str) -> dict[str, Any]:
+    host, sep, rest = value.rpartition(":")
+    readonly = False
+    if rest == "ro" and sep:
+        readonly = True
+        host, sep, rest = host.rpartition(":")
+    if not sep or not host:
+        raise InvalidInput(f"--share {value!r}: use HOST_DIR:TAG or HOST_DIR:TAG:ro")
+    return {"host": str(Path(host).expanduser().absolute()), "tag": rest, "readonly": readonly}
 
 
 def _net_flag(value: str) -> dict[str, Any]:
@@ -207,6 +228,8 @@ def _tiny_guest_boot(over: dict[str, Any], boot_flags: dict[str, Any]) -> dict[s
             "(or pass --kernel/--initrd, or -f spec.yaml)"
         )
     cmdline = boot_flags.get("cmdline") or "console=ttyS0 quiet"
+    for share in over.get("shares", []):
+        cmdline += f" vmkit.share={share['tag']}"
     networks = over.get("networks") or []
     if networks and networks[0].get("ip"):
         cmdline += f" vmkit.ip={networks[0]['ip']}"

@@ -277,7 +277,12 @@ class Machine:
             plan = self.plan()
             self.driver.prepare(spec, self._context(plan.accelerator))
             proc = self._launch_unlocked(plan)
-        self._wait_control(proc)
+        try:
+            self._wait_control(proc)
+        except VMFailed:
+            if proc.wait_gone(0):
+                self._release_helpers()
+            raise
         return plan
 
     def _check_not_running(self) -> None:
@@ -313,9 +318,10 @@ class Machine:
             for name in switches.names_of(self.record["spec"])
         ]
         try:
+            helpers += self._start_shares(plan)
             proc = spawn_detached(plan.argv, self.vmm_log, self.dir)
         except BaseException:
-            self._release_helpers()
+            self._release_helpers(helpers)
             raise
         self.store.save_runtime(
             self.name,
@@ -337,8 +343,30 @@ class Machine:
         )
         return proc
 
-    def _release_helpers(self) -> None:
-        """Stop the helpers (switches) this VM used, unless another live VM uses them."""
+    def _start_shares(self, plan: LaunchPlan) -> list[dict[str, Any]]:
+        """A virtiofsd per share, listening before the VMM connects."""
+        from vmkit.shares import virtiofsd
+
+        started: list[dict[str, Any]] = []
+        try:
+            for i, share in enumerate(self.record["spec"].get("shares", [])):
+                sock = plan.sockets[f"fs{i}"]
+                log = self.dir / f"virtiofsd-{share['tag']}.log"
+                started.append(virtiofsd.start(share, sock, log, self.dir))
+        except BaseException:
+            self._release_helpers(started)
+            raise
+        return started
+
+    def _release_helpers(self, helpers: list[dict[str, Any]] | None = None) -> None:
+        """Stop this VM's sidecars and the switches no other live VM uses."""
+        from vmkit.shares import virtiofsd
+
+        if helpers is None:
+            helpers = self.runtime().get("helpers") or []
+        for helper in helpers:
+            if helper.get("kind") == "virtiofsd":
+                virtiofsd.stop(ProcessRef(int(helper["pid"]), float(helper["create_time"])))
         for name in switches.names_of(self.record["spec"]):
             with contextlib.suppress(VmkitError):
                 switches.release(self.store, name, self.name)

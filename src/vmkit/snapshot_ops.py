@@ -26,6 +26,12 @@ RESTORE_TIMEOUT = 120.0
 
 
 def _refuse_hotplugged(machine: Machine, rt: dict[str, Any], verb: str) -> None:
+    if machine.record["spec"].get("shares"):
+        raise VMStateError(
+            f"cannot {verb} VM {machine.name!r}: it has virtio-fs shares, whose state lives "
+            "in the virtiofsd sidecar and cannot be saved or moved (a QEMU/virtiofsd "
+            "limitation); stop the VM, or run it without shares"
+        )
     devices = rt.get("hotplug") or {}
     if devices:
         raise VMStateError(

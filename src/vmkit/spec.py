@@ -200,6 +200,32 @@ def _network_shorthand(value: str) -> dict[str, Any]:
     return {"mode": value}
 
 
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,35}\Z")
+
+
+class Share(_Model):
+    """A host directory the guest mounts over virtio-fs with `mount -t virtiofs TAG DIR`."""
+
+    host: Path
+    tag: str
+    readonly: bool = False
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: Path, info: ValidationInfo) -> Path:
+        return _resolve(v, info)
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, v: str) -> str:
+        if not TAG_RE.match(v):
+            raise ValueError(
+                f"{v!r} is not a usable tag; use 1-36 letters, digits or '_.-', "
+                "starting with a letter or digit"
+            )
+        return v
+
+
 class Readiness(_Model):
     """The guest announces readiness with `<marker> <ip>` (or `<marker> -`) on its console."""
 
@@ -230,6 +256,7 @@ class MachineSpec(_Model):
     boot: Boot
     disks: list[Disk] = Field(default_factory=list)
     networks: list[Network] = Field(default_factory=list)
+    shares: list[Share] = Field(default_factory=list)
     serial_log: Path | None = None
     rng: bool = True
     balloon: bool = False
@@ -358,6 +385,13 @@ def missing_files(spec: MachineSpec) -> list[tuple[str, str]]:
                         f"{str(disk.path)!r} is a qcow2 image; set format: qcow2",
                     )
                 )
+    for i, share in enumerate(spec.shares):
+        if not share.host.is_dir():
+            why = "is a file, not a directory" if share.host.exists() else "does not exist"
+            problems.append((f"shares[{i}].host", f"{str(share.host)!r} {why}"))
+    tags = [share.tag for share in spec.shares]
+    for tag in sorted({t for t in tags if tags.count(t) > 1}):
+        problems.append(("shares", f"tag {tag!r} is used twice; each share needs its own tag"))
     if spec.serial_log is not None and not spec.serial_log.parent.is_dir():
         problems.append(("serial_log", f"folder {str(spec.serial_log.parent)!r} does not exist"))
     return problems

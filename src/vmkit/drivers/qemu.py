@@ -126,6 +126,7 @@ class QemuDriver(Driver):
         net_user=True,
         net_switch=True,
         publish=True,
+        shares=True,
         rng=True,
         balloon=True,
         graceful_stop=True,
@@ -185,6 +186,13 @@ class QemuDriver(Driver):
                 argv += ["-cpu", "host"]
         argv += ["-accel", accel]
         argv += ["-smp", str(spec.cpus), "-m", f"{spec.memory >> 20}M"]
+        if spec.shares:  # vhost-user devices need guest RAM the sidecar can map
+            argv += [
+                "-object",
+                f"memory-backend-memfd,id=mem,size={spec.memory >> 20}M,share=on",
+                "-machine",
+                "memory-backend=mem",
+            ]
         argv += ["-nodefaults", "-no-user-config", "-display", "none"]
         if is_linux():
             argv += [
@@ -242,6 +250,15 @@ class QemuDriver(Driver):
             argv += ["-device", "virtio-rng-pci"]
         if spec.balloon:
             argv += ["-device", "virtio-balloon-pci"]
+        for i, share in enumerate(spec.shares):
+            path = ctx.sockets["qmp"].with_suffix(f".fs{i}")
+            sockets[f"fs{i}"] = path
+            argv += [
+                "-chardev",
+                f"socket,id=fs{i},path={qemu_escape(path)}",
+                "-device",
+                f"vhost-user-fs-pci,chardev=fs{i},tag={share.tag}",
+            ]
         argv += control_port_args(ctx.sockets["ctl"])
         argv += hotplug_port_args()
         return LaunchPlan(argv=argv, sockets=sockets, accelerator=accel)

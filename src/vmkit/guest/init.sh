@@ -1,7 +1,7 @@
 #!/bin/sh
 # vmkit tiny guest /init. Reads options from the kernel command line word by word
 # (never evaluates them): vmkit.ip=ADDR/PREFIX vmkit.gw=ADDR vmkit.dhcp=1
-# vmkit.marker=WORD vmkit.ticker=1. Prints "<marker> <ip>|-" on every console once up.
+# vmkit.marker=WORD vmkit.ticker=1 vmkit.share=TAG. Prints "<marker> <ip>|-" on every console once up.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -15,7 +15,7 @@ while read -r mod; do
     insmod "/lib/modules/$mod" 2>/dev/null
 done < /etc/modules.order
 
-ip_addr= gw= dhcp= marker=VMKIT_READY ticker=
+ip_addr= gw= dhcp= marker=VMKIT_READY ticker= shares=
 for word in $(cat /proc/cmdline); do
     case "$word" in
         vmkit.ip=*) ip_addr=${word#vmkit.ip=} ;;
@@ -23,6 +23,7 @@ for word in $(cat /proc/cmdline); do
         vmkit.dhcp=1) dhcp=1 ;;
         vmkit.marker=*) marker=${word#vmkit.marker=} ;;
         vmkit.ticker=1) ticker=1 ;;
+        vmkit.share=*) shares="$shares ${word#vmkit.share=}" ;;
     esac
 done
 
@@ -39,6 +40,12 @@ if [ -e /sys/class/net/eth0 ]; then
         [ -n "$addr" ] || addr=-
     fi
 fi
+
+# --- vmkit.share=TAG: mount each virtio-fs share at /mnt/TAG -----------------------------
+for tag in $shares; do
+    mkdir -p "/mnt/$tag"
+    mount -t virtiofs "$tag" "/mnt/$tag" || echo "vmkit-guest: cannot mount share $tag" > /dev/console
+done
 
 poweroff_cleanly() {
     echo "vmkit-guest: powering off" > /dev/console

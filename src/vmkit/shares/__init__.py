@@ -1,0 +1,1 @@
+"""Shared folders: host directories the guest mounts over virtio-fs."""

@@ -1,0 +1,72 @@
+"""virtiofsd sidecars: one per share, started before the VMM, gone with it.
+
+virtiofsd serves one vhost-user client and exits when that client (the VMM) disconnects, so
+a stopped VM takes its sidecars with it; vmkit still records their pids and kills any left
+behind (a VMM that never started). The C virtiofsd of Debian 12 has no read-only option, so
+a read-only share is served from a read-only bind mount of the directory made in a private
+mount namespace for that virtiofsd alone (`vmkit.shares.ro_exec`): the guest gets EROFS.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from vmkit.errors import VmkitError
+from vmkit.process import ProcessRef, spawn_detached
+
+CANDIDATES = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd", "virtiofsd")
+START_WAIT = 10.0
+
+
+def find() -> str:
+    for cand in CANDIDATES:
+        found = shutil.which(cand) if "/" not in cand else (cand if Path(cand).exists() else None)
+        if found:
+            return found
+    raise VmkitError(
+        "virtiofsd not found (needed for shares): install it — Debian 12: "
+        "`apt-get install qemu-system-common` (/usr/lib/qemu/virtiofsd); "
+        "Debian 13 / Ubuntu: `apt-get install virtiofsd`"
+    )
+
+
+def argv_for(binary: str, source: Path, socket: Path, readonly: bool) -> list[str]:
+    argv = [binary, f"--socket-path={socket}", "-o", f"source={source}", "-o", "cache=auto"]
+    if readonly:
+        return [sys.executable, "-m", "vmkit.shares.ro_exec", str(source), "--", *argv]
+    return argv
+
+
+def start(share: dict[str, Any], socket: Path, log: Path, cwd: Path) -> dict[str, Any]:
+    """Start the sidecar for one share and wait until its socket exists."""
+    socket.unlink(missing_ok=True)
+    argv = argv_for(find(), Path(share["host"]), socket, bool(share.get("readonly")))
+    proc = spawn_detached(argv, log, cwd)
+    deadline = time.monotonic() + START_WAIT
+    while not socket.exists():
+        if proc.wait_gone(0) or time.monotonic() > deadline:
+            stop(proc)
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            raise VmkitError(f"virtiofsd for share {share['tag']!r} did not start:\n{tail}")
+        time.sleep(0.01)
+    return {
+        "kind": "virtiofsd",
+        "tag": share["tag"],
+        "pid": proc.pid,
+        "create_time": proc.create_time,
+        "socket": str(socket),
+    }
+
+
+def stop(proc: ProcessRef) -> None:
+    import signal
+
+    if proc.alive():
+        proc.signal(signal.SIGTERM)
+        if not proc.wait_gone(3):
+            proc.signal(signal.SIGKILL)
+            proc.wait_gone(3)
