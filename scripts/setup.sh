@@ -18,12 +18,19 @@ command -v cpio >/dev/null || pkgs+=(cpio)  # tests extract the initramfs with t
 command -v zstd >/dev/null || pkgs+=(zstd)  # zstd/lz4 vmlinuz -> raw Image (vfkit), and tests
 command -v lz4 >/dev/null || pkgs+=(lz4)
 command -v xz >/dev/null || pkgs+=(xz-utils)
+command -v ip >/dev/null || pkgs+=(iproute2)  # TAP/netns tests
 command -v python3 >/dev/null || pkgs+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
 if ((${#pkgs[@]})); then
     echo "setup: installing ${pkgs[*]}" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+fi
+# virtiofsd (shares): part of qemu-system-common on Debian 12, its own package from Debian 13.
+if [ ! -x /usr/lib/qemu/virtiofsd ] && [ ! -x /usr/libexec/virtiofsd ] && ! command -v virtiofsd >/dev/null; then
+    echo "setup: installing virtiofsd" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends virtiofsd >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

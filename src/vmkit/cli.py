@@ -73,7 +73,7 @@ def _spec_options(f: Any) -> Any:
             multiple=True,
             metavar="MODE",
             help="NIC (repeatable): nat (or user), switch:NAME (a LAN with other VMs), "
-            "none (default).",
+            "tap:IFNAME[@NETNS] (Linux, root), none (default).",
         ),
         click.option(
             "--ip",
@@ -201,9 +201,12 @@ def _net_flag(value: str) -> dict[str, Any]:
     mode, sep, name = value.partition(":")
     if mode == "switch" and sep:
         return {"mode": "switch", "switch": name}
+    if mode == "tap" and sep:
+        tap, _, netns = name.partition("@")
+        return {"mode": "tap", "tap": tap, **({"netns": netns} if netns else {})}
     if mode in ("nat", "user") and not sep:
         return {"mode": mode}
-    raise InvalidInput(f"--net {value!r}: use nat, user, switch:NAME or none")
+    raise InvalidInput(f"--net {value!r}: use nat, user, switch:NAME, tap:IFNAME[@NETNS] or none")
 
 
 def _disk(path: Path, readonly: bool) -> dict[str, Any]:

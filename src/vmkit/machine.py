@@ -8,6 +8,7 @@ exist with the recorded start time, and its control socket must answer. Stored f
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import time
@@ -317,18 +318,24 @@ class Machine:
             )
             for name in switches.names_of(self.record["spec"])
         ]
+        fds: list[int] = []
         try:
             helpers += self._start_shares(plan)
-            proc = spawn_detached(plan.argv, self.vmm_log, self.dir)
+            argv, fds, taps = self._open_taps(plan.argv)
+            helpers += taps
+            proc = spawn_detached(argv, self.vmm_log, self.dir, tuple(fds))
         except BaseException:
             self._release_helpers(helpers)
             raise
+        finally:
+            for fd in fds:
+                os.close(fd)  # QEMU has its own copies now
         self.store.save_runtime(
             self.name,
             {
                 "driver": driver.name,
                 "accelerator": plan.accelerator,
-                "argv": plan.argv,
+                "argv": argv,
                 "sockets": {k: str(v) for k, v in plan.sockets.items()},
                 "pid": proc.pid,
                 "create_time": proc.create_time,
@@ -342,6 +349,36 @@ class Machine:
             },
         )
         return proc
+
+    def _open_taps(self, argv: list[str]) -> tuple[list[str], list[int], list[dict[str, Any]]]:
+        """Open each TAP NIC (made if missing) and put its fd into the argv."""
+        from vmkit.drivers.qemu import tap_fd_placeholder
+        from vmkit.net import tap
+
+        fds: list[int] = []
+        helpers: list[dict[str, Any]] = []
+        try:
+            for i, net in enumerate(self.record["spec"].get("networks", [])):
+                if net.get("mode") != "tap":
+                    continue
+                fd, created = tap.open_tap(net["tap"], net.get("netns"), net.get("bridge"))
+                fds.append(fd)
+                helpers.append(
+                    {
+                        "kind": "tap",
+                        "name": net["tap"],
+                        "netns": net.get("netns"),
+                        "created": created,
+                    }
+                )
+                marker = tap_fd_placeholder(i)
+                argv = [a.replace(marker, str(fd)) for a in argv]
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            self._release_helpers(helpers)
+            raise
+        return argv, fds, helpers
 
     def _start_shares(self, plan: LaunchPlan) -> list[dict[str, Any]]:
         """A virtiofsd per share, listening before the VMM connects."""
@@ -367,6 +404,11 @@ class Machine:
         for helper in helpers:
             if helper.get("kind") == "virtiofsd":
                 virtiofsd.stop(ProcessRef(int(helper["pid"]), float(helper["create_time"])))
+            elif helper.get("kind") == "tap" and helper.get("created"):
+                from vmkit.net import tap
+
+                with contextlib.suppress(Exception):
+                    tap.delete_tap(str(helper["name"]), helper.get("netns"))
         for name in switches.names_of(self.record["spec"]):
             with contextlib.suppress(VmkitError):
                 switches.release(self.store, name, self.name)

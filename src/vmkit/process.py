@@ -68,7 +68,9 @@ def reap_child(pid: int) -> int | None:
     return proc.poll()
 
 
-def spawn_detached(argv: list[str], log: Path, cwd: Path) -> ProcessRef:
+def spawn_detached(
+    argv: list[str], log: Path, cwd: Path, pass_fds: tuple[int, ...] = ()
+) -> ProcessRef:
     """Start `argv` in its own session, stdin /dev/null, stdout+stderr appended to `log`.
 
     The process outlives us: vmkit is not a daemon.
@@ -82,6 +84,7 @@ def spawn_detached(argv: list[str], log: Path, cwd: Path) -> ProcessRef:
             cwd=cwd,
             start_new_session=True,
             close_fds=True,
+            pass_fds=pass_fds,
         )
     _children[proc.pid] = proc
     try:

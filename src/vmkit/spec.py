@@ -109,8 +109,11 @@ class Network(_Model):
     """A NIC. `user`/`nat`: NAT through the hypervisor (QEMU user networking); `switch`: a
     port on vmkit's userspace L2 switch named `switch` (VMs on one switch share a LAN)."""
 
-    mode: Literal["none", "user", "nat", "switch"] = "user"
+    mode: Literal["none", "user", "nat", "switch", "tap"] = "user"
     switch: str | None = Field(default=None, description="switch name (mode: switch)")
+    tap: str | None = Field(default=None, description="TAP name (mode: tap); made if missing")
+    netns: str | None = Field(default=None, description="network namespace of the TAP")
+    bridge: str | None = Field(default=None, description="bridge to enslave the TAP to")
     mac: str | None = None
     ip: str | None = Field(default=None, description="static guest IP/prefix; else DHCP")
     publish: list[str] = Field(
@@ -122,6 +125,20 @@ class Network(_Model):
     @classmethod
     def _switch(cls, v: str | None) -> str | None:
         return None if v is None else validate_name(v)
+
+    @field_validator("tap", "bridge")
+    @classmethod
+    def _ifname(cls, v: str | None) -> str | None:
+        from vmkit.net.tap import check_ifname
+
+        return None if v is None else check_ifname(v)
+
+    @field_validator("netns")
+    @classmethod
+    def _netns(cls, v: str | None) -> str | None:
+        if (v is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v)) or v in (".", ".."):
+            raise ValueError(f"{v!r} is not a network namespace name")
+        return v
 
     @field_validator("publish")
     @classmethod
@@ -136,6 +153,12 @@ class Network(_Model):
             raise ValueError("mode 'switch' needs `switch: NAME` (the LAN to join)")
         if self.mode != "switch" and self.switch is not None:
             raise ValueError(f"`switch` is only for mode 'switch', not {self.mode!r}")
+        if self.mode == "tap" and self.tap is None:
+            raise ValueError("mode 'tap' needs `tap: IFNAME` (made if it does not exist)")
+        if self.mode != "tap" and (self.tap or self.netns or self.bridge):
+            raise ValueError(
+                f"`tap`, `netns` and `bridge` are only for mode 'tap', not {self.mode!r}"
+            )
         if self.publish and self.mode not in ("user", "nat"):
             raise ValueError("`publish` needs a NAT NIC (mode 'nat'); on a switch, reach the IP")
         return self
@@ -197,6 +220,9 @@ def _network_shorthand(value: str) -> dict[str, Any]:
     mode, sep, name = value.partition(":")
     if mode == "switch" and sep:
         return {"mode": "switch", "switch": name}
+    if mode == "tap" and sep:
+        tap, _, netns = name.partition("@")
+        return {"mode": "tap", "tap": tap, **({"netns": netns} if netns else {})}
     return {"mode": value}
 
 

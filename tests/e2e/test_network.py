@@ -110,7 +110,8 @@ def test_published_port_reaches_a_listener_in_the_guest(cli, guest):
 def test_bad_network_flags_are_refused(cli, guest):
     for args, text in (
         (("--net", "switch:../x"), "not a valid name"),
-        (("--net", "bogus"), "use nat, user, switch:NAME or none"),
+        (("--net", "bogus"), "use nat, user, switch:NAME, tap:IFNAME[@NETNS] or none"),
+        (("--net", "tap:this-name-is-too-long"), "not an interface name"),
         (("--publish", "99999:80"), "out of range"),
         (("--ip", "10.0.0.1/24"), "--ip needs a NIC"),
         (("--net", "switch:lan", "--publish", "8080:80", "--net", "none"), "cannot be combined"),
@@ -119,3 +120,41 @@ def test_bad_network_flags_are_refused(cli, guest):
         assert proc.returncode == 2, (args, proc.stderr)
         assert text in proc.stderr, (args, proc.stderr)
     assert cli.json("ls") == []
+
+
+@capability("net_tap")
+def test_guest_on_a_tap_in_a_network_namespace_answers_pings_from_it(cli, guest):
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    if os.geteuid() != 0:
+        pytest.skip("TAPs and network namespaces need root")
+    ns = f"vkt-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        cli.ok("run", "tapvm", "--net", f"tap:vktap0@{ns}", "--ip", "192.168.77.2/24", *TCG)
+        helpers = cli.json("inspect", "tapvm")["runtime"]["helpers"]
+        assert helpers == [{"kind": "tap", "name": "vktap0", "netns": ns, "created": True}]
+        # the address exists only inside the namespace the test made
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "ip", "addr", "add", "192.168.77.1/24", "dev", "vktap0"],
+            check=True,
+        )
+        pinger = Path(__file__).with_name("icmp_ping.py")
+        ping = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, str(pinger), "192.168.77.2"], timeout=60
+        )
+        assert ping.returncode == 0, "no echo reply from the guest through the TAP"
+        # not reachable from the host's own namespace
+        outside = subprocess.run([sys.executable, str(pinger), "192.168.77.2", "1"], timeout=60)
+        assert outside.returncode != 0
+
+        cli.ok("kill", "tapvm")
+        links = subprocess.run(
+            ["ip", "netns", "exec", ns, "ip", "-o", "link"], capture_output=True, text=True
+        ).stdout
+        assert "vktap0" not in links  # vmkit made it, vmkit removed it
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

@@ -27,6 +27,7 @@ class Capabilities:
     net_switch: bool = False
     publish: bool = False
     shares: bool = False
+    net_tap: bool = False
     rng: bool = False
     balloon: bool = False
     graceful_stop: bool = False
@@ -56,6 +57,7 @@ CAPABILITY_TEXT = {
     "net_none": "No network",
     "net_user": "NAT networking through the hypervisor (QEMU user)",
     "net_switch": "VMs on vmkit's userspace L2 switch (`--net switch:NAME`), no root needed",
+    "net_tap": "TAP NICs (Linux), optionally in a named netns or on a bridge (`--net tap:IF@NS`)",
     "shares": "Shared host folders over virtio-fs, read-only enforced (`--share`)",
     "publish": "Published ports: host 127.0.0.1:PORT forwarded to the guest (`--publish`)",
     "rng": "virtio-rng entropy device",

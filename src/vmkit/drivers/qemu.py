@@ -92,7 +92,15 @@ def netdev_arg(net: Network, index: int, ctx: LaunchContext) -> tuple[str, Path 
             f"remote.type=unix,remote.path={qemu_escape(remote)}",
             local,
         )
+    if net.mode == "tap":
+        # vmkit opens the TAP (possibly in another netns) and passes the fd at start.
+        return f"tap,id=net{index},fd={tap_fd_placeholder(index)}", None
     raise NotSupported(f"vmkit's QEMU driver has no network mode {net.mode!r}")
+
+
+def tap_fd_placeholder(index: int) -> str:
+    """Stands for the TAP fd in the argv until vmkit opens it (shown as is by --dry-run)."""
+    return f"<tap{index}-fd>"
 
 
 def control_port_args(path: Path) -> list[str]:
@@ -127,6 +135,7 @@ class QemuDriver(Driver):
         net_switch=True,
         publish=True,
         shares=True,
+        net_tap=True,
         rng=True,
         balloon=True,
         graceful_stop=True,
