@@ -50,30 +50,34 @@ class Switch:
         self.leases_mtime = -1.0
         self.members: set[str] = set()  # ports announced by vmkit, kept while leased
         self.ports: dict[str, Port] = {}
-        self.macs: dict[bytes, tuple[str, float]] = {}
+        self.macs: dict[bytes, str] = {}  # learned MAC -> port
+        self.macs_seen: dict[bytes, float] = {}  # when each MAC last sent (housekeeping)
+        self.fresh: set[bytes] = set()  # MACs that sent since the last housekeeping
         self.flooded = 0
         self.dirty = True
 
     def handle(self, frame: bytes, peer: str, now: float) -> None:
+        """Forward one frame (the hot path: no allocation beyond what recvfrom made)."""
         port = self.ports.get(peer)
         if port is None:
             port = self.ports[peer] = Port(peer, now)
         port.rx_frames += 1
         port.rx_bytes += len(frame)
-        port.seen = now
         self.dirty = True
         if len(frame) < 14:
             port.drops += 1
             return
-        src = frame[6:12]
-        if not src[0] & 1:
-            self.macs[src] = (peer, now)
-        dst = frame[0:6]
-        learned = None if dst[0] & 1 else self.macs.get(dst)
-        if learned is not None:
-            if learned[0] != peer:
-                self.send(frame, learned[0])
-            return
+        if not frame[6] & 1:
+            src = frame[6:12]
+            if self.macs.get(src) != peer:
+                self.macs[src] = peer
+            self.fresh.add(src)
+        if not frame[0] & 1:
+            out = self.macs.get(frame[0:6])
+            if out is not None:
+                if out != peer:
+                    self.send(frame, out)
+                return
         self.flooded += 1
         self.refresh_members(now)
         for path in list(self.ports):
@@ -103,8 +107,9 @@ class Switch:
 
     def drop_port(self, path: str) -> None:
         self.ports.pop(path, None)
-        for mac in [m for m, (p, _) in self.macs.items() if p == path]:
+        for mac in [m for m, p in self.macs.items() if p == path]:
             del self.macs[mac]
+            self.macs_seen.pop(mac, None)
         self.dirty = True
 
     def refresh_members(self, now: float) -> None:
@@ -131,8 +136,12 @@ class Switch:
 
     def age(self, now: float) -> None:
         self.refresh_members(now)
-        for mac in [m for m, (_, t) in self.macs.items() if now - t > AGE]:
+        for mac in self.fresh:
+            self.macs_seen[mac] = now
+        self.fresh.clear()
+        for mac in [m for m in self.macs if now - self.macs_seen.get(m, now) > AGE]:
             del self.macs[mac]
+            self.macs_seen.pop(mac, None)
             self.dirty = True
         for path in [p for p in self.ports if p not in self.members and not os.path.exists(p)]:
             self.drop_port(path)
@@ -141,7 +150,7 @@ class Switch:
         return {
             "pid": os.getpid(),
             "ports": {p.path: p.to_json() for p in self.ports.values()},
-            "macs": {":".join(f"{b:02x}" for b in m): p for m, (p, _) in self.macs.items()},
+            "macs": {":".join(f"{b:02x}" for b in m): p for m, p in self.macs.items()},
             "flooded": self.flooded,
             "at": time.time(),
         }
@@ -192,7 +201,7 @@ def serve(sock_path: Path, stats_path: Path, leases: Path | None = None) -> None
                 poller.poll(max(1, int((next_house - now) * 1000)))
                 continue
             if peer:
-                switch.handle(frame, peer, time.monotonic())
+                switch.handle(frame, peer, next_house)
     finally:
         with contextlib.suppress(OSError):
             sock.close()
