@@ -19,6 +19,8 @@ command -v zstd >/dev/null || pkgs+=(zstd)  # zstd/lz4 vmlinuz -> raw Image (vfk
 command -v lz4 >/dev/null || pkgs+=(lz4)
 command -v xz >/dev/null || pkgs+=(xz-utils)
 command -v ip >/dev/null || pkgs+=(iproute2)  # TAP/netns tests
+command -v mkfs.btrfs >/dev/null || pkgs+=(btrfs-progs)  # reflink clone tests (loopback btrfs)
+command -v filefrag >/dev/null || pkgs+=(e2fsprogs)
 command -v python3 >/dev/null || pkgs+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
 if ((${#pkgs[@]})); then

@@ -61,6 +61,20 @@ def _spec_options(f: Any) -> Any:
             help="Disk image (repeatable; qcow2 detected).",
         ),
         click.option(
+            "--new-disk",
+            "new_disks",
+            multiple=True,
+            metavar="SIZE[:qcow2]",
+            help="A new empty disk the VM owns (repeatable), e.g. 10G or 10G:qcow2.",
+        ),
+        click.option(
+            "--clone-disk",
+            "clone_disks",
+            multiple=True,
+            type=click.Path(path_type=Path),
+            help="A copy-on-write clone of an image, owned by the VM (repeatable).",
+        ),
+        click.option(
             "--disk-ro",
             "disks_ro",
             multiple=True,
@@ -151,10 +165,13 @@ def _build_spec(name: str | None, o: dict[str, Any]) -> Any:
             over["networks"][0]["ip"] = o["ip"]
     elif o.get("ip"):
         raise InvalidInput("--ip needs a NIC: add --net nat or --net switch:NAME")
-    if o.get("disks") or o.get("disks_ro"):
-        over["disks"] = [_disk(p, False) for p in o.get("disks", ())] + [
-            _disk(p, True) for p in o.get("disks_ro", ())
-        ]
+    if o.get("disks") or o.get("disks_ro") or o.get("new_disks") or o.get("clone_disks"):
+        over["disks"] = (
+            [_disk(p, False) for p in o.get("disks", ())]
+            + [_disk(p, True) for p in o.get("disks_ro", ())]
+            + [_new_disk(v) for v in o.get("new_disks", ())]
+            + [{"clone": str(p.absolute())} for p in o.get("clone_disks", ())]
+        )
     if o.get("shares"):
         over["shares"] = [_share_flag(v) for v in o["shares"]]
     readiness = {}
@@ -184,6 +201,13 @@ def _build_spec(name: str | None, o: dict[str, Any]) -> Any:
     else:
         over["boot"] = _tiny_guest_boot(over, boot_flags)
     return specmod.spec_from_dict(over, base_dir=Path.cwd())
+
+
+def _new_disk(value: str) -> dict[str, Any]:
+    size, _, fmt = value.partition(":")
+    if fmt not in ("", "raw", "qcow2"):
+        raise InvalidInput(f"--new-disk {value!r}: use SIZE, SIZE:raw or SIZE:qcow2")
+    return {"size": size, "format": fmt or "raw"}
 
 
 def _share_flag(value: str) -> dict[str, Any]:
@@ -262,6 +286,13 @@ def create(name: str | None, as_json: bool, **o: Any) -> None:
         _echo_json(machine.inspect())
     else:
         click.echo(f"created {machine.name} (driver {machine.driver_name})")
+        for made in machine.record.get("disks_made", []):
+            how = (
+                f"{made['method']} of {spec.disks[made['index']].clone}, {made['seconds']:.3f}s"
+                if made["made"] == "clone"
+                else "new empty disk"
+            )
+            click.echo(f"  disk{made['index']}: {made['path']} ({how})")
 
 
 @main.command()
@@ -666,6 +697,8 @@ from vmkit.cli_kernel import register as _register_kernel  # noqa: E402
 from vmkit.cli_live import register as _register_live  # noqa: E402
 
 _register_live(main)
+import vmkit.cli_disk  # noqa: E402, F401  (adds create/info/convert/resize to `vmkit disk`)
+
 _register_kernel(main)
 
 if __name__ == "__main__":

@@ -637,7 +637,7 @@ class Machine:
             driver.attach_disk(rt["sockets"], disk, device_id)
             entry: dict[str, Any] = {
                 "kind": "disk",
-                "path": str(disk.path),
+                "path": str(disk.file),
                 "format": disk.format,
                 "readonly": disk.readonly,
             }
@@ -746,15 +746,24 @@ class Host:
         driver_name = resolve_driver_name(spec.driver)
         driver = get_driver(driver_name)
         driver.check(spec)
-        self.store.create(
-            spec.name,
-            {
-                "spec": spec.to_json(),
-                "driver": driver_name,
-                "created_at": time.time(),
-                "format": 1,
-            },
-        )
+        record: dict[str, Any] = {
+            "spec": spec.to_json(),
+            "driver": driver_name,
+            "created_at": time.time(),
+            "format": 1,
+        }
+        vm_dir = self.store.create(spec.name, record)
+        if any(d.path is None for d in spec.disks):
+            from vmkit.storage.prepare import materialize
+
+            try:
+                record["disks_made"] = materialize(
+                    record["spec"], vm_dir, driver.capabilities.disk_qcow2
+                )
+                self.store.save_machine(spec.name, record)
+            except BaseException:
+                self.store.remove(spec.name)
+                raise
         return Machine(self, spec.name)
 
     def get(self, name: str) -> Machine:

@@ -100,11 +100,11 @@ def _clone_disks(spec: MachineSpec, staging: Path) -> list[dict[str, Any]]:
     disk_dir = staging / "disks"
     for i, disk in enumerate(spec.disks):
         if disk.readonly:
-            out.append({"index": i, "path": str(disk.path), "format": disk.format, "shared": True})
+            out.append({"index": i, "path": str(disk.file), "format": disk.format, "shared": True})
             continue
         disk_dir.mkdir(mode=0o700, exist_ok=True)
         target = disk_dir / f"disk{i}.{disk.format}"
-        result = clone_file(disk.path, target)
+        result = clone_file(disk.file, target)
         out.append(
             {
                 "index": i,
@@ -264,9 +264,9 @@ def migrate(machine: Machine, to: str, timeout: float) -> Machine:
         spec = spec_from_dict(spec_json, check_files=False)
         # Disks the source owns (in its VM dir) move with the guest once it has moved.
         owned = [
-            (i, d.path, host.store.vm_dir(to) / d.path.relative_to(machine.dir))
+            (i, d.file, host.store.vm_dir(to) / d.file.relative_to(machine.dir))
             for i, d in enumerate(src_spec.disks)
-            if d.path.is_relative_to(machine.dir)
+            if d.file.is_relative_to(machine.dir)
         ]
         record_json = spec.to_json()
         for i, _src, dst in owned:

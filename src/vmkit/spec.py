@@ -95,14 +95,44 @@ Boot = Annotated[
 
 
 class Disk(_Model):
-    path: Path
+    """An existing image (`path`), or one vmkit makes in the VM's dir at create time and
+    deletes with the VM: an empty disk of `size`, or a copy-on-write clone of `clone`."""
+
+    path: Path | None = None
+    size: int | None = Field(default=None, description="make an empty disk of this size")
+    clone: Path | None = Field(default=None, description="make a CoW clone of this image")
     readonly: bool = False
     format: Literal["raw", "qcow2"] = "raw"
 
-    @field_validator("path")
+    @field_validator("path", "clone")
     @classmethod
-    def _path(cls, v: Path, info: ValidationInfo) -> Path:
-        return _resolve(v, info)
+    def _path(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return None if v is None else _resolve(v, info)
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int | None:
+        if v is None:
+            return None
+        n = parse_size(v)
+        if n <= 0 or n % 512:
+            raise ValueError(f"{v!r} must be a positive size in whole 512-byte sectors")
+        return n
+
+    @model_validator(mode="after")
+    def _source(self) -> Disk:
+        if self.size is not None and self.clone is not None:
+            raise ValueError("give `size` (a new empty disk) or `clone` (a copy), not both")
+        if self.path is None and self.size is None and self.clone is None:
+            raise ValueError("a disk needs `path`, `size` (new empty disk) or `clone` (copy)")
+        return self
+
+    @property
+    def file(self) -> Path:
+        """The image file (made at create time for `size`/`clone` disks)."""
+        if self.path is None:
+            raise SpecError([("disks", "this disk has not been made yet (vmkit create does it)")])
+        return self.path
 
 
 class Network(_Model):
@@ -400,6 +430,9 @@ def missing_files(spec: MachineSpec) -> list[tuple[str, str]]:
     elif spec.boot.firmware is not None:
         need("boot.firmware", spec.boot.firmware)
     for i, disk in enumerate(spec.disks):
+        need(f"disks[{i}].clone", disk.clone if disk.path is None else None)
+        if disk.path is None:
+            continue
         need(f"disks[{i}].path", disk.path)
         if disk.path.is_file():
             with disk.path.open("rb") as f:

@@ -175,6 +175,9 @@ class Store:
             raise NotFound(f"no VM named {name!r} (see `vmkit ls`)") from None
         return data
 
+    def save_machine(self, name: str, machine: dict[str, Any]) -> None:
+        atomic_write_json(self.vm_dir(name) / MACHINE_FILE, machine)
+
     def load_runtime(self, name: str) -> dict[str, Any]:
         try:
             data: dict[str, Any] = read_json(self.vm_dir(name) / RUNTIME_FILE)

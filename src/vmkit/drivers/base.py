@@ -22,6 +22,7 @@ class Capabilities:
     boot_efi: bool = False
     disk_raw: bool = False
     disk_qcow2: bool = False
+    disk_clone: bool = False
     net_none: bool = False
     net_user: bool = False
     net_switch: bool = False
@@ -54,6 +55,7 @@ CAPABILITY_TEXT = {
     "boot_efi": "EFI firmware boot from a disk image",
     "disk_raw": "Raw disk images (read-write and read-only)",
     "disk_qcow2": "qcow2 disk images",
+    "disk_clone": "VM-owned disks: new (`size:`) or CoW clones (`clone:`), made at create",
     "net_none": "No network",
     "net_user": "NAT networking through the hypervisor (QEMU user)",
     "net_switch": "VMs on vmkit's userspace L2 switch (`--net switch:NAME`), no root needed",

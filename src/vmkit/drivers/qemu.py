@@ -130,6 +130,7 @@ class QemuDriver(Driver):
         boot_linux=True,
         disk_raw=True,
         disk_qcow2=True,
+        disk_clone=True,
         net_none=True,
         net_user=True,
         net_switch=True,
@@ -237,7 +238,7 @@ class QemuDriver(Driver):
             ro = "on" if disk.readonly else "off"
             argv += [
                 "-blockdev",
-                f"driver=file,node-name=file{i},filename={qemu_escape(disk.path)},read-only={ro}",
+                f"driver=file,node-name=file{i},filename={qemu_escape(disk.file)},read-only={ro}",
                 "-blockdev",
                 f"driver={disk.format},node-name=disk{i},file=file{i},read-only={ro}",
                 "-device",
@@ -407,7 +408,7 @@ class QemuDriver(Driver):
                 {
                     "driver": "file",
                     "node-name": f"{device_id}-file",
-                    "filename": str(disk.path),
+                    "filename": str(disk.file),
                     "read-only": ro,
                 },
             )

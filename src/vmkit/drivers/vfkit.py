@@ -357,12 +357,12 @@ class VfkitDriver(Driver):
             if not spec.disks:
                 raise InvalidInput("boot.kind 'efi' needs a bootable disk image in disks")
         for i, disk in enumerate(spec.disks):
-            value(f"disks[{i}].path", disk.path)
+            value(f"disks[{i}].path", disk.file)
             if disk.format == "qcow2" and not self.reads_qcow2:
-                raw = disk.path.with_suffix(".raw")
+                raw = disk.file.with_suffix(".raw")
                 raise NotSupported(
-                    f"disks[{i}]: {self.name} cannot attach qcow2 ({disk.path}); convert it "
-                    f"with `qemu-img convert -O raw {disk.path} {raw}` and use {raw} "
+                    f"disks[{i}]: {self.name} cannot attach qcow2 ({disk.file}); convert it "
+                    f"with `qemu-img convert -O raw {disk.file} {raw}` and use {raw} "
                     "(or driver: krunkit, which reads qcow2)"
                 )
             if disk.readonly and not self.readonly_disks:
@@ -434,14 +434,14 @@ class VfkitDriver(Driver):
         used: list[str] = []
         for i, disk in enumerate(spec.disks):
             field = f"disks[{i}].path"
-            value(field, disk.path)
+            value(field, disk.file)
             if self.reads_qcow2:
-                devs.append(virtio_blk(disk.path, fmt=disk.format))
+                devs.append(virtio_blk(disk.file, fmt=disk.format))
             elif disk.readonly:
-                devs.append(usb_mass_storage(disk.path, readonly=True))
+                devs.append(usb_mass_storage(disk.file, readonly=True))
                 used.append("usb-mass-storage")
             else:
-                devs.append(virtio_blk(disk.path, device_id=f"vmkit-disk{i}"))
+                devs.append(virtio_blk(disk.file, device_id=f"vmkit-disk{i}"))
                 used.append("virtio-blk deviceId")
         for i, net in enumerate(spec.networks):
             devs.append(virtio_net_nat(net.mac or stable_mac(spec.name, i)))

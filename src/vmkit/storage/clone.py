@@ -24,7 +24,7 @@ _NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.
 
 @dataclass(frozen=True)
 class CloneResult:
-    method: str  # reflink | sparse-copy
+    method: str  # reflink | qcow2-overlay | sparse-copy
     seconds: float
     bytes_copied: int  # 0 for a reflink
 
@@ -66,12 +66,43 @@ def _sparse_copy(src_fd: int, dst_fd: int, size: int) -> int:
     return copied
 
 
-def clone_file(src: Path, dst: Path) -> CloneResult:
+def _can_reflink(src: Path, folder: Path) -> bool:
+    """Whether a reflink of `src` into `folder` works (tried on an empty probe file)."""
+    probe = folder / f".reflink-probe-{os.getpid()}"
+    try:
+        src_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        dst_fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            return _reflink(src_fd, dst_fd)
+        finally:
+            os.close(dst_fd)
+            probe.unlink(missing_ok=True)
+    finally:
+        os.close(src_fd)
+
+
+def clone_file(src: Path, dst: Path, *, allow_overlay: bool = False) -> CloneResult:
     """Clone `src` to the new file `dst` (which must not exist); mode 0600.
 
-    On any error the half-written `dst` is removed.
+    A reflink when the filesystem can; else, with `allow_overlay` (the VMM reads qcow2 and
+    `src` will never change), a qcow2 overlay backed by `src`; else a sparse copy. On any
+    error the half-written `dst` is removed.
     """
     t0 = time.monotonic()
+    if allow_overlay and not _can_reflink(src, dst.parent):
+        from vmkit.storage.disk import overlay
+
+        if dst.exists():
+            raise VmkitError(f"cannot clone {src} to {dst}: the target exists")
+        try:
+            overlay(src, dst)
+        except BaseException:
+            dst.unlink(missing_ok=True)
+            raise
+        return CloneResult("qcow2-overlay", round(time.monotonic() - t0, 4), 0)
     src_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:

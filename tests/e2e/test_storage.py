@@ -1,0 +1,146 @@
+"""Disks and CoW clones with the real tools: qemu-img, a loopback btrfs, real QEMU guests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from guestio import guest_run
+
+from vmkit.storage import disk
+from vmkit.storage.clone import clone_file
+
+TCG = ("--accel", "tcg")
+MIB = 1 << 20
+
+
+def _write_at(path: Path, offset: int, data: bytes) -> None:
+    with path.open("r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def _sparse_image(path: Path, size: int = 64 * MIB) -> None:
+    with path.open("wb") as f:
+        f.truncate(size)
+    _write_at(path, 0, b"vmkit-base-image".ljust(MIB, b"b"))
+    _write_at(path, 48 * MIB, b"tail".ljust(MIB, b"t"))
+
+
+@pytest.fixture
+def btrfs(tmp_path: Path) -> Iterator[Path]:
+    """A real btrfs on a loop device, mounted for the test."""
+    if os.geteuid() != 0 or shutil.which("mkfs.btrfs") is None:
+        pytest.skip("needs root and mkfs.btrfs (scripts/setup.sh installs btrfs-progs)")
+    backing = tmp_path / "btrfs.img"
+    with backing.open("wb") as f:
+        f.truncate(256 * MIB)
+    subprocess.run(["mkfs.btrfs", "-q", str(backing)], check=True)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    proc = subprocess.run(
+        ["mount", "-o", "loop", str(backing), str(mnt)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"this kernel cannot mount a loopback btrfs: {proc.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def _shared_extents(path: Path) -> int:
+    out = subprocess.run(["filefrag", "-v", str(path)], capture_output=True, text=True).stdout
+    return sum(1 for line in out.splitlines() if "shared" in line)
+
+
+@pytest.mark.capability("qemu", "disk_clone")
+def test_reflink_clone_on_btrfs_shares_extents_and_diverges_on_write(btrfs: Path) -> None:
+    base = btrfs / "base.img"
+    _sparse_image(base)
+    os.sync()
+    clone = btrfs / "clone.img"
+    result = clone_file(base, clone)
+    assert result.method == "reflink" and result.bytes_copied == 0
+    os.sync()
+    assert _shared_extents(clone) > 0  # the clone points at the base's extents
+    assert clone.read_bytes()[:16] == b"vmkit-base-image"
+    _write_at(clone, 0, b"CHANGED")
+    assert base.read_bytes()[:16] == b"vmkit-base-image"
+    # and a qcow2 overlay is not used where a reflink works
+    assert clone_file(base, btrfs / "c2.img", allow_overlay=True).method == "reflink"
+
+
+def test_sparse_copy_keeps_holes(tmp_path: Path) -> None:
+    base = tmp_path / "base.img"
+    _sparse_image(base)
+    copy = tmp_path / "copy.img"
+    result = clone_file(base, copy)
+    if result.method == "reflink":
+        pytest.skip("tmp_path's filesystem reflinks; the sparse path is not taken here")
+    assert result.method == "sparse-copy"
+    assert result.bytes_copied == 2 * MIB  # the two data extents, not the 64 MiB
+    assert copy.read_bytes() == base.read_bytes()
+    assert copy.stat().st_blocks * 512 <= 4 * MIB
+    with copy.open("rb") as f:
+        assert os.lseek(f.fileno(), MIB, os.SEEK_HOLE) == MIB  # the hole is still a hole
+
+
+def test_qcow2_overlay_clone_reads_the_base_and_never_writes_it(tmp_path: Path) -> None:
+    base = tmp_path / "base.img"
+    _sparse_image(base)
+    overlay = tmp_path / "ov.qcow2"
+    result = clone_file(base, overlay, allow_overlay=True)
+    if result.method == "reflink":
+        pytest.skip("tmp_path's filesystem reflinks; no overlay needed")
+    assert result.method == "qcow2-overlay"
+    info = disk.info(overlay)
+    assert info.format == "qcow2" and info.backing_file == str(base)
+    assert info.virtual_size == 64 * MIB and info.allocated < MIB
+
+
+@pytest.mark.capability("qemu", "disk_clone")
+def test_vm_with_cloned_and_new_disks_owns_them(cli, guest, tmp_path: Path) -> None:
+    base = tmp_path / "base.img"
+    _sparse_image(base)
+    before = base.read_bytes()
+    made = cli.ok("create", "own", "--clone-disk", str(base), "--new-disk", "8M", *TCG).stdout
+    assert "disk0:" in made and "disk1: " in made and "new empty disk" in made
+    cli.ok("start", "own", "--wait")
+    # disk order: --disk, --disk-ro, --new-disk, --clone-disk
+    guest_run(cli, "own", "cat /sys/block/vda/size", r"16384")  # 8 MiB in sectors
+    guest_run(cli, "own", "head -c 16 /dev/vdb", r"vmkit-base-image")
+    guest_run(cli, "own", "printf GUEST-WROTE > /dev/vdb; sync; echo ok", r"ok")
+    vm_dir = Path(cli.json("inspect", "own")["paths"]["dir"])
+    owned = sorted(p.name for p in vm_dir.glob("disk*"))
+    assert owned == ["disk0.raw", "disk1.img"]
+    cli.ok("rm", "--force", "own")
+    assert not vm_dir.exists()
+    assert base.read_bytes() == before  # the clone's writes never reached the base
+
+
+def test_disk_commands_with_qemu_img(cli, tmp_path: Path) -> None:
+    q = tmp_path / f"{uuid.uuid4().hex[:6]}.qcow2"
+    info = cli.json("disk", "create", str(q), "--size", "1G", "--format", "qcow2")
+    assert info["format"] == "qcow2" and info["virtual_size"] == 1 << 30
+    raw = tmp_path / "out.raw"
+    converted = cli.json("disk", "convert", str(q), str(raw), "--format", "raw")
+    assert converted["format"] == "raw" and converted["allocated"] < MIB  # still sparse
+    grown = cli.json("disk", "resize", str(raw), "--size", "2G")
+    assert grown["virtual_size"] == 2 << 30
+    proc = cli("disk", "resize", str(raw), "--size", "1G")
+    assert proc.returncode == 2 and "only grows" in proc.stderr
+    proc = cli("disk", "create", str(q), "--size", "1G")
+    assert proc.returncode == 2 and "never overwrites" in proc.stderr
+    proc = cli("disk", "info", str(tmp_path / "missing"))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    proc = cli("create", "bad", "--new-disk", "1G:vmdk", *TCG)
+    assert proc.returncode == 2 and "--new-disk" in proc.stderr
+    proc = cli("create", "bad", "--clone-disk", str(tmp_path / "nope.img"), *TCG)
+    assert proc.returncode == 2 and "disks[0].clone" in proc.stderr
+    assert cli.json("ls") == []
