@@ -293,6 +293,8 @@ def create(name: str | None, as_json: bool, **o: Any) -> None:
                 else "new empty disk"
             )
             click.echo(f"  disk{made['index']}: {made['path']} ({how})")
+        if machine.record.get("seed_iso"):
+            click.echo(f"  cloud-init seed: {machine.record['seed_iso']} (read-only disk)")
 
 
 @main.command()

@@ -282,6 +282,38 @@ class Share(_Model):
         return v
 
 
+class CloudInit(_Model):
+    """A cloud-init NoCloud seed ISO vmkit builds and attaches read-only (for cloud images)."""
+
+    hostname: str | None = None
+    user: str = "vmkit"
+    ssh_authorized_keys: list[str] = Field(
+        default_factory=list, description="default: vmkit's own per-host key"
+    )
+    sudo: bool = Field(default=True, description="password-less sudo for the user")
+    packages: list[str] = Field(default_factory=list)
+    runcmd: list[str | list[str]] = Field(default_factory=list)
+    user_data: dict[str, Any] = Field(
+        default_factory=dict, description="merged into #cloud-config (wins over the above)"
+    )
+    network_config: dict[str, Any] | None = None
+    ready_line: bool = Field(default=True, description="print the readiness line when done")
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", v):
+            raise ValueError(f"{v!r} is not a hostname; use lowercase letters, digits and '-'")
+        return v
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", v):
+            raise ValueError(f"{v!r} is not a Linux user name")
+        return v
+
+
 class Readiness(_Model):
     """The guest announces readiness with `<marker> <ip>` (or `<marker> -`) on its console."""
 
@@ -313,6 +345,7 @@ class MachineSpec(_Model):
     disks: list[Disk] = Field(default_factory=list)
     networks: list[Network] = Field(default_factory=list)
     shares: list[Share] = Field(default_factory=list)
+    cloud_init: CloudInit | None = None
     serial_log: Path | None = None
     rng: bool = True
     balloon: bool = False

@@ -24,7 +24,7 @@ def guest_run(cli, name: str, command: str, pattern: str, timeout: float = 30) -
     deadline = time.monotonic() + timeout
     while True:
         text = log.read_text(errors="replace")
-        m = rx.search(text.split(f"echo {token}", 1)[-1])
+        m = rx.search(text.split(f"echo {token}-end", 1)[-1])  # past the echoed command
         if m and re.search(pattern, m.group(1)):
             return m
         assert time.monotonic() < deadline, f"no {pattern!r} from {command!r}:\n{text[-2000:]}"

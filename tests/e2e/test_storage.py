@@ -144,3 +144,71 @@ def test_disk_commands_with_qemu_img(cli, tmp_path: Path) -> None:
     proc = cli("create", "bad", "--clone-disk", str(tmp_path / "nope.img"), *TCG)
     assert proc.returncode == 2 and "disks[0].clone" in proc.stderr
     assert cli.json("ls") == []
+
+
+@pytest.mark.capability("qemu", "cloud_init")
+def test_cloud_init_seed_iso_is_read_by_a_real_guest(cli, guest, tmp_path: Path) -> None:
+    import json as jsonlib
+
+    spec = tmp_path / "ci.json"
+    spec.write_text(
+        jsonlib.dumps(
+            {
+                "name": "ci",
+                "boot": {
+                    "kernel": str(guest.kernel),
+                    "initrd": str(guest.initrd),
+                    "cmdline": "console=ttyS0 quiet",
+                },
+                "accelerator": "tcg",
+                "cloud_init": {
+                    "hostname": "web-1",
+                    "packages": ["nginx"],
+                    "runcmd": ["echo hello"],
+                    "user_data": {"timezone": "UTC"},
+                },
+            }
+        )
+    )
+    out = cli.ok("create", "-f", str(spec)).stdout
+    assert "cloud-init seed:" in out
+    home = Path(cli.env["VMKIT_HOME"])
+    key = home / "ssh" / "id_ed25519"
+    assert key.stat().st_mode & 0o777 == 0o600  # vmkit's own key pair, made on first use
+    pub = key.with_suffix(".pub").read_text().strip()
+    cli.ok("start", "ci", "--wait")
+    # the ISO 9660 volume id: primary volume descriptor (sector 16), offset 40
+    guest_run(cli, "ci", "dd if=/dev/vda bs=1 skip=32808 count=6 2>/dev/null", r"cidata")
+    m = guest_run(
+        cli,
+        "ci",
+        "mkdir -p /seed; mount -t iso9660 -o ro /dev/vda /seed; cat /seed/user-data",
+        r"VMKIT_READY",
+    )
+    text = m.group(1)
+    assert text.lstrip().startswith("#cloud-config")
+    assert "hostname: web-1" in text and "- nginx" in text and "timezone: UTC" in text
+    assert pub.split()[1] in text  # the key, as authorized
+    assert "NOPASSWD:ALL" in text
+    guest_run(cli, "ci", "cat /seed/meta-data", r"local-hostname: web-1")
+    seed = Path(cli.json("inspect", "ci")["paths"]["dir"]) / "seed.iso"
+    assert seed.stat().st_mode & 0o777 == 0o600
+
+
+def test_bad_cloud_init_fields(cli, guest, tmp_path: Path) -> None:
+    import json as jsonlib
+
+    spec = tmp_path / "bad.json"
+    spec.write_text(
+        jsonlib.dumps(
+            {
+                "name": "bad",
+                "boot": {"kernel": str(guest.kernel)},
+                "cloud_init": {"hostname": "Not_Valid", "user": "9root"},
+            }
+        )
+    )
+    proc = cli("create", "-f", str(spec))
+    assert proc.returncode == 2
+    assert "cloud_init.hostname" in proc.stderr and "cloud_init.user" in proc.stderr
+    assert cli.json("ls") == []

@@ -23,6 +23,7 @@ class Capabilities:
     disk_raw: bool = False
     disk_qcow2: bool = False
     disk_clone: bool = False
+    cloud_init: bool = False
     net_none: bool = False
     net_user: bool = False
     net_switch: bool = False
@@ -56,6 +57,7 @@ CAPABILITY_TEXT = {
     "disk_raw": "Raw disk images (read-write and read-only)",
     "disk_qcow2": "qcow2 disk images",
     "disk_clone": "VM-owned disks: new (`size:`) or CoW clones (`clone:`), made at create",
+    "cloud_init": "cloud-init NoCloud seed ISO built from the spec (pycdlib), attached read-only",
     "net_none": "No network",
     "net_user": "NAT networking through the hypervisor (QEMU user)",
     "net_switch": "VMs on vmkit's userspace L2 switch (`--net switch:NAME`), no root needed",

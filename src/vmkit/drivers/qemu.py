@@ -131,6 +131,7 @@ class QemuDriver(Driver):
         disk_raw=True,
         disk_qcow2=True,
         disk_clone=True,
+        cloud_init=True,
         net_none=True,
         net_user=True,
         net_switch=True,

@@ -1,0 +1,127 @@
+"""cloud-init NoCloud seed ISOs, built in pure Python (pycdlib; no genisoimage, no hdiutil).
+
+The ISO has volume id `cidata` and the files `user-data`, `meta-data` and, when given,
+`network-config`; cloud-init finds it on any block device. vmkit adds a final runcmd that
+prints the readiness line on the serial console, so `vmkit run` knows when cloud-init is done.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vmkit.errors import VmkitError
+
+READY_CMD = (
+    'ip=$(hostname -I 2>/dev/null | cut -d" " -f1); '
+    'for t in /dev/ttyS0 /dev/hvc0 /dev/ttyAMA0; do [ -c "$t" ] && '
+    'echo "{marker} ${{ip:--}}" > "$t"; done'
+)
+
+
+def user_data(ci: dict[str, Any], marker: str, keys: list[str]) -> dict[str, Any]:
+    """The #cloud-config document for the spec's `cloud_init` section."""
+    user: dict[str, Any] = {
+        "name": ci.get("user") or "vmkit",
+        "shell": "/bin/bash",
+        "lock_passwd": True,
+        "ssh_authorized_keys": keys,
+    }
+    if ci.get("sudo", True):
+        user["sudo"] = "ALL=(ALL) NOPASSWD:ALL"
+        user["groups"] = "sudo"
+    doc: dict[str, Any] = {"users": ["default", user]}
+    if ci.get("hostname"):
+        doc["hostname"] = ci["hostname"]
+    if ci.get("packages"):
+        doc["packages"] = list(ci["packages"])
+    runcmd = list(ci.get("runcmd") or [])
+    if ci.get("ready_line", True):
+        runcmd.append(["sh", "-c", READY_CMD.format(marker=marker)])
+    if runcmd:
+        doc["runcmd"] = runcmd
+    for key, value in (ci.get("user_data") or {}).items():  # the user's own keys win
+        doc[key] = value
+    return doc
+
+
+def build_iso(
+    path: Path,
+    user_data_doc: dict[str, Any],
+    meta_data: dict[str, Any],
+    network_config: dict[str, Any] | None = None,
+) -> None:
+    """Write the seed ISO atomically (mode 0600: it may hold keys and passwords)."""
+    import pycdlib
+
+    files = {
+        "user-data": b"#cloud-config\n" + yaml.safe_dump(user_data_doc, sort_keys=False).encode(),
+        "meta-data": yaml.safe_dump(meta_data, sort_keys=False).encode(),
+    }
+    if network_config is not None:
+        files["network-config"] = yaml.safe_dump(network_config, sort_keys=False).encode()
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident="cidata")
+    for i, (name, data) in enumerate(files.items()):
+        iso.add_fp(
+            io.BytesIO(data),
+            len(data),
+            f"/FILE{i};1",
+            rr_name=name,
+            joliet_path=f"/{name}",
+        )
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            iso.write_fp(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        iso.close()
+
+
+def host_key(home: Path) -> Path:
+    """vmkit's per-host ed25519 key pair (private key 0600), made on first use."""
+    key = home / "ssh" / "id_ed25519"
+    if key.exists():
+        return key
+    key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        raise VmkitError(
+            "ssh-keygen not found to make vmkit's SSH key: install openssh-client, or give "
+            "cloud_init.ssh_authorized_keys yourself"
+        )
+    proc = subprocess.run(
+        [keygen, "-q", "-t", "ed25519", "-N", "", "-C", "vmkit", "-f", str(key)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise VmkitError(f"ssh-keygen failed: {proc.stderr.strip()}")
+    os.chmod(key, 0o600)
+    return key
+
+
+def make_seed(spec_json: dict[str, Any], vm_dir: Path, home: Path) -> Path:
+    """Build `vm_dir/seed.iso` from the spec's `cloud_init` section."""
+    ci = spec_json["cloud_init"]
+    keys = list(ci.get("ssh_authorized_keys") or [])
+    if not keys:
+        keys = [host_key(home).with_suffix(".pub").read_text().strip()]
+    marker = spec_json.get("readiness", {}).get("marker", "VMKIT_READY")
+    name = str(spec_json["name"])
+    meta = {"instance-id": f"vmkit-{name}", "local-hostname": ci.get("hostname") or name}
+    path = vm_dir / "seed.iso"
+    build_iso(path, user_data(ci, marker, keys), meta, ci.get("network_config"))
+    return path
