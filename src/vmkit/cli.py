@@ -700,6 +700,9 @@ from vmkit.cli_live import register as _register_live  # noqa: E402
 
 _register_live(main)
 import vmkit.cli_disk  # noqa: E402, F401  (adds create/info/convert/resize to `vmkit disk`)
+from vmkit.cli_image import image_group as _image_group  # noqa: E402
+
+main.add_command(_image_group)
 
 _register_kernel(main)
 

@@ -1,0 +1,98 @@
+"""`vmkit image pull|ls|rm|path`: verified cloud images in a content-addressed cache."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from vmkit.cli_common import READ_HELP, echo_json, table
+
+
+@click.group(name="image")
+def image_group() -> None:
+    """Cloud images: download with checksum verification, list, remove."""
+
+
+@image_group.command(name="pull")
+@click.argument("name_or_url")
+@click.option("--arch", help="Default: this machine's.")
+@click.option(
+    "--checksum",
+    help="For a URL: the publisher's checksum file URL, or sha256:HEX / sha512:HEX.",
+)
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def image_pull(name_or_url: str, arch: str | None, checksum: str | None, as_json: bool) -> None:
+    """Download (resuming a cut-off download), verify and cache an image."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from vmkit.hostinfo import machine_arch
+    from vmkit.storage import images
+
+    with Progress(
+        *Progress.get_default_columns(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        transient=True,
+        disable=as_json,
+    ) as bar:
+        task = bar.add_task(f"pulling {name_or_url}", total=None)
+        image = images.pull(
+            name_or_url,
+            arch or machine_arch(),
+            checksum,
+            lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if as_json:
+        echo_json(image.to_json())
+    else:
+        click.echo(f"{image.name}: {image.path} ({image.algo} verified)")
+
+
+@image_group.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def image_ls(as_json: bool) -> None:
+    """Cached images."""
+    from vmkit.storage import images
+    from vmkit.units import format_size
+
+    found = images.list_images()
+    if as_json:
+        echo_json([i.to_json() for i in found])
+        return
+    if not found:
+        click.echo("no images (vmkit image pull debian-12)")
+        return
+    rows = [
+        [
+            i.name,
+            format_size(i.size),
+            f"{i.algo}:{i.digest[:12]}",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(i.pulled_at)),
+            i.path,
+        ]
+        for i in found
+    ]
+    click.echo(table(rows, ["NAME", "SIZE", "CHECKSUM", "PULLED", "PATH"]))
+
+
+@image_group.command(name="rm")
+@click.argument("names", nargs=-1, required=True)
+def image_rm(names: tuple[str, ...]) -> None:
+    """Remove cached images (VMs that cloned them keep their clones)."""
+    from vmkit.storage import images
+
+    for n in names:
+        image = images.remove(n)
+        click.echo(f"removed {image.name} ({image.path})")
+
+
+@image_group.command(name="path")
+@click.argument("name")
+@click.option("--raw", is_flag=True, help="A raw copy (converted once, cached).")
+def image_path(name: str, raw: bool) -> None:
+    """Print the cached file of an image (for `--clone-disk`)."""
+    from vmkit.storage import images
+
+    image = images.find(name)
+    click.echo(str(images.raw_copy(image)) if raw else image.path)

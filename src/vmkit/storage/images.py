@@ -1,0 +1,299 @@
+"""Cloud images: verified downloads into a content-addressed cache.
+
+    <cache>/images/partial/<key>.part      a download in progress (resumed with Range)
+    <cache>/images/<algo>-<hex>/<file>     a verified image, named by its checksum
+    <cache>/images/index.json              names and URLs -> cached images
+
+A download is hashed as it arrives and checked against the publisher's checksum file
+before it is renamed into the cache, so a corrupted or interrupted download never enters
+it: a wrong checksum deletes the partial file; an interrupted one keeps it for a resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from vmkit.errors import InvalidInput, NotFound, VmkitError
+from vmkit.paths import cache_dir, ensure_private_dir
+from vmkit.store import atomic_write_json, file_lock, read_json
+
+Progress = Callable[[int, int | None], None]
+
+_DEB = "https://cloud.debian.org/images/cloud"
+_UBU = "https://cloud-images.ubuntu.com/noble/current"
+_FED = "https://download.fedoraproject.org/pub/fedora/linux/releases/41/Cloud"
+_ALP = "https://dl-cdn.alpinelinux.org/alpine/v3.20/releases/cloud"
+
+# name -> arch -> (image URL, checksum file URL)
+CATALOG: dict[str, dict[str, tuple[str, str]]] = {
+    "debian-12": {
+        a: (
+            f"{_DEB}/bookworm/latest/debian-12-generic-{d}.qcow2",
+            f"{_DEB}/bookworm/latest/SHA512SUMS",
+        )
+        for a, d in (("x86_64", "amd64"), ("aarch64", "arm64"))
+    },
+    "debian-13": {
+        a: (f"{_DEB}/trixie/latest/debian-13-generic-{d}.qcow2", f"{_DEB}/trixie/latest/SHA512SUMS")
+        for a, d in (("x86_64", "amd64"), ("aarch64", "arm64"))
+    },
+    "ubuntu-24.04": {
+        a: (f"{_UBU}/noble-server-cloudimg-{d}.img", f"{_UBU}/SHA256SUMS")
+        for a, d in (("x86_64", "amd64"), ("aarch64", "arm64"))
+    },
+    "fedora-41": {
+        a: (
+            f"{_FED}/{a}/images/Fedora-Cloud-Base-Generic-41-1.4.{a}.qcow2",
+            f"{_FED}/{a}/images/Fedora-Cloud-41-1.4-{a}-CHECKSUM",
+        )
+        for a in ("x86_64", "aarch64")
+    },
+    "alpine-3.20": {
+        a: (
+            f"{_ALP}/nocloud_alpine-3.20.3-{a}-{'bios' if a == 'x86_64' else 'uefi'}"
+            "-cloudinit-r0.qcow2",
+            f"{_ALP}/nocloud_alpine-3.20.3-{a}-{'bios' if a == 'x86_64' else 'uefi'}"
+            "-cloudinit-r0.qcow2.sha512",
+        )
+        for a in ("x86_64", "aarch64")
+    },
+}
+_ALGOS = {64: "sha256", 128: "sha512"}
+_LINE_RES = (
+    re.compile(r"^(?P<hash>[0-9a-fA-F]{64}|[0-9a-fA-F]{128})\s+\*?(?P<name>\S+)\s*$"),
+    re.compile(r"^(?P<algo>SHA256|SHA512)\s*\((?P<name>[^)]+)\)\s*=\s*(?P<hash>[0-9a-fA-F]+)$"),
+)
+
+
+@dataclass(frozen=True)
+class CachedImage:
+    name: str
+    url: str
+    path: str
+    algo: str
+    digest: str
+    size: int
+    pulled_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def images_dir() -> Path:
+    d = cache_dir() / "images"
+    ensure_private_dir(d)
+    return d
+
+
+def resolve(name_or_url: str, arch: str) -> tuple[str, str, str | None]:
+    """(name, image URL, checksum URL or None) for a catalog name or a URL."""
+    if name_or_url in CATALOG:
+        per_arch = CATALOG[name_or_url]
+        if arch not in per_arch:
+            raise InvalidInput(f"{name_or_url} has no {arch} image; it has {', '.join(per_arch)}")
+        url, sums = per_arch[arch]
+        return name_or_url, url, sums
+    parsed = urlparse(name_or_url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        known = ", ".join(sorted(CATALOG))
+        raise InvalidInput(f"{name_or_url!r} is neither a known image ({known}) nor an http(s) URL")
+    return Path(parsed.path).name or "image", name_or_url, None
+
+
+def expected_digest(checksums: str, filename: str) -> tuple[str, str]:
+    """(algo, hex) for `filename` in a checksum file (GNU `sha256sum` or BSD style, or a
+    file holding just the hash)."""
+    lines = [ln.strip() for ln in checksums.splitlines() if ln.strip()]
+    for line in lines:
+        for rx in _LINE_RES:
+            m = rx.match(line)
+            if m and Path(m.group("name")).name == filename:
+                digest = m.group("hash").lower()
+                return _ALGOS.get(len(digest), "sha256"), digest
+    if len(lines) == 1 and re.fullmatch(r"[0-9a-fA-F]{64}|[0-9a-fA-F]{128}", lines[0].split()[0]):
+        digest = lines[0].split()[0].lower()
+        return _ALGOS[len(digest)], digest
+    raise VmkitError(f"the checksum file lists no checksum for {filename!r}")
+
+
+def _parse_checksum_arg(value: str) -> tuple[str, str] | None:
+    m = re.fullmatch(r"(sha256|sha512):([0-9a-fA-F]+)", value)
+    if m:
+        algo, digest = m.group(1), m.group(2).lower()
+        if len(digest) != {"sha256": 64, "sha512": 128}[algo]:
+            raise InvalidInput(f"--checksum {value!r}: wrong length for {algo}")
+        return algo, digest
+    return None
+
+
+def pull(
+    name_or_url: str,
+    arch: str,
+    checksum: str | None = None,
+    progress: Progress = lambda _done, _total: None,
+    timeout: float = 60.0,
+) -> CachedImage:
+    """Download (or resume), verify and cache an image; a cached one is returned at once."""
+    import httpx
+
+    name, url, sums_url = resolve(name_or_url, arch)
+    filename = Path(urlparse(url).path).name
+    cached = _find(url)
+    if cached is not None and Path(cached.path).exists():
+        return cached
+    fixed = _parse_checksum_arg(checksum) if checksum else None
+    if fixed is None and checksum:
+        sums_url = checksum
+    if fixed is None and sums_url is None:
+        raise InvalidInput(
+            f"no checksum for {url}: give --checksum URL_OF_CHECKSUM_FILE or "
+            "--checksum sha256:HEX (vmkit never caches an unverified image)"
+        )
+    with httpx.Client(follow_redirects=True, timeout=timeout) as client:
+        if fixed is not None:
+            algo, digest = fixed
+        else:
+            assert sums_url is not None
+            resp = client.get(sums_url)
+            if resp.status_code != 200:
+                raise VmkitError(
+                    f"cannot get the checksum file {sums_url}: HTTP {resp.status_code}"
+                )
+            algo, digest = expected_digest(resp.text, filename)
+        part = _download(client, url, algo, digest, progress)
+    return _commit(name, url, part, filename, algo, digest)
+
+
+def _download(client: Any, url: str, algo: str, digest: str, progress: Progress) -> Path:
+    import httpx
+
+    partial = images_dir() / "partial"
+    partial.mkdir(mode=0o700, exist_ok=True)
+    part = partial / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.part"
+    h = hashlib.new(algo)
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    try:
+        with client.stream("GET", url, headers=headers) as resp:
+            if resp.status_code == 416:  # the part file is already complete
+                resp.close()
+            elif resp.status_code == 206 and have:
+                pass
+            elif resp.status_code == 200:
+                have = 0  # the server ignores Range: start over
+            else:
+                raise VmkitError(f"cannot download {url}: HTTP {resp.status_code}")
+            total = None
+            length = resp.headers.get("content-length")
+            if length is not None and resp.status_code in (200, 206):
+                total = have + int(length)
+            mode = "ab" if have else "wb"
+            if have:
+                with part.open("rb") as f:
+                    while chunk := f.read(1 << 20):
+                        h.update(chunk)
+            if resp.status_code != 416:
+                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                with os.fdopen(fd, mode) as out:
+                    if mode == "wb":
+                        out.truncate(0)
+                    done = have
+                    for chunk in resp.iter_bytes():  # as it arrives: a cut keeps it all
+                        out.write(chunk)
+                        h.update(chunk)
+                        done += len(chunk)
+                        progress(done, total)
+                if total is not None and done < total:
+                    raise VmkitError(
+                        f"the download of {url} stopped at {done} of {total} bytes; "
+                        "run the same pull again to resume it"
+                    )
+    except httpx.HTTPError as exc:
+        raise VmkitError(
+            f"the download of {url} was interrupted ({exc}); run the same pull again to resume it"
+        ) from None
+    if h.hexdigest() != digest:
+        part.unlink(missing_ok=True)
+        raise VmkitError(
+            f"checksum mismatch for {url}: expected {algo} {digest}, got {h.hexdigest()}; "
+            "the download was deleted and nothing was cached"
+        )
+    return part
+
+
+def _index_path() -> Path:
+    return images_dir() / "index.json"
+
+
+def _load_index() -> list[dict[str, Any]]:
+    try:
+        data: list[dict[str, Any]] = read_json(_index_path())
+    except (FileNotFoundError, ValueError):
+        return []
+    return data
+
+
+def _find(url: str) -> CachedImage | None:
+    for entry in _load_index():
+        if entry["url"] == url:
+            return CachedImage(**entry)
+    return None
+
+
+def _commit(name: str, url: str, part: Path, filename: str, algo: str, digest: str) -> CachedImage:
+    final_dir = images_dir() / f"{algo}-{digest[:32]}"
+    final_dir.mkdir(mode=0o700, exist_ok=True)
+    final = final_dir / filename
+    os.replace(part, final)
+    image = CachedImage(name, url, str(final), algo, digest, final.stat().st_size, time.time())
+    with file_lock(images_dir() / ".lock", 30.0, "the image cache"):
+        entries = [e for e in _load_index() if e["url"] != url]
+        entries.append(image.to_json())
+        atomic_write_json(_index_path(), entries)
+    return image
+
+
+def list_images() -> list[CachedImage]:
+    return [CachedImage(**e) for e in _load_index()]
+
+
+def find(name_or_url: str) -> CachedImage:
+    for image in list_images():
+        if name_or_url in (image.name, image.url, image.digest):
+            return image
+    raise NotFound(f"no cached image {name_or_url!r} (see `vmkit image ls`)")
+
+
+def remove(name_or_url: str) -> CachedImage:
+    image = find(name_or_url)
+    with file_lock(images_dir() / ".lock", 30.0, "the image cache"):
+        entries = [e for e in _load_index() if e["url"] != image.url]
+        atomic_write_json(_index_path(), entries)
+        if not any(e["digest"] == image.digest for e in entries):
+            shutil.rmtree(Path(image.path).parent, ignore_errors=True)
+    return image
+
+
+def raw_copy(image: CachedImage, progress: Callable[[float], None] = lambda _p: None) -> Path:
+    """The image as a raw file (for VMMs that need raw), converted once and cached."""
+    from vmkit.storage import disk
+
+    src = Path(image.path)
+    if disk.sniff_format(src) == "raw":
+        return src
+    raw = src.with_suffix(".raw")
+    if not raw.exists():
+        tmp = raw.with_name(f".{raw.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        disk.convert(src, tmp, "raw", progress)
+        os.replace(tmp, raw)
+    return raw
