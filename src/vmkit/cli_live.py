@@ -18,6 +18,7 @@ def register(main: click.Group) -> None:
     main.add_command(disk_group)
     main.add_command(net_group)
     main.add_command(switch_group)
+    main.add_command(port_group)
 
 
 def _state_line(st: Any) -> str:
@@ -278,3 +279,43 @@ def switch_ls(as_json: bool) -> None:
             ]
         )
     click.echo(table(rows, ["NAME", "PID", "VMS", "PORTS", "RX", "TX"]))
+
+
+# ---- published ports -------------------------------------------------------------------
+@click.group(name="port")
+def port_group() -> None:
+    """Host ports forwarded to a VM's NAT NIC."""
+
+
+@port_group.command(name="ls")
+@click.argument("vm")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def port_ls(vm: str, as_json: bool) -> None:
+    """Published ports of VM (from its spec, and added while running)."""
+    ports = host().get(vm).ports()
+    if as_json:
+        echo_json(ports)
+        return
+    rows = [
+        [f"{p['host_ip']}:{p['host']}", f"{p['guest']}/{p['proto']}", f"nic{p['nic']}", p["source"]]
+        for p in ports
+    ]
+    click.echo(table(rows, ["HOST", "GUEST", "NIC", "FROM"]) if rows else "no published ports")
+
+
+@port_group.command(name="add")
+@click.argument("vm")
+@click.argument("mapping", metavar="[IP:]HOST:GUEST[/tcp|udp]")
+def port_add(vm: str, mapping: str) -> None:
+    """Forward a host port to the running VM (until it stops)."""
+    p = host().get(vm).publish(mapping)
+    click.echo(f"{vm}: {p['host_ip']}:{p['host']} -> guest {p['guest']}/{p['proto']}")
+
+
+@port_group.command(name="rm")
+@click.argument("vm")
+@click.argument("mapping", metavar="[IP:]HOST[/tcp|udp]")
+def port_rm(vm: str, mapping: str) -> None:
+    """Stop forwarding a port added with `port add`."""
+    p = host().get(vm).unpublish(mapping)
+    click.echo(f"{vm}: removed {p['host_ip']}:{p['host']}/{p['proto']}")

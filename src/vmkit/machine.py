@@ -681,6 +681,72 @@ class Machine:
             self._merge_runtime_unlocked({"hotplug": devices})
         return {"id": device_id, **entry}
 
+    def ports(self) -> list[dict[str, Any]]:
+        """Published ports: those in the spec and those added while running."""
+        from vmkit.spec import parse_publish
+
+        out = []
+        for i, net in enumerate(self.record["spec"].get("networks", [])):
+            for item in net.get("publish", []):
+                host_ip, host, guest, proto = parse_publish(item)
+                out.append(_port(i, host_ip, host, guest, proto, "spec"))
+        rt = self.runtime()
+        if self._proc(rt) is not None and self.status().alive:
+            out += [dict(p, source="runtime") for p in rt.get("ports", [])]
+        return out
+
+    def publish(self, value: str) -> dict[str, Any]:
+        """Forward a host port to the running guest (its first NAT NIC) until it stops."""
+        from vmkit.net import ports as portmod
+        from vmkit.spec import parse_publish
+
+        driver = self.require("publish", "publish ports")
+        try:
+            host_ip, host, guest, proto = parse_publish(value)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        nats = [
+            i
+            for i, n in enumerate(self.record["spec"].get("networks", []))
+            if n.get("mode") in ("user", "nat")
+        ]
+        if not nats:
+            raise InvalidInput(f"VM {self.name!r} has no NAT NIC to forward ports through")
+        with self._locked():
+            rt = self.live_runtime("publish a port on")
+            portmod.check_free({"networks": [{"publish": [value]}]})
+            driver.add_port(rt["sockets"], nats[0], host_ip, host, guest, proto)
+            entry = _port(nats[0], host_ip, host, guest, proto, "runtime")
+            self._merge_runtime_unlocked({"ports": [*rt.get("ports", []), entry]})
+        return entry
+
+    def unpublish(self, value: str) -> dict[str, Any]:
+        from vmkit.spec import parse_publish
+
+        driver = self.require("publish", "unpublish ports")
+        body, _, proto_part = value.partition("/")
+        try:  # [IP:]HOST[/proto]: reuse the publish grammar with a dummy guest port
+            host_ip, host, _guest, proto = parse_publish(
+                f"{body}:1" + (f"/{proto_part}" if proto_part else "")
+            )
+        except ValueError as exc:
+            raise InvalidInput(str(exc).replace(":1", "")) from None
+        with self._locked():
+            rt = self.live_runtime("unpublish a port on")
+            ports = rt.get("ports", [])
+            match = [
+                p for p in ports if (p["host_ip"], p["host"], p["proto"]) == (host_ip, host, proto)
+            ]
+            if not match:
+                raise InvalidInput(
+                    f"VM {self.name!r} has no port {host_ip}:{host}/{proto} added at run time "
+                    "(ports in the spec stay until the VM stops)"
+                )
+            driver.remove_port(rt["sockets"], match[0]["nic"], host_ip, host, proto)
+            self._merge_runtime_unlocked({"ports": [p for p in ports if p not in match]})
+        found: dict[str, Any] = match[0]
+        return found
+
     def snapshot(self, name: str) -> Snapshot:
         """Save RAM + device state and clone the writable disks at the same instant."""
         from vmkit import snapshot_ops
@@ -716,6 +782,17 @@ class Machine:
             return {}
         extra = self.driver.inspect_extra(self.runtime().get("sockets", {}))
         return {"vmm": extra} if extra else {}
+
+
+def _port(nic: int, host_ip: str, host: int, guest: int, proto: str, source: str) -> dict[str, Any]:
+    return {
+        "nic": nic,
+        "host_ip": host_ip,
+        "host": host,
+        "guest": guest,
+        "proto": proto,
+        "source": source,
+    }
 
 
 @dataclass

@@ -100,6 +100,22 @@ def test_published_port_reaches_a_listener_in_the_guest(cli, guest):
             time.sleep(0.3)
     assert body == b"hello-from-guest\n"
 
+    # ports added and removed while the VM runs
+    with socket.socket() as s2:
+        s2.bind(("127.0.0.1", 0))
+        port2 = s2.getsockname()[1]
+    cli.ok("port", "add", "web", f"{port2}:80")
+    listed = cli.json("port", "ls", "web")
+    assert {(p["host"], p["source"]) for p in listed} == {(port, "spec"), (port2, "runtime")}
+    body2 = urllib.request.urlopen(f"http://127.0.0.1:{port2}/", timeout=10).read()
+    assert body2 == b"hello-from-guest\n"
+    proc = cli("port", "add", "web", f"{port}:80")
+    assert proc.returncode == 2 and "in use" in proc.stderr
+    cli.ok("port", "rm", "web", str(port2))
+    assert [p["host"] for p in cli.json("port", "ls", "web")] == [port]
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port2}/", timeout=3).read()
+
     # the same host port again: a clear error before anything is launched, nothing left
     proc = cli("run", "web2", "--publish", f"{port}:80", *TCG)
     assert proc.returncode == 2

@@ -238,6 +238,17 @@ class Driver(abc.ABC):
     def detach_net(self, sockets: dict[str, str], device_id: str) -> None:
         raise self.unsupported("unplug NICs")
 
+    def add_port(
+        self, sockets: dict[str, str], nic: int, host_ip: str, host: int, guest: int, proto: str
+    ) -> None:
+        """Forward host_ip:host to the guest's port on NAT NIC `nic` while running."""
+        raise self.unsupported("publish ports on a running VM")
+
+    def remove_port(
+        self, sockets: dict[str, str], nic: int, host_ip: str, host: int, proto: str
+    ) -> None:
+        raise self.unsupported("unpublish ports on a running VM")
+
     def plan_incoming(self, spec: MachineSpec, ctx: LaunchContext, uri: str) -> LaunchPlan:
         """The argv of a VMM that waits for a live migration on `uri` (unix:PATH)."""
         raise self.unsupported("receive a migration")

@@ -470,6 +470,17 @@ class QemuDriver(Driver):
             _device_del(q, device_id)
             q.execute("netdev_del", {"id": f"{device_id}-net"})
 
+    def add_port(
+        self, sockets: dict[str, str], nic: int, host_ip: str, host: int, guest: int, proto: str
+    ) -> None:
+        # QMP has no hostfwd command; the monitor's is reached through human-monitor-command.
+        _hmp(sockets, f"hostfwd_add net{nic} {proto}:{host_ip}:{host}-:{guest}")
+
+    def remove_port(
+        self, sockets: dict[str, str], nic: int, host_ip: str, host: int, proto: str
+    ) -> None:
+        _hmp(sockets, f"hostfwd_remove net{nic} {proto}:{host_ip}:{host}", ok="removed")
+
     def plan_incoming(self, spec: MachineSpec, ctx: LaunchContext, uri: str) -> LaunchPlan:
         plan = self.plan(spec, ctx)
         plan.argv += ["-incoming", uri]
@@ -480,6 +491,15 @@ class QemuDriver(Driver):
             q.execute("migrate", {"uri": uri})
             _wait_migration(q, "migrating", timeout)
             q.execute("quit")
+
+
+def _hmp(sockets: dict[str, str], command: str, ok: str = "") -> None:
+    """Run a monitor command; its output must be empty or contain `ok` (HMP has no errors
+    as such, only text)."""
+    with QMP(sockets["qmp"]) as q:
+        out = str(q.execute("human-monitor-command", {"command-line": command}) or "").strip()
+    if out and not (ok and ok in out):
+        raise VmkitError(f"QEMU refused `{command}`: {out}")
 
 
 def _wait_migration(q: QMP, what: str, timeout: float) -> None:

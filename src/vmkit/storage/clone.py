@@ -24,7 +24,7 @@ _NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.
 
 @dataclass(frozen=True)
 class CloneResult:
-    method: str  # reflink | qcow2-overlay | sparse-copy
+    method: str  # reflink | clonefile (macOS) | qcow2-overlay | sparse-copy
     seconds: float
     bytes_copied: int  # 0 for a reflink
 
@@ -92,6 +92,13 @@ def clone_file(src: Path, dst: Path, *, allow_overlay: bool = False) -> CloneRes
     error the half-written `dst` is removed.
     """
     t0 = time.monotonic()
+    from vmkit.storage import apfs
+
+    if apfs.available():
+        if dst.exists():
+            raise VmkitError(f"cannot clone {src} to {dst}: the target exists")
+        if apfs.clonefile(src, dst):
+            return CloneResult("clonefile", round(time.monotonic() - t0, 4), 0)
     if allow_overlay and not _can_reflink(src, dst.parent):
         from vmkit.storage.disk import overlay
 
