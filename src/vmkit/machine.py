@@ -280,7 +280,9 @@ class Machine:
             proc = self._launch_unlocked(plan)
         try:
             self._wait_control(proc)
-        except VMFailed:
+            if plan.api_requests:
+                self.driver.after_launch({k: str(v) for k, v in plan.sockets.items()}, plan)
+        except VmkitError:
             if proc.wait_gone(0):
                 self._release_helpers()
             raise

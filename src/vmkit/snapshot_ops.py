@@ -293,6 +293,7 @@ def migrate(machine: Machine, to: str, timeout: float) -> Machine:
                     plan, {"migrated_from": machine.name, "ready": rt.get("ready")}
                 )
             target._wait_control(proc)
+            driver.start_incoming({k: str(v) for k, v in target.runtime()["sockets"].items()}, uri)
             _wait_listening(uri_path, proc)
             src_proc = machine._proc(rt)
             driver.send_migration(rt["sockets"], uri, timeout)

@@ -9,9 +9,7 @@ from vmkit.errors import NotSupported
 from vmkit.hostinfo import is_macos, kvm_state
 
 # Drivers that do not exist in this version yet.
-PLANNED = {
-    "cloud-hypervisor": "the Cloud Hypervisor driver is not implemented yet; use driver: qemu",
-}
+PLANNED: dict[str, str] = {}
 
 
 def get_driver(name: str) -> Driver:
@@ -19,6 +17,10 @@ def get_driver(name: str) -> Driver:
         from vmkit.drivers.qemu import QemuDriver
 
         return QemuDriver()
+    if name == "cloud-hypervisor":
+        from vmkit.drivers.cloud_hypervisor import CloudHypervisorDriver
+
+        return CloudHypervisorDriver()
     if name == "vfkit":
         from vmkit.drivers.vfkit import VfkitDriver
 

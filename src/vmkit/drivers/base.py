@@ -169,6 +169,15 @@ class Driver(abc.ABC):
     def exit_cause(self, ctx: LaunchContext) -> ExitCause | None:
         """Read the VMM's logs after it exited; None when they say nothing."""
 
+    def after_launch(self, sockets: dict[str, str], plan: LaunchPlan) -> None:
+        """Once the VMM's control socket answers: send `plan.api_requests` (API-driven VMMs
+        such as Cloud Hypervisor create and boot the VM this way). Default: nothing."""
+        return None
+
+    def start_incoming(self, sockets: dict[str, str], uri: str) -> None:
+        """Tell a migration target VMM to listen on `uri` (QEMU does it from its argv)."""
+        return None
+
     def prepare(self, spec: MachineSpec, ctx: LaunchContext) -> None:
         """Make the files `plan` refers to (e.g. a decompressed kernel in the VM dir); runs
         right before launch, never on --dry-run."""
