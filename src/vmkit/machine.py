@@ -831,6 +831,7 @@ class Host:
             "created_at": time.time(),
             "format": 1,
         }
+        self._pin_macs(record["spec"])
         vm_dir = self.store.create(spec.name, record)
         if any(d.path is None for d in spec.disks) or spec.cloud_init is not None:
             from vmkit.storage.prepare import materialize
@@ -851,6 +852,28 @@ class Host:
                 self.store.remove(spec.name)
                 raise
         return Machine(self, spec.name)
+
+    def _pin_macs(self, spec_json: dict[str, Any]) -> None:
+        """Give each NIC without a MAC the stable one for (name, index), unless another VM in
+        the store has it: then the next free one. Pinned in the spec, so it never changes."""
+        from vmkit.net.mac import unique_mac
+
+        used: set[str] = set()
+        for name in self.store.names():
+            with contextlib.suppress(NotFound, ValueError, KeyError):
+                for net in self.store.load_machine(name)["spec"].get("networks", []):
+                    if net.get("mac"):
+                        used.add(str(net["mac"]).lower())
+        for i, net in enumerate(spec_json.get("networks", [])):
+            if net.get("mac"):
+                mac = str(net["mac"]).lower()
+                if mac in used:
+                    raise InvalidInput(
+                        f"networks[{i}].mac: {mac} is already used by another VM in this store"
+                    )
+            else:
+                net["mac"] = unique_mac(str(spec_json["name"]), i, used)
+            used.add(str(net["mac"]))
 
     def get(self, name: str) -> Machine:
         from vmkit.names import validate_name

@@ -150,7 +150,6 @@ def restore(
     """
     from vmkit.drivers import get_driver
     from vmkit.machine import Machine
-    from vmkit.net.mac import stable_mac
     from vmkit.spec import spec_from_dict
 
     snap = SnapshotStore(host.store.home).get(snapshot)
@@ -168,10 +167,8 @@ def restore(
 
     spec_json = dict(snap.record["spec"])
     spec_json["name"] = new_name
-    spec_json["networks"] = [
-        {**net, "mac": stable_mac(new_name, i)}
-        for i, net in enumerate(spec_json.get("networks", []))
-    ]
+    spec_json["networks"] = [{**net, "mac": None} for net in spec_json.get("networks", [])]
+    host._pin_macs(spec_json)  # fresh MACs, unique in the store
     vm_dir = host.store.vm_dir(new_name)
     for d in snap.record["disks"]:
         if not d["shared"]:

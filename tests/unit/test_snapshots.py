@@ -102,3 +102,35 @@ def test_hotplug_disk_validation(tmp_path: Path) -> None:
         disk_from_path(tmp_path, False, None)
     assert next_id({"hd0": {}, "hd1": {}}, "hd") == "hd2"
     assert next_id({"hd1": {}}, "hd") == "hd0"
+
+
+def test_macs_are_pinned_unique_within_a_store(tmp_path: Path) -> None:
+    from vmkit.machine import Host
+    from vmkit.net.mac import stable_mac
+    from vmkit.spec import spec_from_dict
+
+    host = Host(tmp_path)
+    kernel = tmp_path / "k"
+    kernel.write_bytes(b"k")
+
+    def make(name: str, nets: list[object]) -> dict[str, object]:
+        spec = spec_from_dict(
+            {
+                "name": name,
+                "boot": {"kernel": str(kernel)},
+                "networks": nets,
+                "accelerator": "tcg",
+                "driver": "qemu",
+            }
+        )
+        return host.create(spec).record["spec"]
+
+    a = make("a", ["nat", "nat"])
+    assert [n["mac"] for n in a["networks"]] == [stable_mac("a", 0), stable_mac("a", 1)]
+    # a VM whose explicit MAC is taken is refused, with the field named
+    with pytest.raises(InvalidInput, match=r"networks\[0\].mac: .* already used"):
+        make("b", [{"mode": "nat", "mac": stable_mac("a", 0)}])
+    # a hash collision (simulated by pinning c's stable MAC on another VM) picks the next one
+    make("d", [{"mode": "nat", "mac": stable_mac("c", 0)}])
+    c = make("c", ["nat"])
+    assert c["networks"][0]["mac"] == stable_mac("c", 0, salt=1)
