@@ -12,7 +12,7 @@ from vmkit.cli_common import READ_HELP, echo_json, host, table
 
 
 def register(main: click.Group) -> None:
-    for command in (pause, resume, reboot, restore, migrate):
+    for command in (pause, resume, reboot, restore, migrate, resize, counters):
         main.add_command(command)
     main.add_command(snapshot_group)
     main.add_command(disk_group)
@@ -319,3 +319,33 @@ def port_rm(vm: str, mapping: str) -> None:
     """Stop forwarding a port added with `port add`."""
     p = host().get(vm).unpublish(mapping)
     click.echo(f"{vm}: removed {p['host_ip']}:{p['host']}/{p['proto']}")
+
+
+@click.command()
+@click.argument("vm")
+@click.option("--cpus", type=int, help="New vCPU count (up to the spec's max_cpus).")
+@click.option("--memory", help="New memory size, e.g. 2G (up to the spec's max_memory).")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def resize(vm: str, cpus: int | None, memory: str | None, as_json: bool) -> None:
+    """Resize a running VM's vCPUs and memory (drivers that can: see capabilities)."""
+    from vmkit.errors import InvalidInput
+    from vmkit.units import parse_size
+
+    if cpus is None and memory is None:
+        raise InvalidInput("give --cpus and/or --memory")
+    try:
+        mem = parse_size(memory) if memory is not None else None
+    except ValueError as exc:
+        raise InvalidInput(f"--memory {memory!r}: {exc}") from None
+    st = host().get(vm).resize(cpus, mem)
+    if as_json:
+        echo_json(st.to_json())
+    else:
+        click.echo(f"{vm}: resized ({st.state})")
+
+
+@click.command()
+@click.argument("vm")
+def counters(vm: str) -> None:
+    """Per-device I/O counters of a running VM (JSON)."""
+    echo_json(host().get(vm).counters())

@@ -683,6 +683,30 @@ class Machine:
             self._merge_runtime_unlocked({"hotplug": devices})
         return {"id": device_id, **entry}
 
+    def resize(self, cpus: int | None = None, memory: int | None = None) -> Status:
+        """Change vCPUs / memory of the running VM, within the spec's max_cpus / max_memory."""
+        driver = self.require("resize", "resize a running VM")
+        spec = self.spec
+        if cpus is not None and not 1 <= cpus <= (spec.max_cpus or spec.cpus):
+            raise InvalidInput(
+                f"cpus {cpus}: this VM allows 1-{spec.max_cpus or spec.cpus} "
+                "(set max_cpus in its spec to allow more)"
+            )
+        if memory is not None and not spec.memory <= memory <= (spec.max_memory or spec.memory):
+            raise InvalidInput(
+                f"memory {memory}: this VM allows {spec.memory}-{spec.max_memory or spec.memory} "
+                "bytes (set max_memory in its spec to allow more)"
+            )
+        with self._locked():
+            rt = self.live_runtime("resize")
+            driver.resize(rt["sockets"], cpus, memory)
+        return self.status()
+
+    def counters(self) -> dict[str, Any]:
+        driver = self.require("counters", "report device counters")
+        rt = self.live_runtime("read the counters of")
+        return driver.counters(rt["sockets"])
+
     def ports(self) -> list[dict[str, Any]]:
         """Published ports: those in the spec and those added while running."""
         from vmkit.spec import parse_publish

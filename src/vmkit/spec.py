@@ -341,6 +341,8 @@ class MachineSpec(_Model):
     name: str
     cpus: int = 1
     memory: int = 256 << 20
+    max_cpus: int | None = Field(default=None, description="vCPU ceiling for `vmkit resize`")
+    max_memory: int | None = Field(default=None, description="memory ceiling for resize")
     boot: Boot
     disks: list[Disk] = Field(default_factory=list)
     networks: list[Network] = Field(default_factory=list)
@@ -367,6 +369,16 @@ class MachineSpec(_Model):
         if not 1 <= n <= 256:
             raise ValueError(f"{n} is out of range; use 1-256")
         return n
+
+    @field_validator("max_cpus", mode="before")
+    @classmethod
+    def _max_cpus(cls, v: Any) -> int | None:
+        return None if v is None else cls._cpus(v)
+
+    @field_validator("max_memory", mode="before")
+    @classmethod
+    def _max_memory(cls, v: Any) -> int | None:
+        return None if v is None else cls._memory(v)
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -395,6 +407,14 @@ class MachineSpec(_Model):
     @classmethod
     def _serial(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         return None if v is None else _resolve(v, info)
+
+    @model_validator(mode="after")
+    def _ceilings(self) -> MachineSpec:
+        if self.max_cpus is not None and self.max_cpus < self.cpus:
+            raise ValueError(f"max_cpus ({self.max_cpus}) is below cpus ({self.cpus})")
+        if self.max_memory is not None and self.max_memory < self.memory:
+            raise ValueError("max_memory is below memory")
+        return self
 
     @model_validator(mode="after")
     def _accel_driver(self) -> MachineSpec:

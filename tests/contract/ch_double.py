@@ -123,6 +123,10 @@ class CHDouble:
         }
         if endpoint == "vm.info":
             return 200, {"config": self.config, "state": self.state}
+        if endpoint == "vm.counters":
+            return 200, {"_disk0": {"read_bytes": 4096, "write_bytes": 0}}
+        if endpoint == "vm.resize":
+            return (204, None) if self.state == "Running" else (405, "VmNotRunning")
         if endpoint in ("vm.add-disk", "vm.add-net"):
             if self.state != "Running":
                 return 405, "VmNotRunning"

@@ -95,6 +95,7 @@ SPECS: list[dict[str, Any]] = [
     },
     {"rng": False, "balloon": True},
     {"shares": [{"host": "/srv", "tag": "srv"}]},
+    {"cpus": 2, "max_cpus": 8, "memory": "512M", "max_memory": "4G"},
 ]
 
 
@@ -194,7 +195,7 @@ def test_ch_errors_carry_its_text(tmp_path):
             drv.after_launch(sockets, drv.plan(make_spec({}), c))
 
 
-@CAP("cloud-hypervisor", "snapshot", "hotplug_disk", "hotplug_net", "migrate")
+@CAP("cloud-hypervisor", "snapshot", "hotplug_disk", "hotplug_net", "migrate", "resize", "counters")
 def test_advanced_verb_bodies_validate(openapi, tmp_path):
     drv = CloudHypervisorDriver()
     c = ctx(tmp_path)
@@ -211,6 +212,8 @@ def test_advanced_verb_bodies_validate(openapi, tmp_path):
         meta = drv.save_state(sockets, state)
         assert meta["files"] == ["config.json", "memory-ranges", "state.json"]
         drv.resume(sockets)
+        drv.resize(sockets, 4, 1 << 30)
+        assert drv.counters(sockets) == {"_disk0": {"read_bytes": 4096, "write_bytes": 0}}
         drv.send_migration(sockets, "unix:/tmp/x.mig", 30)
         for method, endpoint, body in ch.requests:
             if method == "PUT" and body is not None:

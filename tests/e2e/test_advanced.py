@@ -223,3 +223,12 @@ def test_snapshot_from_one_driver_is_refused_by_another(cli, guest):
     assert [v["name"] for v in cli.json("ls")] == ["q"]
     dup = cli("snapshot", "create", "q", "qs")
     assert dup.returncode == 2 and "already exists" in dup.stderr
+
+
+def test_verbs_a_driver_cannot_do_are_refused_before_touching_the_vm(cli, guest):
+    cli.ok("run", "q", *TCG)
+    proc = cli("resize", "q", "--cpus", "2")
+    assert proc.returncode == 1 and "qemu driver cannot resize a running VM" in proc.stderr
+    proc = cli("counters", "q")
+    assert proc.returncode == 1 and "cannot report device counters" in proc.stderr
+    assert cli.json("inspect", "q")["status"]["state"] == "ready"

@@ -45,6 +45,8 @@ class Capabilities:
     hotplug_net: bool = False
     migrate: bool = False
     reboot: bool = False
+    resize: bool = False
+    counters: bool = False
 
     @classmethod
     def names(cls) -> list[str]:
@@ -79,6 +81,8 @@ CAPABILITY_TEXT = {
     "hotplug_net": "NIC hotplug / unplug on a running VM",
     "migrate": "Local live migration between two VMM processes",
     "reboot": "Reboot a running guest",
+    "resize": "Resize vCPUs and memory of a running VM (up to max_cpus / max_memory)",
+    "counters": "Per-device I/O counters of a running VM",
 }
 
 
@@ -246,6 +250,12 @@ class Driver(abc.ABC):
 
     def detach_net(self, sockets: dict[str, str], device_id: str) -> None:
         raise self.unsupported("unplug NICs")
+
+    def resize(self, sockets: dict[str, str], cpus: int | None, memory: int | None) -> None:
+        raise self.unsupported("resize a running VM")
+
+    def counters(self, sockets: dict[str, str]) -> dict[str, Any]:
+        raise self.unsupported("report device counters")
 
     def add_port(
         self, sockets: dict[str, str], nic: int, host_ip: str, host: int, guest: int, proto: str

@@ -38,12 +38,14 @@ def vm_config(spec: MachineSpec, ctx: LaunchContext) -> dict[str, Any]:
         payload["initramfs"] = str(spec.boot.initrd)
     config: dict[str, Any] = {
         "payload": payload,
-        "cpus": {"boot_vcpus": spec.cpus, "max_vcpus": spec.cpus},
+        "cpus": {"boot_vcpus": spec.cpus, "max_vcpus": spec.max_cpus or spec.cpus},
         # shared: needed by virtio-fs and by local (fd-passing) live migration
         "memory": {"size": spec.memory, "shared": True},
         "serial": {"mode": "File", "file": str(ctx.serial_log)},
         "console": {"mode": "Off"},
     }
+    if spec.max_memory is not None and spec.max_memory > spec.memory:
+        config["memory"]["hotplug_size"] = spec.max_memory - spec.memory
     if spec.disks:
         config["disks"] = [disk_config(d, f"disk{i}") for i, d in enumerate(spec.disks)]
     if spec.networks:
@@ -110,6 +112,8 @@ class CloudHypervisorDriver(Driver):
         hotplug_net=True,
         migrate=True,
         reboot=True,
+        resize=True,
+        counters=True,
     )
     not_yet_run_on: ClassVar[str | None] = "a host with Cloud Hypervisor and working KVM"
     socket_roles: ClassVar[dict[str, str]] = {"api": "api"}
@@ -260,6 +264,18 @@ class CloudHypervisorDriver(Driver):
 
     def detach_net(self, sockets: dict[str, str], device_id: str) -> None:
         self._api(sockets).put("vm.remove-device", {"id": device_id})
+
+    def resize(self, sockets: dict[str, str], cpus: int | None, memory: int | None) -> None:
+        body: dict[str, Any] = {}
+        if cpus is not None:
+            body["desired_vcpus"] = cpus
+        if memory is not None:
+            body["desired_ram"] = memory
+        self._api(sockets).put("vm.resize", body)
+
+    def counters(self, sockets: dict[str, str]) -> dict[str, Any]:
+        data: dict[str, Any] = self._api(sockets).get("vm.counters") or {}
+        return data
 
     def plan_incoming(self, spec: MachineSpec, ctx: LaunchContext, uri: str) -> LaunchPlan:
         return LaunchPlan(argv=self._argv(ctx), sockets=dict(ctx.sockets), accelerator="kvm")
