@@ -35,6 +35,8 @@ class CHDouble:
         self.requests: list[tuple[str, str, Any]] = []
         self.ignore_power_button = False
         self.fail: dict[str, tuple[int, str]] = {}  # endpoint -> (status, text)
+        self.on_exit: Any = None  # called when the real CH would exit (process mode)
+        self.events: Path | None = None
         double = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -88,6 +90,11 @@ class CHDouble:
         self.server.server_close()
         self.path.unlink(missing_ok=True)
 
+    def _event(self, source: str, event: str) -> None:
+        if self.events is not None:
+            with self.events.open("a") as f:
+                f.write(json.dumps({"source": source, "event": event, "properties": None}) + "\n")
+
     def bodies(self, endpoint: str) -> list[Any]:
         return [b for _m, e, b in self.requests if e == endpoint]
 
@@ -95,6 +102,9 @@ class CHDouble:
         if endpoint == "vmm.ping":
             return 200, {"version": "v48.0-double", "pid": 1, "features": []}
         if endpoint == "vmm.shutdown":
+            self._event("vmm", "shutdown")
+            if self.on_exit is not None:
+                self.on_exit()
             return 204, None
         if endpoint == "vm.create":
             if self.state is not None:
@@ -139,6 +149,13 @@ class CHDouble:
                 return 405, f"InvalidStateTransition({self.state}, {endpoint})"
             if endpoint == "vm.power-button" and not self.ignore_power_button:
                 after = "Shutdown"
+                self._event("vm", "shutdown")
+                if self.on_exit is not None:  # CH exits when the guest powers off
+                    self.on_exit()
+            if endpoint == "vm.boot" and self.config is not None:
+                serial = self.config.get("serial", {}).get("file")
+                if serial:  # what the tiny guest would print
+                    Path(serial).write_text("booting\nVMKIT_READY -\n")
             if endpoint == "vm.snapshot":
                 dest = Path(str(body["destination_url"]).removeprefix("file://"))
                 for name in ("config.json", "state.json", "memory-ranges"):
@@ -146,3 +163,36 @@ class CHDouble:
             self.state = after
             return 204, None
         return 404, f"no such endpoint {endpoint}"
+
+
+def main(argv: list[str]) -> int:
+    """Process mode: run as a fake `cloud-hypervisor --api-socket path=X --event-monitor
+    path=Y` (put on PATH by tests). CH_DOUBLE=ignore-power makes the guest deaf to the
+    power button; CH_DOUBLE=ignore-sigterm makes the process survive SIGTERM."""
+    import os
+    import signal
+    import time
+
+    opts = dict(zip(argv[::2], argv[1::2], strict=False))
+    api = Path(opts["--api-socket"].removeprefix("path="))
+    switches = set(os.environ.get("CH_DOUBLE", "").split(","))
+    if "ignore-sigterm" in switches:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    api.unlink(missing_ok=True)
+    double = CHDouble(api)
+    double.ignore_power_button = "ignore-power" in switches
+    if "--event-monitor" in opts:
+        double.events = Path(opts["--event-monitor"].removeprefix("path="))
+    done = threading.Event()
+    double.on_exit = done.set
+    with double:
+        while not done.is_set():
+            time.sleep(0.02)
+        time.sleep(0.05)  # let the answer go out
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
