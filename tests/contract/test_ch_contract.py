@@ -242,3 +242,24 @@ def test_exit_cause_from_the_event_monitor(tmp_path):
     assert cause is not None and cause.clean and cause.reason == "guest shutdown"
     c.events_log.write_text('{"source":"vm","event":"booted"}\n')
     assert drv.exit_cause(c) is None
+
+
+def test_a_bzimage_is_booted_as_its_extracted_pvh_vmlinux(openapi, tmp_path):
+    from vmkit.guest.build import find_built
+    from vmkit.storage.kernel import has_pvh_note
+
+    built = find_built()
+    if built is None:
+        pytest.skip("the tiny guest (a real Debian bzImage) is not built: vmkit guest build")
+    spec = spec_from_dict(
+        {"name": "bz", "boot": {"kernel": str(built.bzimage)}, "accelerator": "kvm"},
+        check_files=False,
+    )
+    c = ctx(tmp_path)
+    drv = CloudHypervisorDriver()
+    body = drv.plan(spec, c).api_requests[0]["body"]
+    assert body["payload"]["kernel"] == str(tmp_path / "vmlinux")
+    validate(openapi, "VmConfig", body)
+    assert not (tmp_path / "vmlinux").exists()  # planning (--dry-run) makes nothing
+    drv.prepare(spec, c)
+    assert has_pvh_note((tmp_path / "vmlinux").read_bytes())

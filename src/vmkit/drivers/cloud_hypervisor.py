@@ -29,7 +29,7 @@ def vm_config(spec: MachineSpec, ctx: LaunchContext) -> dict[str, Any]:
     from vmkit.spec import LinuxBoot
 
     assert isinstance(spec.boot, LinuxBoot)
-    payload: dict[str, Any] = {"kernel": str(spec.boot.kernel)}
+    payload: dict[str, Any] = {"kernel": str(kernel_for(spec.boot.kernel, ctx))}
     cmdline = spec.boot.cmdline
     if "console=" not in cmdline:
         cmdline = f"console=ttyS0 {cmdline}".strip()
@@ -69,6 +69,19 @@ def vm_config(spec: MachineSpec, ctx: LaunchContext) -> dict[str, Any]:
             for i, s in enumerate(spec.shares)
         ]
     return config
+
+
+def kernel_for(kernel: Path, ctx: LaunchContext) -> Path:
+    """CH boots a PVH ELF vmlinux: for a bzImage, the vmlinux vmkit extracts into the VM dir
+    (at start, by `prepare`; --dry-run only names it)."""
+    from vmkit.storage.kernel import is_bzimage
+
+    try:
+        with kernel.open("rb") as f:
+            head = f.read(1024)
+    except OSError:
+        return kernel  # reported as missing by the spec check
+    return ctx.vm_dir / "vmlinux" if is_bzimage(head) else kernel
 
 
 def disk_config(disk: Disk, device_id: str) -> dict[str, Any]:
@@ -142,6 +155,25 @@ class CloudHypervisorDriver(Driver):
                 raise NotSupported(
                     f"networks[{i}].publish: Cloud Hypervisor has no port forwarding"
                 )
+
+    def prepare(self, spec: MachineSpec, ctx: LaunchContext) -> None:
+        from vmkit.spec import LinuxBoot
+        from vmkit.storage.kernel import extract_vmlinux, has_pvh_note
+
+        if not isinstance(spec.boot, LinuxBoot):
+            return
+        target = kernel_for(spec.boot.kernel, ctx)
+        if target == spec.boot.kernel:
+            return
+        vmlinux = extract_vmlinux(spec.boot.kernel.read_bytes())
+        if not has_pvh_note(vmlinux):
+            raise NotSupported(
+                f"{spec.boot.kernel}: the vmlinux inside has no PVH entry note, so Cloud "
+                "Hypervisor cannot boot it directly; use a kernel built with CONFIG_PVH=y"
+            )
+        tmp = target.with_name(".vmlinux.tmp")
+        tmp.write_bytes(vmlinux)
+        tmp.replace(target)
 
     def _argv(self, ctx: LaunchContext) -> list[str]:
         return [
