@@ -222,15 +222,14 @@ def _share_flag(value: str) -> dict[str, Any]:
 
 
 def _net_flag(value: str) -> dict[str, Any]:
-    mode, sep, name = value.partition(":")
-    if mode == "switch" and sep:
-        return {"mode": "switch", "switch": name}
-    if mode == "tap" and sep:
-        tap, _, netns = name.partition("@")
-        return {"mode": "tap", "tap": tap, **({"netns": netns} if netns else {})}
-    if mode in ("nat", "user") and not sep:
-        return {"mode": mode}
-    raise InvalidInput(f"--net {value!r}: use nat, user, switch:NAME, tap:IFNAME[@NETNS] or none")
+    from vmkit.spec import network_shorthand
+
+    net = network_shorthand(value)
+    if net["mode"] not in ("nat", "user", "switch", "tap"):
+        raise InvalidInput(
+            f"--net {value!r}: use nat, user, switch:NAME, tap:IFNAME[@NETNS] or none"
+        )
+    return net
 
 
 def _disk(path: Path, readonly: bool) -> dict[str, Any]:

@@ -25,18 +25,22 @@ def _state_line(st: Any) -> str:
     return f"{st.name}: {st.state}"
 
 
-@click.command()
-@click.argument("names", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
-def pause(names: tuple[str, ...], as_json: bool) -> None:
-    """Freeze the guest's vCPUs; memory stays. `vmkit resume` continues."""
+def _each(names: tuple[str, ...], verb: str, as_json: bool) -> None:
     h = host()
-    out = [h.get(n).pause() for n in names]
+    out = [getattr(h.get(n), verb)() for n in names]
     if as_json:
         echo_json([st.to_json() for st in out])
     else:
         for st in out:
             click.echo(_state_line(st))
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def pause(names: tuple[str, ...], as_json: bool) -> None:
+    """Freeze the guest's vCPUs; memory stays. `vmkit resume` continues."""
+    _each(names, "pause", as_json)
 
 
 @click.command()
@@ -44,13 +48,7 @@ def pause(names: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
 def resume(names: tuple[str, ...], as_json: bool) -> None:
     """Continue a paused guest."""
-    h = host()
-    out = [h.get(n).resume() for n in names]
-    if as_json:
-        echo_json([st.to_json() for st in out])
-    else:
-        for st in out:
-            click.echo(_state_line(st))
+    _each(names, "resume", as_json)
 
 
 @click.command()

@@ -245,7 +245,7 @@ def parse_publish(value: str) -> tuple[str, int, int, str]:
     return host_ip, host, guest, m.group("proto") or "tcp"
 
 
-def _network_shorthand(value: str) -> dict[str, Any]:
+def network_shorthand(value: str) -> dict[str, Any]:
     """`nat`, `user`, `none` or `switch:NAME`."""
     mode, sep, name = value.partition(":")
     if mode == "switch" and sep:
@@ -396,7 +396,7 @@ class MachineSpec(_Model):
         if isinstance(v, str):
             v = [v]
         if isinstance(v, list):
-            v = [_network_shorthand(n) if isinstance(n, str) else n for n in v]
+            v = [network_shorthand(n) if isinstance(n, str) else n for n in v]
             if any(isinstance(n, dict) and n.get("mode") == "none" for n in v):
                 if len(v) > 1:
                     raise ValueError("'none' cannot be combined with other networks")

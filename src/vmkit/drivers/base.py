@@ -144,6 +144,13 @@ class Driver(abc.ABC):
             f"{self.binary_names[0]} not found on PATH: {self.install_hint}",
         )
 
+    def binary_or_name(self) -> str:
+        """The binary's path, or just its name (for --dry-run on a host without it)."""
+        try:
+            return self.find_binary()
+        except VmkitError:
+            return self.binary_names[0]
+
     @abc.abstractmethod
     def check(self, spec: MachineSpec) -> None:
         """Raise NotSupported/InvalidInput for what this driver cannot do with `spec`."""

@@ -177,18 +177,12 @@ class CloudHypervisorDriver(Driver):
 
     def _argv(self, ctx: LaunchContext) -> list[str]:
         return [
-            self.find_binary_or_name(),
+            self.binary_or_name(),
             "--api-socket",
             f"path={ctx.sockets['api']}",
             "--event-monitor",
             f"path={ctx.events_log}",
         ]
-
-    def find_binary_or_name(self) -> str:
-        try:
-            return self.find_binary()
-        except Exception:
-            return self.binary_names[0]
 
     def plan(self, spec: MachineSpec, ctx: LaunchContext) -> LaunchPlan:
         self.check(spec)

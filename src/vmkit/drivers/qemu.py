@@ -188,7 +188,7 @@ class QemuDriver(Driver):
         self.check(spec)
         assert isinstance(spec.boot, LinuxBoot)
         accel = ctx.accelerator
-        argv = [self.find_binary_or_name(), "-name", f"guest=vmkit-{spec.name},debug-threads=on"]
+        argv = [self.binary_or_name(), "-name", f"guest=vmkit-{spec.name},debug-threads=on"]
         if self.arch == "aarch64":
             argv += ["-machine", "virt", "-cpu", "max" if accel == "tcg" else "host"]
         else:
@@ -273,12 +273,6 @@ class QemuDriver(Driver):
         argv += control_port_args(ctx.sockets["ctl"])
         argv += hotplug_port_args()
         return LaunchPlan(argv=argv, sockets=sockets, accelerator=accel)
-
-    def find_binary_or_name(self) -> str:
-        try:
-            return self.find_binary()
-        except Exception:
-            return self.binary_names[0]
 
     def control_state(self, sockets: dict[str, str], timeout: float = 2.0) -> str | None:
         try:

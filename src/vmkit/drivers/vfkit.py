@@ -403,12 +403,6 @@ class VfkitDriver(Driver):
         except Exception:
             return None
 
-    def binary_or_name(self) -> str:
-        try:
-            return self.find_binary()
-        except Exception:
-            return self.binary_names[0]
-
     def boot_kernel(self, kernel: Path, ctx: LaunchContext) -> Path:
         """The kernel file vfkit gets: the raw Image itself, or the one `prepare` writes."""
         if self.arch != "aarch64":
