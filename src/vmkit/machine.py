@@ -275,6 +275,7 @@ class Machine:
             if problems:
                 raise SpecError(problems)
             self.driver.find_binary()
+            self.driver.host_limits(spec, self.host.running_specs(self.driver_name))
             plan = self.plan()
             self.driver.prepare(spec, self._context(plan.accelerator))
             proc = self._launch_unlocked(plan)
@@ -876,6 +877,18 @@ class Host:
                 self.store.remove(spec.name)
                 raise
         return Machine(self, spec.name)
+
+    def running_specs(self, driver: str) -> list[dict[str, Any]]:
+        """Specs of this store's VMs on `driver` whose VMM process is alive (cheap: no
+        control-socket round trips)."""
+        out = []
+        for name in self.store.names():
+            with contextlib.suppress(NotFound, ValueError, KeyError):
+                record = self.store.load_machine(name)
+                proc = Machine._proc(self.store.load_runtime(name))
+                if record.get("driver") == driver and proc is not None and proc.alive():
+                    out.append(record["spec"])
+        return out
 
     def _pin_macs(self, spec_json: dict[str, Any]) -> None:
         """Give each NIC without a MAC the stable one for (name, index), unless another VM in

@@ -82,6 +82,21 @@ class EfiBoot(_Model):
         return None if v is None else _resolve(v, info)
 
 
+class MacosBoot(_Model):
+    """A macOS guest (vfkit on Apple Silicon only): the platform files a macOS installer run
+    (e.g. vfkit's or macosvm's) leaves next to the disk image."""
+
+    kind: Literal["macos"] = "macos"
+    machine_identifier: Path
+    hardware_model: Path
+    aux_image: Path
+
+    @field_validator("machine_identifier", "hardware_model", "aux_image")
+    @classmethod
+    def _paths(cls, v: Path, info: ValidationInfo) -> Path:
+        return _resolve(v, info)
+
+
 def _boot_kind(v: Any) -> str:
     if isinstance(v, dict):
         return str(v.get("kind", "linux"))
@@ -89,7 +104,9 @@ def _boot_kind(v: Any) -> str:
 
 
 Boot = Annotated[
-    Annotated[LinuxBoot, Tag("linux")] | Annotated[EfiBoot, Tag("efi")],
+    Annotated[LinuxBoot, Tag("linux")]
+    | Annotated[EfiBoot, Tag("efi")]
+    | Annotated[MacosBoot, Tag("macos")],
     Discriminator(_boot_kind),
 ]
 
@@ -480,6 +497,10 @@ def missing_files(spec: MachineSpec) -> list[tuple[str, str]]:
     if isinstance(spec.boot, LinuxBoot):
         need("boot.kernel", spec.boot.kernel)
         need("boot.initrd", spec.boot.initrd)
+    elif isinstance(spec.boot, MacosBoot):
+        need("boot.machine_identifier", spec.boot.machine_identifier)
+        need("boot.hardware_model", spec.boot.hardware_model)
+        need("boot.aux_image", spec.boot.aux_image)
     elif spec.boot.firmware is not None:
         need("boot.firmware", spec.boot.firmware)
     for i, disk in enumerate(spec.disks):

@@ -20,6 +20,7 @@ class Capabilities:
 
     boot_linux: bool = False
     boot_efi: bool = False
+    boot_macos: bool = False
     disk_raw: bool = False
     disk_qcow2: bool = False
     disk_clone: bool = False
@@ -56,6 +57,7 @@ class Capabilities:
 CAPABILITY_TEXT = {
     "boot_linux": "Direct Linux boot (kernel + initrd + cmdline)",
     "boot_efi": "EFI firmware boot from a disk image",
+    "boot_macos": "macOS guests (Apple silicon), at most 2 running per Mac, checked first",
     "disk_raw": "Raw disk images (read-write and read-only)",
     "disk_qcow2": "qcow2 disk images",
     "disk_clone": "VM-owned disks: new (`size:`) or CoW clones (`clone:`), made at create",
@@ -179,6 +181,11 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def exit_cause(self, ctx: LaunchContext) -> ExitCause | None:
         """Read the VMM's logs after it exited; None when they say nothing."""
+
+    def host_limits(self, spec: MachineSpec, running: list[dict[str, Any]]) -> None:
+        """Refuse a launch the host cannot take, given the specs of this driver's running
+        VMs (e.g. vfkit: at most 2 macOS guests per Mac). Default: no limit."""
+        return None
 
     def after_launch(self, sockets: dict[str, str], plan: LaunchPlan) -> None:
         """Once the VMM's control socket answers: send `plan.api_requests` (API-driven VMMs

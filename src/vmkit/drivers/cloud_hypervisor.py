@@ -138,8 +138,10 @@ class CloudHypervisorDriver(Driver):
     )
 
     def check(self, spec: MachineSpec) -> None:
-        from vmkit.spec import EfiBoot
+        from vmkit.spec import EfiBoot, MacosBoot
 
+        if isinstance(spec.boot, MacosBoot):
+            raise NotSupported("macOS guests run only on Apple silicon Macs: use driver: vfkit")
         if isinstance(spec.boot, EfiBoot):
             raise NotSupported("boot.kind 'efi' is not implemented for Cloud Hypervisor yet")
         if spec.accelerator in ("tcg", "hvf"):

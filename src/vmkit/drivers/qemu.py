@@ -165,8 +165,10 @@ class QemuDriver(Driver):
         self.binary_names = (f"qemu-system-{self.arch}",)
 
     def check(self, spec: MachineSpec) -> None:
-        from vmkit.spec import EfiBoot
+        from vmkit.spec import EfiBoot, MacosBoot
 
+        if isinstance(spec.boot, MacosBoot):
+            raise NotSupported("macOS guests run only on Apple silicon Macs: use driver: vfkit")
         if isinstance(spec.boot, EfiBoot):
             raise NotSupported(
                 "boot.kind 'efi' is not implemented in vmkit's QEMU driver yet; "

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from vmkit.drivers import dhcpd_leases
 from vmkit.drivers.base import Capabilities, Driver, ExitCause, LaunchContext, LaunchPlan
 from vmkit.drivers.vfkit_api import VfkitAPI, VfkitAPIError, VfkitDropped
-from vmkit.errors import InvalidInput, NotSupported
+from vmkit.errors import InvalidInput, NotSupported, VMStateError
 from vmkit.hostinfo import machine_arch
 from vmkit.storage import kernel as kernelfmt
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from vmkit.spec import MachineSpec
 
 MAX_SOCKET_PATH = 104  # bytes, sun_path on macOS (including the NUL)
+MAX_MACOS_GUESTS = 2  # running at once per Mac
 Version = tuple[int, ...]
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 _FORBIDDEN_IN_VALUES = {",": "a comma", "\n": "a newline", "\0": "a NUL byte"}
@@ -191,6 +192,15 @@ def efi_bootloader(variable_store: Path, create: bool = True) -> str:
     return out + (",create" if create else "")
 
 
+def macos_bootloader(boot: Any) -> str:
+    """`macos,machineIdentifierPath=…,hardwareModelPath=…,auxImagePath=…` (vfkit's order)."""
+    return (
+        f"macos,machineIdentifierPath={value('boot.machine_identifier', boot.machine_identifier)}"
+        f",hardwareModelPath={value('boot.hardware_model', boot.hardware_model)}"
+        f",auxImagePath={value('boot.aux_image', boot.aux_image)}"
+    )
+
+
 def restful_uri(socket_path: Path) -> str:
     """`unix:///abs/path`, refusing paths over macOS's 104-byte sun_path."""
     raw = os.fsencode(socket_path)
@@ -289,6 +299,7 @@ class VfkitDriver(Driver):
     capabilities = Capabilities(
         boot_linux=True,
         boot_efi=True,
+        boot_macos=True,
         disk_raw=True,  # read-only disks go in as usb-mass-storage,readonly
         net_none=True,
         net_user=True,  # virtio-net,nat (vmnet's NAT and DHCP)
@@ -330,14 +341,18 @@ class VfkitDriver(Driver):
 
     # ---- checks ----------------------------------------------------------------------------
     def check(self, spec: MachineSpec) -> None:
-        from vmkit.spec import LinuxBoot
+        from vmkit.spec import LinuxBoot, MacosBoot
 
+        if isinstance(spec.boot, MacosBoot):
+            self._check_macos(spec)
         if spec.accelerator not in ("auto", "hvf"):
             raise InvalidInput(
                 f"accelerator: {spec.accelerator!r} does not apply to {self.name}, which runs "
                 "on Apple's Hypervisor.framework; use accelerator: auto (or hvf)"
             )
-        if isinstance(spec.boot, LinuxBoot):
+        if isinstance(spec.boot, MacosBoot):
+            pass  # checked above
+        elif isinstance(spec.boot, LinuxBoot):
             if self.efi_only:
                 raise NotSupported(
                     f"{self.name} boots only through EFI firmware from a disk image: use "
@@ -448,7 +463,7 @@ class VfkitDriver(Driver):
         return devs, used
 
     def plan(self, spec: MachineSpec, ctx: LaunchContext) -> LaunchPlan:
-        from vmkit.spec import LinuxBoot
+        from vmkit.spec import LinuxBoot, MacosBoot
 
         self.check(spec)
         value("the VM's folder (under VMKIT_HOME)", ctx.vm_dir)
@@ -459,6 +474,8 @@ class VfkitDriver(Driver):
             kernel = self.boot_kernel(spec.boot.kernel, ctx)
             cmdline = self.console_cmdline(spec.boot.cmdline)
             argv += ["--bootloader", linux_bootloader(kernel, spec.boot.initrd, cmdline)]
+        elif isinstance(spec.boot, MacosBoot):
+            argv += ["--bootloader", macos_bootloader(spec.boot)]
         else:
             argv += ["--bootloader", efi_bootloader(ctx.vm_dir / "efi-variable-store")]
         devs, used = self.devices(spec, ctx)
@@ -483,6 +500,32 @@ class VfkitDriver(Driver):
                     f"it needs {self.name} >= {format_version(need)} "
                     f"(`brew upgrade {self.name}`)"
                 )
+
+    def _check_macos(self, spec: MachineSpec) -> None:
+        from vmkit.spec import MacosBoot
+
+        assert isinstance(spec.boot, MacosBoot)
+        if self.efi_only:
+            raise NotSupported(f"{self.name} cannot run macOS guests; use driver: vfkit")
+        if self.arch != "aarch64":
+            raise NotSupported("macOS guests need an Apple silicon Mac (Virtualization.framework)")
+        if not spec.disks:
+            raise InvalidInput("boot.kind 'macos' needs the macOS disk image in disks")
+        macos_bootloader(spec.boot)  # refuses commas in the paths, by name
+
+    def host_limits(self, spec: MachineSpec, running: list[dict[str, Any]]) -> None:
+        """At most 2 macOS guests run at once on a Mac (a macOS kernel quota): say so before
+        launching a third, instead of letting vfkit fail."""
+        from vmkit.spec import MacosBoot
+
+        if not isinstance(spec.boot, MacosBoot):
+            return
+        macs = [r["name"] for r in running if r.get("boot", {}).get("kind") == "macos"]
+        if len(macs) >= MAX_MACOS_GUESTS:
+            raise VMStateError(
+                f"at most {MAX_MACOS_GUESTS} macOS guests can run at once on a Mac (a macOS "
+                f"limit); {', '.join(sorted(macs))} are running: stop one first"
+            )
 
     def prepare(self, spec: MachineSpec, ctx: LaunchContext) -> None:
         """Decompress the kernel into the VM dir if vfkit needs it; start serial.log afresh
