@@ -263,3 +263,20 @@ def test_a_bzimage_is_booted_as_its_extracted_pvh_vmlinux(openapi, tmp_path):
     assert not (tmp_path / "vmlinux").exists()  # planning (--dry-run) makes nothing
     drv.prepare(spec, c)
     assert has_pvh_note((tmp_path / "vmlinux").read_bytes())
+
+
+def test_vmkit_cloud_hypervisor_names_the_binary(tmp_path, monkeypatch):
+    from vmkit.errors import VmkitError
+
+    fake = tmp_path / "my-ch"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("VMKIT_CLOUD_HYPERVISOR", str(fake))
+    assert CloudHypervisorDriver().find_binary() == str(fake)
+    monkeypatch.setenv("VMKIT_CLOUD_HYPERVISOR", str(tmp_path / "missing"))
+    with pytest.raises(VmkitError, match=r"VMKIT_CLOUD_HYPERVISOR=.* is not an executable"):
+        CloudHypervisorDriver().find_binary()
+    monkeypatch.delenv("VMKIT_CLOUD_HYPERVISOR")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(VmkitError, match="cloud-hypervisor not found on PATH: install Cloud"):
+        CloudHypervisorDriver().find_binary()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import os
 import shutil
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -137,7 +138,14 @@ class Driver(abc.ABC):
     # run on <that>", never as supported.
     not_yet_run_on: ClassVar[str | None] = None
 
+    # An environment variable naming the VMM binary explicitly (e.g. VMKIT_CLOUD_HYPERVISOR).
+    binary_env: ClassVar[str | None] = None
+
     def find_binary(self) -> str:
+        if self.binary_env and (explicit := os.environ.get(self.binary_env)):
+            if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
+                raise VmkitError(f"{self.binary_env}={explicit} is not an executable file")
+            return explicit
         for candidate in self.binary_names:
             found = shutil.which(candidate)
             if found:

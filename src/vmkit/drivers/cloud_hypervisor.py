@@ -131,6 +131,7 @@ class CloudHypervisorDriver(Driver):
     not_yet_run_on: ClassVar[str | None] = "a host with Cloud Hypervisor and working KVM"
     socket_roles: ClassVar[dict[str, str]] = {"api": "api"}
     binary_names = ("cloud-hypervisor",)
+    binary_env: ClassVar[str | None] = "VMKIT_CLOUD_HYPERVISOR"
     install_hint: ClassVar[str] = (
         "install Cloud Hypervisor: it is not packaged in Debian 12; download the static "
         "binary from https://github.com/cloud-hypervisor/cloud-hypervisor/releases onto PATH "
