@@ -25,11 +25,22 @@ from vmkit.errors import InvalidInput, NotSupported
 from vmkit.spec import Disk, Network, spec_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
-OPENAPI = Path(
-    os.environ.get(
-        "VMKIT_CH_OPENAPI", ROOT.parent / "shared/reference/cloud-hypervisor-openapi.yaml"
-    )
-)
+REL = Path("shared/reference/cloud-hypervisor-openapi.yaml")
+
+
+def _find_openapi() -> Path:
+    """VMKIT_CH_OPENAPI, else `shared/reference/` beside this checkout or any folder above it
+    (the project keeps it at ../shared/reference; a CI clone may sit deeper)."""
+    explicit = os.environ.get("VMKIT_CH_OPENAPI")
+    if explicit:
+        return Path(explicit)
+    for parent in ROOT.parents:
+        if (parent / REL).is_file():
+            return parent / REL
+    return ROOT.parent / REL
+
+
+OPENAPI = _find_openapi()
 CAP = pytest.mark.capability
 
 
