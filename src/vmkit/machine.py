@@ -30,7 +30,6 @@ from vmkit.errors import (
     VmkitError,
     VMStateError,
 )
-from vmkit.net import ports, switches
 from vmkit.process import ProcessRef, describe_exit, reap_child, spawn_detached
 from vmkit.readiness import ReadinessFollower, tail_lines
 from vmkit.store import LockBusy, Store
@@ -123,6 +122,8 @@ class Machine:
         return self.dir / "vmm.log"
 
     def _context(self, accelerator: str) -> LaunchContext:
+        from vmkit.net import switches
+
         return LaunchContext(
             vm_dir=self.dir,
             serial_log=self.serial_log,
@@ -306,6 +307,8 @@ class Machine:
         ctx.events_log.unlink(missing_ok=True)
         with self.vmm_log.open("ab") as log:
             log.write(f"--- vmkit: starting {self.name} at {time.ctime()} ---\n".encode())
+        from vmkit.net import ports, switches
+
         ports.check_free(self.record["spec"])
         nets = self.record["spec"].get("networks", [])
         helpers = [
@@ -412,6 +415,8 @@ class Machine:
 
                 with contextlib.suppress(Exception):
                     tap.delete_tap(str(helper["name"]), helper.get("netns"))
+        from vmkit.net import switches
+
         for name in switches.names_of(self.record["spec"]):
             with contextlib.suppress(VmkitError):
                 switches.release(self.store, name, self.name)
@@ -995,6 +1000,8 @@ class Host:
                         live_sockets.update(rt.get("sockets", {}).values())
             except (LockBusy, NotFound):
                 continue
+        from vmkit.net import switches
+
         report.stopped_switches = switches.gc(self.store)
         from vmkit.paths import runtime_dir
 
