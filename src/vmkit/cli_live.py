@@ -19,6 +19,7 @@ def register(main: click.Group) -> None:
     main.add_command(net_group)
     main.add_command(switch_group)
     main.add_command(port_group)
+    main.add_command(share_group)
 
 
 def _state_line(st: Any) -> str:
@@ -147,6 +148,13 @@ def snapshot_rm(names: tuple[str, ...]) -> None:
 )
 @click.option("--wait/--no-wait", "wait_ready", default=True, help="Wait until ready.")
 @click.option("--timeout", type=float, help="Seconds to wait for readiness.")
+@click.option(
+    "--memory-restore",
+    type=click.Choice(["copy", "ondemand"]),
+    default="copy",
+    show_default=True,
+    help="ondemand: guest pages fault in from the snapshot (Cloud Hypervisor).",
+)
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
 def restore(
     snapshot: str,
@@ -154,11 +162,12 @@ def restore(
     driver: str | None,
     wait_ready: bool,
     timeout: float | None,
+    memory_restore: str,
     as_json: bool,
 ) -> None:
     """Start a new VM from SNAPSHOT, with its own disk clones and fresh MACs."""
     t0 = time.monotonic()
-    machine = host().restore(snapshot, new_name, driver, wait_ready, timeout)
+    machine = host().restore(snapshot, new_name, driver, wait_ready, timeout, memory_restore)
     st = machine.status()
     seconds = round(time.monotonic() - t0, 3)
     if as_json:
@@ -347,3 +356,32 @@ def resize(vm: str, cpus: int | None, memory: str | None, as_json: bool) -> None
 def counters(vm: str) -> None:
     """Per-device I/O counters of a running VM (JSON)."""
     echo_json(host().get(vm).counters())
+
+
+@click.group(name="share")
+def share_group() -> None:
+    """virtio-fs shares: hot-plug into / unplug from a running VM."""
+
+
+@share_group.command(name="add")
+@click.argument("vm")
+@click.argument("host_dir", type=click.Path(path_type=Path))
+@click.argument("tag")
+@click.option("--ro", "readonly", is_flag=True, help="Read-only (enforced on the host).")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def share_add(vm: str, host_dir: Path, tag: str, readonly: bool, as_json: bool) -> None:
+    """Share HOST_DIR with the running VM as virtio-fs TAG (mount -t virtiofs TAG DIR)."""
+    entry = host().get(vm).attach_share(host_dir, tag, readonly)
+    if as_json:
+        echo_json(entry)
+    else:
+        click.echo(f"{vm}: shared {entry['host']} as {tag} ({entry['id']})")
+
+
+@share_group.command(name="rm")
+@click.argument("vm")
+@click.argument("device_id")
+def share_rm(vm: str, device_id: str) -> None:
+    """Unplug a hot-plugged share."""
+    host().get(vm).detach(device_id)
+    click.echo(f"{vm}: detached {device_id}")

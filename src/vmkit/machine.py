@@ -670,6 +670,38 @@ class Machine:
             self._merge_runtime_unlocked({"hotplug": devices})
         return {"id": device_id, **entry}
 
+    def attach_share(self, host_dir: Path, tag: str, readonly: bool = False) -> dict[str, Any]:
+        """Hot-plug a virtio-fs share: a virtiofsd sidecar, then the device."""
+        from vmkit import hotplug
+        from vmkit.shares import virtiofsd
+        from vmkit.spec import Share
+
+        driver = self.require("hotplug_share", "hot-plug shares")
+        try:
+            share = Share(host=host_dir.expanduser().absolute(), tag=tag, readonly=readonly)
+        except ValueError as exc:
+            raise InvalidInput(f"share: {exc}") from None
+        if not share.host.is_dir():
+            raise InvalidInput(f"share: {str(share.host)!r} is not a directory")
+        with self._locked():
+            rt = self.live_runtime("hot-plug a share into")
+            devices = dict(rt.get("hotplug", {}))
+            device_id = hotplug.next_id(devices, "hs")
+            sock = self.store.socket_path(self.name, device_id)
+            helper = virtiofsd.start(
+                share.model_dump(mode="json"), sock, self.dir / f"virtiofsd-{tag}.log", self.dir
+            )
+            try:
+                driver.attach_share(rt["sockets"], tag, str(sock), device_id)
+            except BaseException:
+                virtiofsd.stop(ProcessRef(int(helper["pid"]), float(helper["create_time"])))
+                raise
+            entry: dict[str, Any] = {"kind": "share", "tag": tag, "host": str(share.host)}
+            entry["readonly"], entry["helper"] = readonly, helper
+            devices[device_id] = entry
+            self._merge_runtime_unlocked({"hotplug": devices})
+        return {"id": device_id, **entry}
+
     def detach(self, device_id: str) -> dict[str, Any]:
         """Unplug a hot-plugged disk or NIC (the guest must release it)."""
         with self._locked():
@@ -683,6 +715,13 @@ class Machine:
                 )
             if entry["kind"] == "disk":
                 self.require("hotplug_disk", "unplug disks").detach_disk(rt["sockets"], device_id)
+            elif entry["kind"] == "share":
+                from vmkit.shares import virtiofsd
+
+                drv = self.require("hotplug_share", "unplug shares")
+                drv.detach_share(rt["sockets"], device_id)
+                h = entry["helper"]
+                virtiofsd.stop(ProcessRef(int(h["pid"]), float(h["create_time"])))
             else:
                 self.require("hotplug_net", "unplug NICs").detach_net(rt["sockets"], device_id)
             del devices[device_id]
@@ -952,11 +991,12 @@ class Host:
         driver: str | None = None,
         wait: bool = True,
         timeout: float | None = None,
+        memory_restore: str = "copy",
     ) -> Machine:
         """A new VM from a snapshot (own disk clones, fresh MACs); several copies allowed."""
         from vmkit import snapshot_ops
 
-        return snapshot_ops.restore(self, snapshot, name, driver, wait, timeout)
+        return snapshot_ops.restore(self, snapshot, name, driver, wait, timeout, memory_restore)
 
     @property
     def snapshots(self) -> SnapshotStore:

@@ -142,6 +142,7 @@ def restore(
     driver_name: str | None = None,
     wait: bool = True,
     timeout: float | None = None,
+    memory_restore: str = "copy",
 ) -> Machine:
     """A new VM from `snapshot`, with its own disk clones and fresh MACs.
 
@@ -163,6 +164,14 @@ def restore(
     if not driver.capabilities.snapshot:
         raise InvalidInput(f"the {driver.name} driver cannot restore snapshots")
     _verify_snapshot_files(snap)
+    if memory_restore not in ("copy", "ondemand"):
+        raise InvalidInput(f"memory restore {memory_restore!r}: use copy or ondemand")
+    if memory_restore == "ondemand" and driver.name != "cloud-hypervisor":
+        raise InvalidInput(
+            f"--memory-restore ondemand is a Cloud Hypervisor feature; the {driver.name} "
+            "driver loads the whole snapshot"
+        )
+    state = {**snap.state, "memory_restore": memory_restore}
     new_name = name or _free_name(host, snap.name)
 
     spec_json = dict(snap.record["spec"])
@@ -191,13 +200,13 @@ def restore(
             if not d["shared"]:
                 clone_file(snap.dir / d["file"], vm_dir / f"disk{d['index']}.{d['format']}")
         accel = str(snap.record.get("accelerator") or "tcg")
-        plan = driver.plan_restore(spec, machine._context(accel), snap.dir, snap.state)
+        plan = driver.plan_restore(spec, machine._context(accel), snap.dir, state)
         with machine._locked():
             proc = machine._launch_unlocked(plan, {"restored_from": snap.name})
         machine._wait_control(proc)
         sockets = machine.runtime()["sockets"]
         try:
-            driver.complete_restore(sockets, snap.dir, snap.state, timeout or RESTORE_TIMEOUT)
+            driver.complete_restore(sockets, snap.dir, state, timeout or RESTORE_TIMEOUT)
         except VmkitError as exc:
             proc.wait_gone(2)
             raise VMFailed(

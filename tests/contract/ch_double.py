@@ -137,7 +137,7 @@ class CHDouble:
             return 200, {"_disk0": {"read_bytes": 4096, "write_bytes": 0}}
         if endpoint == "vm.resize":
             return (204, None) if self.state == "Running" else (405, "VmNotRunning")
-        if endpoint in ("vm.add-disk", "vm.add-net"):
+        if endpoint in ("vm.add-disk", "vm.add-net", "vm.add-fs"):
             if self.state != "Running":
                 return 405, "VmNotRunning"
             return 200, {"id": body.get("id"), "bdf": "0000:00:06.0"}

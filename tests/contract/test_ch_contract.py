@@ -206,7 +206,16 @@ def test_ch_errors_carry_its_text(tmp_path):
             drv.after_launch(sockets, drv.plan(make_spec({}), c))
 
 
-@CAP("cloud-hypervisor", "snapshot", "hotplug_disk", "hotplug_net", "migrate", "resize", "counters")
+@CAP(
+    "cloud-hypervisor",
+    "snapshot",
+    "hotplug_disk",
+    "hotplug_net",
+    "hotplug_share",
+    "migrate",
+    "resize",
+    "counters",
+)
 def test_advanced_verb_bodies_validate(openapi, tmp_path):
     drv = CloudHypervisorDriver()
     c = ctx(tmp_path)
@@ -217,6 +226,8 @@ def test_advanced_verb_bodies_validate(openapi, tmp_path):
         drv.after_launch(sockets, drv.plan(make_spec({}), c))
         drv.attach_disk(sockets, Disk(path=Path("/d/x.qcow2"), format="qcow2"), "hd0")
         drv.attach_net(sockets, Network(mode="tap", tap="tap9"), "hn0", "52:54:00:aa:bb:cc")
+        drv.attach_share(sockets, "docs", "/tmp/vk/x.hs0", "hs0")
+        drv.detach_share(sockets, "hs0")
         drv.detach_disk(sockets, "hd0")
         drv.detach_net(sockets, "hn0")
         drv.pause(sockets)
@@ -291,3 +302,32 @@ def test_vmkit_cloud_hypervisor_names_the_binary(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(VmkitError, match="cloud-hypervisor not found on PATH: install Cloud"):
         CloudHypervisorDriver().find_binary()
+
+
+def test_on_demand_restore_body(openapi, tmp_path):
+    drv = CloudHypervisorDriver()
+    c = ctx(tmp_path)
+    with CHDouble(c.sockets["api"]) as ch:
+        drv.complete_restore(
+            {"api": str(c.sockets["api"])}, tmp_path, {"memory_restore": "ondemand"}, 30
+        )
+        body = ch.bodies("vm.restore")[0]
+    assert body["memory_restore_mode"] == "OnDemand"
+    validate(openapi, "RestoreConfig", body)
+
+
+def test_qcow2_with_a_missing_backing_file_is_refused_before_launch(tmp_path):
+    import subprocess
+
+    base = tmp_path / "base.img"
+    base.write_bytes(bytes(1 << 20))
+    overlay = tmp_path / "ov.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base), str(overlay)],
+        check=True,
+    )
+    spec = make_spec({"disks": [{"path": str(overlay), "format": "qcow2"}]})
+    CloudHypervisorDriver().check(spec)  # fine while the base exists
+    base.unlink()
+    with pytest.raises(InvalidInput, match=r"disks\[0\].*overlay of .*base.img, which does not"):
+        CloudHypervisorDriver().check(spec)

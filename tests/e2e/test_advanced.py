@@ -221,6 +221,8 @@ def test_snapshot_from_one_driver_is_refused_by_another(cli, guest):
     assert proc.returncode == 2
     assert "taken with the qemu driver" in proc.stderr
     assert [v["name"] for v in cli.json("ls")] == ["q"]
+    proc = cli("restore", "qs", "--memory-restore", "ondemand")
+    assert proc.returncode == 2 and "Cloud Hypervisor feature" in proc.stderr
     dup = cli("snapshot", "create", "q", "qs")
     assert dup.returncode == 2 and "already exists" in dup.stderr
 
@@ -231,4 +233,6 @@ def test_verbs_a_driver_cannot_do_are_refused_before_touching_the_vm(cli, guest)
     assert proc.returncode == 1 and "qemu driver cannot resize a running VM" in proc.stderr
     proc = cli("counters", "q")
     assert proc.returncode == 1 and "cannot report device counters" in proc.stderr
+    proc = cli("share", "add", "q", "/tmp", "t")
+    assert proc.returncode == 1 and "qemu driver cannot hot-plug shares" in proc.stderr
     assert cli.json("inspect", "q")["status"]["state"] == "ready"

@@ -45,6 +45,7 @@ class Capabilities:
     restore_readiness: bool = False
     hotplug_disk: bool = False
     hotplug_net: bool = False
+    hotplug_share: bool = False
     migrate: bool = False
     reboot: bool = False
     resize: bool = False
@@ -82,6 +83,7 @@ CAPABILITY_TEXT = {
     "restore_readiness": "A restored VM announces readiness again",
     "hotplug_disk": "Disk hotplug / unplug on a running VM",
     "hotplug_net": "NIC hotplug / unplug on a running VM",
+    "hotplug_share": "virtio-fs share hotplug / unplug on a running VM",
     "migrate": "Local live migration between two VMM processes",
     "reboot": "Reboot a running guest",
     "resize": "Resize vCPUs and memory of a running VM (up to max_cpus / max_memory)",
@@ -272,6 +274,15 @@ class Driver(abc.ABC):
 
     def detach_net(self, sockets: dict[str, str], device_id: str) -> None:
         raise self.unsupported("unplug NICs")
+
+    def attach_share(
+        self, sockets: dict[str, str], tag: str, socket_path: str, device_id: str
+    ) -> None:
+        """Plug a virtio-fs device served by the virtiofsd listening on `socket_path`."""
+        raise self.unsupported("hot-plug shares")
+
+    def detach_share(self, sockets: dict[str, str], device_id: str) -> None:
+        raise self.unsupported("unplug shares")
 
     def resize(self, sockets: dict[str, str], cpus: int | None, memory: int | None) -> None:
         raise self.unsupported("resize a running VM")

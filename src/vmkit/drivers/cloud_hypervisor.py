@@ -123,6 +123,7 @@ class CloudHypervisorDriver(Driver):
         snapshot=True,
         hotplug_disk=True,
         hotplug_net=True,
+        hotplug_share=True,
         migrate=True,
         reboot=True,
         resize=True,
@@ -158,6 +159,16 @@ class CloudHypervisorDriver(Driver):
                 raise NotSupported(
                     f"networks[{i}].publish: Cloud Hypervisor has no port forwarding"
                 )
+        for i, disk in enumerate(spec.disks):
+            if disk.format == "qcow2" and disk.path is not None and disk.path.is_file():
+                from vmkit.storage import disk as diskmod
+
+                backing = diskmod.info(disk.path).backing_file
+                if backing and not Path(backing).is_file():
+                    raise InvalidInput(
+                        f"disks[{i}]: {disk.path} is a qcow2 overlay of {backing}, which does "
+                        "not exist; Cloud Hypervisor could not open it"
+                    )
 
     def prepare(self, spec: MachineSpec, ctx: LaunchContext) -> None:
         from vmkit.spec import LinuxBoot
@@ -279,7 +290,10 @@ class CloudHypervisorDriver(Driver):
         self, sockets: dict[str, str], state_dir: Path, meta: dict[str, Any], timeout: float
     ) -> None:
         api = self._api(sockets, timeout)
-        api.put("vm.restore", {"source_url": f"file://{state_dir}", "prefault": False})
+        body: dict[str, Any] = {"source_url": f"file://{state_dir}", "prefault": False}
+        if meta.get("memory_restore") == "ondemand":  # pages fault in from the snapshot
+            body["memory_restore_mode"] = "OnDemand"
+        api.put("vm.restore", body)
         api.put("vm.resume")
 
     def attach_disk(self, sockets: dict[str, str], disk: Disk, device_id: str) -> None:
@@ -305,6 +319,21 @@ class CloudHypervisorDriver(Driver):
     def counters(self, sockets: dict[str, str]) -> dict[str, Any]:
         data: dict[str, Any] = self._api(sockets).get("vm.counters") or {}
         return data
+
+    def attach_share(
+        self, sockets: dict[str, str], tag: str, socket_path: str, device_id: str
+    ) -> None:
+        body = {
+            "tag": tag,
+            "socket": socket_path,
+            "num_queues": 1,
+            "queue_size": 1024,
+            "id": device_id,
+        }
+        self._api(sockets).put("vm.add-fs", body)
+
+    def detach_share(self, sockets: dict[str, str], device_id: str) -> None:
+        self._api(sockets).put("vm.remove-device", {"id": device_id})
 
     def plan_incoming(self, spec: MachineSpec, ctx: LaunchContext, uri: str) -> LaunchPlan:
         return LaunchPlan(argv=self._argv(ctx), sockets=dict(ctx.sockets), accelerator="kvm")
