@@ -120,6 +120,18 @@ class Disk(_Model):
     clone: Path | None = Field(default=None, description="make a CoW clone of this image")
     readonly: bool = False
     format: Literal["raw", "qcow2"] = "raw"
+    iops: int | None = Field(default=None, gt=0, description="I/O operations per second cap")
+    bandwidth: int | None = Field(default=None, description="bytes per second cap (e.g. 50M)")
+
+    @field_validator("bandwidth", mode="before")
+    @classmethod
+    def _bandwidth(cls, v: Any) -> int | None:
+        if v is None:
+            return None
+        n = parse_size(v)
+        if n <= 0:
+            raise ValueError(f"{v!r} must be a positive number of bytes per second")
+        return n
 
     @field_validator("path", "clone")
     @classmethod
@@ -331,6 +343,19 @@ class CloudInit(_Model):
         return v
 
 
+class CpuTopology(_Model):
+    """threads x cores x dies x packages; the product must equal max_cpus (or cpus)."""
+
+    threads_per_core: int = Field(default=1, ge=1)
+    cores_per_die: int = Field(default=1, ge=1)
+    dies_per_package: int = Field(default=1, ge=1)
+    packages: int = Field(default=1, ge=1)
+
+    @property
+    def total(self) -> int:
+        return self.threads_per_core * self.cores_per_die * self.dies_per_package * self.packages
+
+
 class Readiness(_Model):
     """The guest announces readiness with `<marker> <ip>` (or `<marker> -`) on its console."""
 
@@ -359,6 +384,9 @@ class MachineSpec(_Model):
     cpus: int = 1
     memory: int = 256 << 20
     max_cpus: int | None = Field(default=None, description="vCPU ceiling for `vmkit resize`")
+    topology: CpuTopology | None = None
+    hugepages: bool = Field(default=False, description="back guest RAM with huge pages")
+    vsock_cid: int | None = Field(default=None, ge=3, description="virtio-vsock guest CID")
     max_memory: int | None = Field(default=None, description="memory ceiling for resize")
     boot: Boot
     disks: list[Disk] = Field(default_factory=list)
@@ -424,6 +452,15 @@ class MachineSpec(_Model):
     @classmethod
     def _serial(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         return None if v is None else _resolve(v, info)
+
+    @model_validator(mode="after")
+    def _topology(self) -> MachineSpec:
+        if self.topology is not None and self.topology.total != (self.max_cpus or self.cpus):
+            raise ValueError(
+                f"topology has {self.topology.total} vCPUs (threads x cores x dies x packages) "
+                f"but max_cpus/cpus is {self.max_cpus or self.cpus}; they must match"
+            )
+        return self
 
     @model_validator(mode="after")
     def _ceilings(self) -> MachineSpec:

@@ -107,6 +107,13 @@ SPECS: list[dict[str, Any]] = [
     {"rng": False, "balloon": True},
     {"shares": [{"host": "/srv", "tag": "srv"}]},
     {"cpus": 2, "max_cpus": 8, "memory": "512M", "max_memory": "4G"},
+    {
+        "cpus": 4,
+        "topology": {"threads_per_core": 2, "cores_per_die": 2},
+        "hugepages": True,
+        "vsock_cid": 5,
+        "disks": [{"path": "/d/a.img", "iops": 500, "bandwidth": "50M"}],
+    },
 ]
 
 
@@ -331,3 +338,21 @@ def test_qcow2_with_a_missing_backing_file_is_refused_before_launch(tmp_path):
     base.unlink()
     with pytest.raises(InvalidInput, match=r"disks\[0\].*overlay of .*base.img, which does not"):
         CloudHypervisorDriver().check(spec)
+
+
+def test_topology_limits_and_vsock_map_onto_vm_config(tmp_path):
+    body = vm_config(make_spec(SPECS[-1]), ctx(tmp_path))
+    assert body["cpus"]["topology"] == {
+        "threads_per_core": 2,
+        "cores_per_die": 2,
+        "dies_per_package": 1,
+        "packages": 1,
+    }
+    assert body["memory"]["hugepages"] is True
+    assert body["vsock"]["cid"] == 5 and body["vsock"]["socket"].endswith(".vsock")
+    assert body["disks"][0]["rate_limiter_config"] == {
+        "bandwidth": {"size": 50 << 20, "refill_time": 1000},
+        "ops": {"size": 500, "refill_time": 1000},
+    }
+    with pytest.raises(Exception, match="topology has 2 vCPUs"):
+        make_spec({"cpus": 4, "topology": {"threads_per_core": 2}})

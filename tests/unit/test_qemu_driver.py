@@ -412,3 +412,23 @@ def test_qemu_declares_the_advanced_verbs() -> None:
     caps = QemuDriver.capabilities
     assert caps.pause and caps.snapshot and caps.migrate and caps.reboot
     assert caps.hotplug_disk and caps.hotplug_net and caps.restore_readiness
+
+
+def test_smp_topology_and_max_cpus(tmp_path: Path) -> None:
+    argv = plan_argv(
+        tmp_path, cpus=2, max_cpus=4, topology={"threads_per_core": 2, "cores_per_die": 2}
+    )
+    assert one(argv, "-smp") == "2,maxcpus=4,sockets=1,dies=1,cores=2,threads=2"
+
+
+@pytest.mark.parametrize(
+    ("fields", "word"),
+    [
+        ({"hugepages": True}, "hugepages"),
+        ({"vsock_cid": 7}, "vsock_cid"),
+        ({"disks": [{"path": "/d.img", "iops": 10}]}, "I/O limits"),
+    ],
+)
+def test_fields_qemu_does_not_wire_yet_are_refused(fields: dict[str, Any], word: str) -> None:
+    with pytest.raises(NotSupported, match=word):
+        QemuDriver(arch="x86_64").check(make_spec(**fields))

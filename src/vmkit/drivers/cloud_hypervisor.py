@@ -44,6 +44,16 @@ def vm_config(spec: MachineSpec, ctx: LaunchContext) -> dict[str, Any]:
         "serial": {"mode": "File", "file": str(ctx.serial_log)},
         "console": {"mode": "Off"},
     }
+    if spec.topology is not None:
+        config["cpus"]["topology"] = spec.topology.model_dump()
+    if spec.hugepages:
+        config["memory"]["hugepages"] = True
+    if spec.vsock_cid is not None:
+        config["vsock"] = {
+            "cid": spec.vsock_cid,
+            "socket": str(ctx.sockets["api"].with_suffix(".vsock")),
+            "id": "vsock0",
+        }
     if spec.max_memory is not None and spec.max_memory > spec.memory:
         config["memory"]["hotplug_size"] = spec.max_memory - spec.memory
     if spec.disks:
@@ -85,12 +95,20 @@ def kernel_for(kernel: Path, ctx: LaunchContext) -> Path:
 
 
 def disk_config(disk: Disk, device_id: str) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "path": str(disk.file),
         "readonly": disk.readonly,
         "image_type": "Qcow2" if disk.format == "qcow2" else "Raw",
         "id": device_id,
     }
+    limits: dict[str, Any] = {}
+    if disk.bandwidth is not None:  # token buckets refilled every second
+        limits["bandwidth"] = {"size": disk.bandwidth, "refill_time": 1000}
+    if disk.iops is not None:
+        limits["ops"] = {"size": disk.iops, "refill_time": 1000}
+    if limits:
+        out["rate_limiter_config"] = limits
+    return out
 
 
 def net_config(net: Network, device_id: str, mac: str) -> dict[str, Any]:

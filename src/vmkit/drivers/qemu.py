@@ -178,6 +178,16 @@ class QemuDriver(Driver):
             raise NotSupported(
                 f"vmkit's QEMU driver supports x86_64 and aarch64 hosts, not {self.arch}"
             )
+        if spec.hugepages:
+            raise NotSupported("hugepages: not wired for vmkit's QEMU driver yet; remove it")
+        if spec.vsock_cid is not None:
+            raise NotSupported("vsock_cid: not wired for vmkit's QEMU driver yet; remove it")
+        for i, disk in enumerate(spec.disks):
+            if disk.iops is not None or disk.bandwidth is not None:
+                raise NotSupported(
+                    f"disks[{i}]: I/O limits (iops, bandwidth) are not wired for vmkit's QEMU "
+                    "driver yet; use driver: cloud-hypervisor or remove them"
+                )
         if spec.accelerator == "hvf" and is_linux():
             raise InvalidInput("accelerator: 'hvf' exists only on macOS; use kvm or tcg on Linux")
 
@@ -198,7 +208,16 @@ class QemuDriver(Driver):
             if accel != "tcg":
                 argv += ["-cpu", "host"]
         argv += ["-accel", accel]
-        argv += ["-smp", str(spec.cpus), "-m", f"{spec.memory >> 20}M"]
+        smp = str(spec.cpus)
+        if spec.max_cpus is not None and spec.max_cpus > spec.cpus:
+            smp += f",maxcpus={spec.max_cpus}"
+        if spec.topology is not None:
+            t = spec.topology
+            smp += (
+                f",sockets={t.packages},dies={t.dies_per_package},"
+                f"cores={t.cores_per_die},threads={t.threads_per_core}"
+            )
+        argv += ["-smp", smp, "-m", f"{spec.memory >> 20}M"]
         if spec.shares:  # vhost-user devices need guest RAM the sidecar can map
             argv += [
                 "-object",

@@ -345,6 +345,14 @@ class VfkitDriver(Driver):
 
         if isinstance(spec.boot, MacosBoot):
             self._check_macos(spec)
+        for field, given in (
+            ("hugepages", spec.hugepages),
+            ("vsock_cid", spec.vsock_cid is not None),
+            ("topology", spec.topology is not None),
+            ("disks[].iops/bandwidth", any(d.iops or d.bandwidth for d in spec.disks)),
+        ):
+            if given:
+                raise NotSupported(f"{field}: not supported by vmkit's {self.name} driver yet")
         if spec.accelerator not in ("auto", "hvf"):
             raise InvalidInput(
                 f"accelerator: {spec.accelerator!r} does not apply to {self.name}, which runs "
