@@ -12,6 +12,7 @@ time from Popen to seeing it; then QEMU is killed.
 Runs are interleaved ABAB so slow drift of the machine affects both alike.
 
     python bench/boot.py --runs 15 --json bench/results/boot.json
+    python bench/boot.py --driver cloud-hypervisor --runs 15    # where CH and KVM exist
 """
 
 from __future__ import annotations
@@ -86,11 +87,19 @@ def files_in_argv(argv: list[str]) -> tuple[Path, list[Path]]:
 class RawBoot:
     """Launch the planned argv directly and wait for the readiness line in the serial log."""
 
-    def __init__(self, sandbox: Sandbox, argv: list[str], timeout: float):
+    def __init__(self, sandbox: Sandbox, plan: dict[str, Any], timeout: float):
         self.sandbox = sandbox
-        self.argv = argv
+        self.argv = list(plan["argv"])
         self.timeout = timeout
-        self.serial, self.created = files_in_argv(argv)
+        # API-driven VMMs (Cloud Hypervisor): the same requests vmkit sends, sent directly.
+        self.requests = list(plan.get("api_requests") or [])
+        if self.requests:
+            config = self.requests[0]["body"]
+            self.serial = Path(config["serial"]["file"])
+            self.created = [self.serial, *map(Path, plan["sockets"].values())]
+            self.api = str(plan["sockets"]["api"])
+        else:
+            self.serial, self.created = files_in_argv(self.argv)
         outside = [p for p in self.created if not sandbox.inside(p)]
         if outside:
             raise BenchError(f"refusing to delete files outside the sandbox: {outside}")
@@ -113,10 +122,28 @@ class RawBoot:
                 )
             )
         try:
+            if self.requests:
+                self._send_requests(proc)
             return self._wait_ready(proc, t0)
         finally:
             proc.kill()
             proc.wait()
+
+    def _send_requests(self, proc: subprocess.Popen[Any]) -> None:
+        from vmkit.drivers.ch_api import CHClient, CHError
+
+        api = CHClient(self.api)
+        deadline = time.perf_counter() + self.timeout
+        while True:
+            try:
+                api.get("vmm.ping")
+                break
+            except CHError:
+                if proc.poll() is not None or time.perf_counter() > deadline:
+                    raise BenchError("the raw VMM's API socket never answered") from None
+                time.sleep(0.005)
+        for req in self.requests:
+            api.request(req["method"], req["endpoint"], req.get("body"))
 
     def _wait_ready(self, proc: subprocess.Popen[Any], t0: float) -> float:
         seen = b""
@@ -159,13 +186,15 @@ def started_since_boot(pid: int) -> float | None:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def vmkit_boot(sandbox: Sandbox, name: str, timeout: float) -> tuple[float, float, float | None]:
+def vmkit_boot(
+    sandbox: Sandbox, name: str, timeout: float, driver: str = "auto"
+) -> tuple[float, float, float | None]:
     """(wall s, vmkit's seconds_to_ready, s from spawn until QEMU forked) of `vmkit run`."""
     b0 = since_boot()
     t0 = time.perf_counter()
     proc = sandbox.track(
         subprocess.Popen(
-            [sandbox.vmkit, "run", name, "--json"],
+            [sandbox.vmkit, "run", name, "--driver", driver, "--json"],
             env=sandbox.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -264,6 +293,11 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="write samples and summary as JSON")
     ap.add_argument("--vmkit", metavar="PATH", help="vmkit executable (default: beside python)")
     ap.add_argument("--check", action="store_true", help="exit 1 if the target is not met")
+    ap.add_argument(
+        "--driver",
+        default="auto",
+        help="qemu (default here), or cloud-hypervisor where CH and KVM exist",
+    )
     args = ap.parse_args()
     if args.runs < 1 or args.warmup < 0:
         ap.error("--runs must be >= 1 and --warmup >= 0")
@@ -276,16 +310,16 @@ def main() -> int:
         env = environment(vmkit, sb)
         print_header(env)
         sb.vmkit_json("guest", "path")  # fails early, with vmkit's hint, if not built
-        sb.vmkit_cmd("create", "raw-ref")
+        sb.vmkit_cmd("create", "raw-ref", "--driver", args.driver)
         plan = sb.vmkit_json("start", "raw-ref", "--dry-run")
-        raw = RawBoot(sb, list(plan["argv"]), args.timeout)
+        raw = RawBoot(sb, plan, args.timeout)
         print(f"argv:   {plan['argv'][0]} ... (accel {plan['accelerator']})")
         total = args.warmup + args.runs
         for i in range(total):
             warm = i < args.warmup
             tag = "warm-up" if warm else f"run {i - args.warmup + 1}/{args.runs}"
             name = f"boot-{i:02d}"
-            wall, reported, to_qemu = vmkit_boot(sb, name, args.timeout)
+            wall, reported, to_qemu = vmkit_boot(sb, name, args.timeout, args.driver)
             stop_and_remove(sb, name)
             raw_s = raw.run()
             print(
