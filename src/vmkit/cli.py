@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -208,6 +209,16 @@ def _new_disk(value: str) -> dict[str, Any]:
     if fmt not in ("", "raw", "qcow2"):
         raise InvalidInput(f"--new-disk {value!r}: use SIZE, SIZE:raw or SIZE:qcow2")
     return {"size": size, "format": fmt or "raw"}
+
+
+def _virtiofsd() -> str | None:
+    from vmkit.errors import VmkitError
+    from vmkit.shares.virtiofsd import find
+
+    try:
+        return find()
+    except VmkitError:
+        return None
 
 
 def _share_flag(value: str) -> dict[str, Any]:
@@ -578,8 +589,11 @@ def doctor(as_json: bool) -> None:
         "kvm_pvm": hostinfo.kvm_pvm_loaded(),
         "accelerator_auto": hostinfo.resolve_accelerator("auto"),
         "qemu": qemu,
-        "cloud_hypervisor": shutil.which("cloud-hypervisor"),
+        "cloud_hypervisor": os.environ.get("VMKIT_CLOUD_HYPERVISOR")
+        or shutil.which("cloud-hypervisor"),
         "vfkit": shutil.which("vfkit"),
+        "virtiofsd": _virtiofsd(),
+        "qemu_img": shutil.which("qemu-img"),
         "data_home": str(data_home()),
         "runtime_dir": str(runtime_dir()),
         "tiny_guest": str(guest.dir) if guest else None,
