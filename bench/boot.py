@@ -143,6 +143,8 @@ class RawBoot:
                     raise BenchError("the raw VMM's API socket never answered") from None
                 time.sleep(0.005)
         for req in self.requests:
+            if "pass_fd" in req:  # a TAP handed over as an fd: not part of the boot benchmark
+                raise BenchError("the raw run does not pass TAP fds; benchmark without TAP NICs")
             api.request(req["method"], req["endpoint"], req.get("body"))
 
     def _wait_ready(self, proc: subprocess.Popen[Any], t0: float) -> float:

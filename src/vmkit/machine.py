@@ -283,12 +283,23 @@ class Machine:
         try:
             self._wait_control(proc)
             if plan.api_requests:
-                self.driver.after_launch({k: str(v) for k, v in plan.sockets.items()}, plan)
+                try:
+                    self.driver.after_launch({k: str(v) for k, v in plan.sockets.items()}, plan)
+                except VmkitError as exc:
+                    self._abandon_launch(proc, f"the VMM could not create the VM: {exc}")
+                    raise
         except VmkitError:
             if proc.wait_gone(0):
                 self._release_helpers()
             raise
         return plan
+
+    def _abandon_launch(self, proc: ProcessRef, reason: str) -> None:
+        """An API-driven VMM is up without a VM: kill it, and keep why as the VM's failure."""
+        proc.signal(signal.SIGKILL)
+        proc.wait_gone(10)
+        reap_child(proc.pid)
+        self._update_runtime({"exit": {"clean": False, "status": None, "reason": reason}})
 
     def _check_not_running(self) -> None:
         st = self.status()
@@ -368,7 +379,6 @@ class Machine:
                 if net.get("mode") != "tap":
                     continue
                 fd, created = tap.open_tap(net["tap"], net.get("netns"), net.get("bridge"))
-                fds.append(fd)
                 helpers.append(
                     {
                         "kind": "tap",
@@ -378,6 +388,12 @@ class Machine:
                     }
                 )
                 marker = tap_fd_placeholder(i)
+                if not any(marker in a for a in argv):
+                    # The VMM takes this TAP later (Cloud Hypervisor: vm.add-net with an fd):
+                    # an fd inherited now would hold the single-queue TAP and make that fail.
+                    os.close(fd)
+                    continue
+                fds.append(fd)
                 argv = [a.replace(marker, str(fd)) for a in argv]
         except BaseException:
             for fd in fds:

@@ -216,6 +216,11 @@ def restore(
             ) from None
         if driver.capabilities.restore_readiness:
             driver.announce_readiness(sockets, [n["mac"] for n in spec_json["networks"]])
+        elif snap.record.get("ready") is not None:
+            # No channel to make the guest say it again (Cloud Hypervisor): it said so before
+            # the snapshot and resumes exactly there, so that readiness carries over, marked.
+            ready = {**snap.record["ready"], "at": time.time(), "offset": 0}
+            machine._update_runtime({"ready": {**ready, "inherited_from": snap.name}})
         if wait:
             machine.wait_ready(timeout)
     except BaseException:

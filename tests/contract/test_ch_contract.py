@@ -9,6 +9,7 @@ named test double. Nothing here runs Cloud Hypervisor.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 from pathlib import Path
@@ -128,7 +129,9 @@ def test_vm_create_bodies_validate_against_the_openapi_spec(openapi, tmp_path, e
     spec = make_spec(extra)
     plan = CloudHypervisorDriver().plan(spec, ctx(tmp_path))
     reqs = plan.api_requests
-    assert [r["endpoint"] for r in reqs] == ["vm.create", "vm.boot"]
+    nics = ["vm.add-net"] * len(spec.networks)  # each with its TAP's fd, before the boot
+    assert [r["endpoint"] for r in reqs] == ["vm.create", *nics, "vm.boot"]
+    assert [r["pass_fd"]["tap"] for r in reqs if "pass_fd" in r] == [n.tap for n in spec.networks]
     for req in reqs:
         assert f"/{req['endpoint']}" in openapi["paths"]
         schema = request_schema(openapi, req["endpoint"])
@@ -140,6 +143,13 @@ def test_vm_create_bodies_validate_against_the_openapi_spec(openapi, tmp_path, e
     assert body["serial"] == {"mode": "File", "file": str(tmp_path / "serial.log")}
     assert body["console"] == {"mode": "Off"}
     assert body["cpus"]["boot_vcpus"] == spec.cpus and body["memory"]["size"] == spec.memory
+    assert "net" not in body  # a TAP named here would be opened (and addressed) by CH itself
+    assert all("tap" not in r["body"] for r in reqs[1:-1])
+    sockets = {k: str(v) for k, v in plan.sockets.items()}
+    for i, share in enumerate(body.get("fs", [])):
+        assert share["socket"] == sockets[f"fs{i}"]  # where vmkit starts that virtiofsd
+    if "vsock" in body:
+        assert body["vsock"]["socket"] == sockets["vsock"]  # removed with the VM's sockets
 
 
 def test_a_field_the_spec_does_not_know_fails_validation(openapi, tmp_path):
@@ -217,7 +227,6 @@ def test_ch_errors_carry_its_text(tmp_path):
     "cloud-hypervisor",
     "snapshot",
     "hotplug_disk",
-    "hotplug_net",
     "hotplug_share",
     "migrate",
     "resize",
@@ -232,11 +241,10 @@ def test_advanced_verb_bodies_validate(openapi, tmp_path):
     with CHDouble(c.sockets["api"]) as ch:
         drv.after_launch(sockets, drv.plan(make_spec({}), c))
         drv.attach_disk(sockets, Disk(path=Path("/d/x.qcow2"), format="qcow2"), "hd0")
-        drv.attach_net(sockets, Network(mode="tap", tap="tap9"), "hn0", "52:54:00:aa:bb:cc")
         drv.attach_share(sockets, "docs", "/tmp/vk/x.hs0", "hs0")
         drv.detach_share(sockets, "hs0")
         drv.detach_disk(sockets, "hd0")
-        drv.detach_net(sockets, "hn0")
+        drv.detach_net(sockets, "hd0")
         drv.pause(sockets)
         meta = drv.save_state(sockets, state)
         assert meta["files"] == ["config.json", "memory-ranges", "state.json"]
@@ -249,28 +257,74 @@ def test_advanced_verb_bodies_validate(openapi, tmp_path):
                 name = request_schema(openapi, endpoint)
                 assert name is not None, endpoint
                 validate(openapi, name, body)
-    c2 = ctx(tmp_path / "r")
     (tmp_path / "r").mkdir()
+    c2 = ctx(tmp_path / "r")
+    spec2 = make_spec({"name": "chvm-1"})
+    plan = drv.plan_restore(spec2, c2, state, meta)
+    assert plan.argv == drv.plan(spec2, c2).argv  # a bare VMM: the VM comes from the snapshot
     with CHDouble(c2.sockets["api"]) as ch2:
         drv.complete_restore({"api": str(c2.sockets["api"])}, state, meta, 30)
-        assert [e for _m, e, _b in ch2.requests] == ["vm.restore", "vm.resume"]
+        assert [e for _m, e, _b in ch2.requests] == ["vm.restore", "vm.info"]
         validate(openapi, "RestoreConfig", ch2.bodies("vm.restore")[0])
-        assert ch2.state == "Running"
+        assert ch2.state == "Running"  # `resume: true`: no vm.resume round trip
     body = {"receiver_url": "unix:/tmp/x.mig"}
     validate(openapi, "ReceiveMigrationData", body)
 
 
-def test_exit_cause_from_the_event_monitor(tmp_path):
+def ch_events(*names: str) -> str:
+    """An event-monitor file as CH writes it (event_monitor: serde_json::to_string_pretty,
+    then the monitor thread adds a blank line after each record)."""
+    out = []
+    for i, name in enumerate(names):
+        source, event = name.split(":")
+        record = {"timestamp": {"secs": i, "nanos": 29143000}, "source": source, "event": event}
+        out.append(json.dumps({**record, "properties": None}, indent=2) + "\n\n")
+    return "".join(out)
+
+
+GUEST_POWEROFF = ("vm:shutdown", "vm:deleted", "vmm:shutdown")  # CH's vmm_shutdown()
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        (("vmm:starting", "vm:booting", "vm:booted", *GUEST_POWEROFF), (True, "guest shutdown")),
+        (("vmm:starting", "vm:booted"), None),  # killed or crashed: nothing was logged
+        # a reboot shuts the old VM down first; a crash after it is still a crash
+        (("vm:booted", "vm:rebooting", "vm:shutdown", "vm:booted", "vm:rebooted"), None),
+        (("vm:booted", "vm:rebooting", "vm:rebooted", *GUEST_POWEROFF), (True, "guest shutdown")),
+        (("vm:booted", "guest:panic"), (False, "guest panic")),
+        (("vm:restoring", "vm:restored", "vm:deleted", "vmm:shutdown"), (True, "VMM shutdown")),
+    ],
+)
+def test_exit_cause_from_chs_event_monitor_format(tmp_path, events, expected):
     drv = CloudHypervisorDriver()
     c = ctx(tmp_path)
-    c.events_log.write_text(
-        '{"timestamp":{"secs":0,"nanos":1},"source":"vm","event":"booted","properties":null}\n'
-        '{"timestamp":{"secs":1,"nanos":1},"source":"vm","event":"shutdown","properties":null}\n'
-    )
+    c.events_log.write_text(ch_events(*events))
     cause = drv.exit_cause(c)
-    assert cause is not None and cause.clean and cause.reason == "guest shutdown"
-    c.events_log.write_text('{"source":"vm","event":"booted"}\n')
-    assert drv.exit_cause(c) is None
+    assert (None if cause is None else (cause.clean, cause.reason)) == expected
+
+
+def test_exit_cause_survives_a_half_written_last_event(tmp_path):
+    c = ctx(tmp_path)
+    c.events_log.write_text(ch_events("vm:booted", *GUEST_POWEROFF) + '{\n  "timestamp": {\n')
+    cause = CloudHypervisorDriver().exit_cause(c)
+    assert cause is not None and cause.clean
+    assert CloudHypervisorDriver().exit_cause(ctx(tmp_path / "none")) is None  # no file
+
+
+def test_force_shutdown_reports_the_step_that_worked(tmp_path):
+    drv = CloudHypervisorDriver()
+    c = ctx(tmp_path)
+    sockets = {"api": str(c.sockets["api"])}
+    with CHDouble(c.sockets["api"]) as ch:
+        ch.state = "Created"  # never booted: vm.shutdown has nothing to stop (405)
+        ch.config = {}
+        ch.fail["vm.shutdown"] = (405, "VmNotRunning")
+        assert drv.force_shutdown(sockets) == "vmm.shutdown"
+        assert [e for _m, e, _b in ch.requests] == ["vm.shutdown", "vmm.shutdown"]
+    with pytest.raises(CHError, match="no answer"):  # nobody there: SIGTERM comes next
+        drv.force_shutdown(sockets)
 
 
 def test_a_bzimage_is_booted_as_its_extracted_pvh_vmlinux(openapi, tmp_path):
@@ -313,11 +367,15 @@ def test_vmkit_cloud_hypervisor_names_the_binary(tmp_path, monkeypatch):
 
 def test_on_demand_restore_body(openapi, tmp_path):
     drv = CloudHypervisorDriver()
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    (snap / "config.json").write_text(json.dumps(vm_config(make_spec({}), ctx(tmp_path))))
+    (snap / "state.json").write_text("{}")
     c = ctx(tmp_path)
+    meta = {"memory_restore": "ondemand", "files": ["config.json", "state.json"]}
+    drv.plan_restore(make_spec({}), c, snap, meta)
     with CHDouble(c.sockets["api"]) as ch:
-        drv.complete_restore(
-            {"api": str(c.sockets["api"])}, tmp_path, {"memory_restore": "ondemand"}, 30
-        )
+        drv.complete_restore({"api": str(c.sockets["api"])}, snap, meta, 30)
         body = ch.bodies("vm.restore")[0]
     assert body["memory_restore_mode"] == "OnDemand"
     validate(openapi, "RestoreConfig", body)
@@ -356,3 +414,59 @@ def test_topology_limits_and_vsock_map_onto_vm_config(tmp_path):
     }
     with pytest.raises(Exception, match="topology has 2 vCPUs"):
         make_spec({"cpus": 4, "topology": {"threads_per_core": 2}})
+
+
+@pytest.fixture
+def netns_tap():
+    """A TAP made by `ip` in a fresh network namespace (root only), removed afterwards."""
+    import subprocess
+    import uuid
+
+    if os.geteuid() != 0 or not Path("/dev/net/tun").exists():
+        pytest.skip("TAPs and network namespaces need root and /dev/net/tun")
+    ns, name = f"vkch-{uuid.uuid4().hex[:6]}", "vkchtap0"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for tap in (name, f"{name}h"):
+            subprocess.run(["ip", "-n", ns, "tuntap", "add", "dev", tap, "mode", "tap"], check=True)
+        yield ns, name
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+@CAP("cloud-hypervisor", "net_tap", "hotplug_net")
+def test_tap_nics_reach_ch_as_fds_even_from_another_namespace(openapi, tmp_path, netns_tap):
+    """CH opens a TAP named in its config itself: in its own namespace, where a TAP in a
+    netns does not exist, and failing (EBUSY) while another fd holds it. vmkit hands it the
+    TAP's fd instead; the double checks that what arrives is that TAP (TUNGETIFF)."""
+    from vmkit.net import tap as taps
+
+    ns, name = netns_tap
+    drv = CloudHypervisorDriver()
+    c = ctx(tmp_path)
+    sockets = {"api": str(c.sockets["api"])}
+    spec = make_spec({"networks": [{"mode": "tap", "tap": name, "netns": ns}]})
+    plan = drv.plan(spec, c)
+    with CHDouble(c.sockets["api"]) as ch:
+        drv.after_launch(sockets, plan)
+        assert ch.state == "Running" and ch.received_taps == [name]
+        (add,) = ch.bodies("vm.add-net")
+        assert "tap" not in add and add["id"] == "net0"
+        validate(openapi, "NetConfig", add)
+        # hot-plug: the same, into the running VM
+        hot = Network(mode="tap", tap=f"{name}h", netns=ns)
+        drv.attach_net(sockets, hot, "hn0", "52:54:00:aa:bb:cc")
+        assert ch.received_taps == [name, f"{name}h"]
+        validate(openapi, "NetConfig", ch.bodies("vm.add-net")[-1])
+        drv.detach_net(sockets, "hn0")
+        with pytest.raises(Exception, match=r"'nope' in network namespace .* does not exist"):
+            drv.attach_net(
+                sockets, Network(mode="tap", tap="nope", netns=ns), "hn1", "52:54:00:aa:bb:cd"
+            )
+    # what CH would do with the TAP named in its config while vmkit holds an fd to it
+    fd, _created = taps.open_tap(name, ns)
+    try:
+        with taps._in_netns(ns), CHDouble(tmp_path / "by-name.api") as ch:
+            assert ch._open_tap_by_name(name) is not None  # EBUSY
+    finally:
+        os.close(fd)

@@ -5,8 +5,12 @@ nothing here ran Cloud Hypervisor, and docs/capabilities.md says so."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -26,11 +30,19 @@ def fake_ch(tmp_path: Path, vmkit_env: dict[str, str], monkeypatch: pytest.Monke
     monkeypatch.setenv("PATH", path)
     vmkit_env["PATH"] = path
 
+    vmkit_env["CH_DOUBLE_RECORD"] = str(tmp_path / "ch-requests.jsonl")
+
     def behave(*switches: str) -> None:
         vmkit_env["CH_DOUBLE"] = ",".join(switches)
 
     behave()
     return behave
+
+
+def recorded(tmp_path: Path, endpoint: str) -> list[dict]:
+    """What the double (each fake CH process) was sent on `endpoint`, and the config then."""
+    lines = (tmp_path / "ch-requests.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["endpoint"] == endpoint]
 
 
 def _args(tmp_path: Path) -> list[str]:
@@ -71,3 +83,76 @@ def test_kill_when_nothing_answers(cli, fake_ch, tmp_path):
     out = cli.ok("kill", "c3").stdout
     assert "killed" in out
     assert cli.json("inspect", "c3")["status"]["state"] == "stopped"
+
+
+@CAP("cloud-hypervisor", "crash_detection")
+def test_a_guest_that_powers_off_by_itself_is_stopped_cleanly(cli, fake_ch, tmp_path):
+    """Read back from CH's event-monitor log (pretty JSON records), not from a vmkit stop."""
+    from vmkit.drivers.ch_api import CHClient
+
+    cli.ok("run", "c4", *_args(tmp_path))
+    sockets = cli.json("inspect", "c4")["runtime"]["sockets"]
+    CHClient(sockets["api"]).put("vm.power-button")  # the guest answers by powering off
+    deadline = time.monotonic() + 10
+    while (st := cli.json("inspect", "c4")["status"])["state"] != "stopped":
+        assert time.monotonic() < deadline, st
+        time.sleep(0.05)
+    assert st["reason"] == "VMM exited: guest shutdown"
+    cli.ok("run", "c5", *_args(tmp_path))
+    cli.ok("kill", "c5")  # SIGKILL leaves no shutdown event
+    pid = cli.json("inspect", "c5")["runtime"]["pid"]
+    assert cli.json("inspect", "c5")["runtime"]["exit"]["clean"] is False, pid
+
+
+def test_a_vm_ch_cannot_create_fails_with_chs_reason_and_no_vmm_left(cli, fake_ch, tmp_path):
+    fake_ch("fail-create")
+    cli.ok("create", "c6", *_args(tmp_path))
+    proc = cli("start", "c6")
+    assert proc.returncode == 1
+    assert "vm.create: HTTP 500: Error creating VM: Cannot open kernel" in proc.stderr
+    status = cli.json("inspect", "c6")["status"]
+    assert status["state"] == "failed" and status["pid"] is None
+    assert "Cannot open kernel" in status["reason"]
+
+
+@CAP("cloud-hypervisor", "snapshot")
+def test_a_restored_copy_uses_its_own_disks_serial_log_and_sockets(cli, fake_ch, tmp_path):
+    """CH restores the devices the snapshot's config.json names: vmkit must re-point them at
+    the copy, or the copy would write the source VM's disks and serial log."""
+    disk = tmp_path / "data.img"
+    disk.write_bytes(b"\0" * (1 << 20))
+    cli.ok("run", "src", *_args(tmp_path), "--disk", str(disk))
+    cli.json("snapshot", "create", "src", "s1")
+    restored = cli.json("restore", "s1", "--name", "copy")  # waits for ready by default
+    assert restored["state"] == "ready"
+    copy_dir = Path(cli.json("inspect", "copy")["paths"]["dir"])
+    (restore,) = recorded(tmp_path, "vm.restore")
+    assert restore["status"] == 204 and restore["body"]["resume"] is True
+    config = restore["config"]
+    assert config["disks"][0]["path"] == str(copy_dir / "disk0.raw")
+    assert config["serial"]["file"] == str(copy_dir / "serial.log")
+    (created,) = recorded(tmp_path, "vm.create")
+    assert created["body"]["disks"][0]["path"] == str(disk)  # the source keeps its own
+    runtime = cli.json("inspect", "copy")["runtime"]
+    assert runtime["ready"]["inherited_from"] == "s1"
+    cli.ok("kill", "src", "copy")
+
+
+@CAP("cloud-hypervisor", "net_tap")
+def test_a_tap_in_a_namespace_is_handed_to_ch_as_an_fd(cli, fake_ch, tmp_path):
+    if os.geteuid() != 0 or not Path("/dev/net/tun").exists():
+        pytest.skip("TAPs and network namespaces need root and /dev/net/tun")
+    ns = f"vkcl-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        cli.ok("run", "t1", *_args(tmp_path), "--net", f"tap:vkclt0@{ns}")
+        (add,) = recorded(tmp_path, "vm.add-net")
+        assert add["status"] == 204 and add["taps"] == ["vkclt0"]  # cold-added before boot
+        assert [r["status"] for r in recorded(tmp_path, "vm.boot")] == [204]
+        cli.ok("stop", "t1", "--timeout", "5")
+        links = subprocess.run(
+            ["ip", "-n", ns, "-o", "link"], capture_output=True, text=True, check=True
+        ).stdout
+        assert "vkclt0" not in links  # vmkit made it, vmkit removed it
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

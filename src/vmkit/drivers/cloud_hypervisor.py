@@ -4,24 +4,42 @@ monitor); the VM is described by a `vm.create` body and booted with `vm.boot`, s
 through the same REST API. Stop presses the power button and only then escalates
 (`vm.shutdown` + `vmm.shutdown`, SIGTERM, SIGKILL): CH treats SIGTERM as an immediate exit.
 
+TAP NICs are not named in `vm.create` (CH would open the TAP by name in its own network
+namespace and put its default 192.168.249.1/24 on it): vmkit opens each TAP itself and hands
+CH the fd with `vm.add-net` (SCM_RIGHTS) between `vm.create` and `vm.boot`, as libvirt does.
+
 Contract-tested only: no cloud-hypervisor binary runs on the project's CI machine.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from vmkit.drivers.base import Capabilities, Driver, ExitCause, LaunchContext, LaunchPlan
 from vmkit.drivers.ch_api import CHClient, CHError
-from vmkit.errors import InvalidInput, NotSupported
+from vmkit.errors import InvalidInput, NotSupported, VMFailed, VmkitError
+from vmkit.hostinfo import machine_arch
 from vmkit.net.mac import stable_mac
 
 if TYPE_CHECKING:
     from vmkit.spec import Disk, MachineSpec, Network
 
-STATES = {"Created": "starting", "Running": "running", "Paused": "paused", "Shutdown": "stopping"}
+STATES = {
+    "Created": "starting",
+    "Running": "running",
+    "Paused": "paused",
+    "BreakPoint": "paused",  # stopped in the guest debugger
+    "Shutdown": "stopping",
+}
+# Event-monitor events after which the VMM is on its way out (guest poweroff, vm.shutdown,
+# vmm.shutdown all end with vm:shutdown / vm:deleted / vmm:shutdown).
+_FINAL_EVENTS = {"vm:shutdown", "vm:deleted", "vmm:shutdown"}
+_START_EVENTS = {"vm:booted", "vm:rebooted", "vm:restored"}
+HUGEPAGE = 2 << 20  # CH's default huge page size (the host's default, 2 MiB on x86 and arm64)
 
 
 def vm_config(spec: MachineSpec, ctx: LaunchContext) -> dict[str, Any]:
@@ -32,7 +50,7 @@ def vm_config(spec: MachineSpec, ctx: LaunchContext) -> dict[str, Any]:
     payload: dict[str, Any] = {"kernel": str(kernel_for(spec.boot.kernel, ctx))}
     cmdline = spec.boot.cmdline
     if "console=" not in cmdline:
-        cmdline = f"console=ttyS0 {cmdline}".strip()
+        cmdline = f"console={console_device()} {cmdline}".strip()
     payload["cmdline"] = cmdline
     if spec.boot.initrd is not None:
         payload["initramfs"] = str(spec.boot.initrd)
@@ -51,18 +69,13 @@ def vm_config(spec: MachineSpec, ctx: LaunchContext) -> dict[str, Any]:
     if spec.vsock_cid is not None:
         config["vsock"] = {
             "cid": spec.vsock_cid,
-            "socket": str(ctx.sockets["api"].with_suffix(".vsock")),
+            "socket": str(extra_sockets(spec, ctx)["vsock"]),
             "id": "vsock0",
         }
     if spec.max_memory is not None and spec.max_memory > spec.memory:
         config["memory"]["hotplug_size"] = spec.max_memory - spec.memory
     if spec.disks:
         config["disks"] = [disk_config(d, f"disk{i}") for i, d in enumerate(spec.disks)]
-    if spec.networks:
-        config["net"] = [
-            net_config(n, f"net{i}", n.mac or stable_mac(spec.name, i))
-            for i, n in enumerate(spec.networks)
-        ]
     if spec.rng:
         config["rng"] = {"src": "/dev/urandom"}
     if spec.balloon:
@@ -71,7 +84,7 @@ def vm_config(spec: MachineSpec, ctx: LaunchContext) -> dict[str, Any]:
         config["fs"] = [
             {
                 "tag": s.tag,
-                "socket": str(ctx.sockets["api"].with_suffix(f".fs{i}")),
+                "socket": str(extra_sockets(spec, ctx)[f"fs{i}"]),
                 "num_queues": 1,
                 "queue_size": 1024,
                 "id": f"fs{i}",
@@ -79,6 +92,33 @@ def vm_config(spec: MachineSpec, ctx: LaunchContext) -> dict[str, Any]:
             for i, s in enumerate(spec.shares)
         ]
     return config
+
+
+def console_device() -> str:
+    """The guest's name for CH's serial port: the 8250 UART on x86, the PL011 on arm64."""
+    return "ttyAMA0" if machine_arch() == "aarch64" else "ttyS0"
+
+
+def extra_sockets(spec: MachineSpec, ctx: LaunchContext) -> dict[str, Path]:
+    """Sockets besides the API's, next to it: one per virtiofsd (`fs<i>`, vmkit starts the
+    virtiofsd there before launch) and the vsock's (CH listens on it)."""
+    out: dict[str, Path] = {}
+    api = ctx.sockets["api"]
+    for i in range(len(spec.shares)):
+        out[f"fs{i}"] = api.with_suffix(f".fs{i}")
+    if spec.vsock_cid is not None:
+        out["vsock"] = api.with_suffix(".vsock")
+    return out
+
+
+def net_requests(spec: MachineSpec) -> list[dict[str, Any]]:
+    """One `vm.add-net` per NIC, each carrying its TAP's fd (`pass_fd` says which TAP)."""
+    out: list[dict[str, Any]] = []
+    for i, net in enumerate(spec.networks):
+        body = net_config(net, f"net{i}", net.mac or stable_mac(spec.name, i))
+        tap = {"tap": body.pop("tap"), "netns": net.netns, "bridge": net.bridge}
+        out.append({"method": "PUT", "endpoint": "vm.add-net", "body": body, "pass_fd": tap})
+    return out
 
 
 def kernel_for(kernel: Path, ctx: LaunchContext) -> Path:
@@ -117,7 +157,63 @@ def net_config(net: Network, device_id: str, mac: str) -> dict[str, Any]:
             f"Cloud Hypervisor has no {net.mode!r} networking (no user-mode NAT, no "
             "datagram sockets); use a TAP (`--net tap:IFNAME`) or driver: qemu"
         )
-    return {"tap": net.tap, "mac": mac, "id": device_id}
+    # one queue pair: a single, non-multiqueue TAP fd
+    return {"tap": net.tap, "mac": mac, "id": device_id, "num_queues": 2}
+
+
+def restored_config(saved: dict[str, Any], spec: MachineSpec, ctx: LaunchContext) -> dict[str, Any]:
+    """The snapshot's config.json re-pointed at the restored VM's own files.
+
+    CH restores the devices config.json names, so left as saved it would open the source
+    VM's disks (not the clones vmkit made), write the source's serial.log, and take the
+    source's TAPs and sockets.
+    """
+    cfg = copy.deepcopy(saved)
+
+    def same_count(key: str, wanted: int, what: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = cfg.get(key) or []
+        if len(items) != wanted:
+            raise VMFailed(
+                f"the snapshot's config.json has {len(items)} {what}, the VM spec {wanted}: "
+                "the snapshot does not belong to this spec"
+            )
+        return items
+
+    cfg["serial"] = {**(cfg.get("serial") or {}), "mode": "File", "file": str(ctx.serial_log)}
+    for item, disk in zip(same_count("disks", len(spec.disks), "disks"), spec.disks, strict=True):
+        item["path"] = str(disk.file)
+    nets = same_count("net", len(spec.networks), "NICs")
+    for i, (item, net) in enumerate(zip(nets, spec.networks, strict=True)):
+        item.pop("fds", None)  # the saved fds mean nothing in a new process
+        item["tap"] = net.tap
+        item["mac"] = net.mac or stable_mac(spec.name, i)
+    sockets = extra_sockets(spec, ctx)
+    for i, item in enumerate(same_count("fs", len(spec.shares), "shares")):
+        item["socket"] = str(sockets[f"fs{i}"])
+    if cfg.get("vsock") and "vsock" in sockets:
+        cfg["vsock"]["socket"] = str(sockets["vsock"])
+    return cfg
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """The event monitor's events, in order. CH writes each as pretty-printed JSON followed
+    by a blank line; a half-written last event (the VMM died mid-write) is skipped."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    decoder = json.JSONDecoder()
+    events: list[dict[str, Any]] = []
+    pos = 0
+    while (start := text.find("{", pos)) != -1:
+        try:
+            obj, pos = decoder.raw_decode(text, start)
+        except ValueError:
+            pos = start + 1
+            continue
+        if isinstance(obj, dict) and "source" in obj and "event" in obj:
+            events.append(obj)
+    return events
 
 
 class CloudHypervisorDriver(Driver):
@@ -187,6 +283,13 @@ class CloudHypervisorDriver(Driver):
                         f"disks[{i}]: {disk.path} is a qcow2 overlay of {backing}, which does "
                         "not exist; Cloud Hypervisor could not open it"
                     )
+        if spec.hugepages:
+            for field, size in (("memory", spec.memory), ("max_memory", spec.max_memory)):
+                if size is not None and size % HUGEPAGE:
+                    raise InvalidInput(
+                        f"{field}: {size >> 20} MiB is not a whole number of 2 MiB huge pages "
+                        "(hugepages: true); use an even number of MiB"
+                    )
 
     def prepare(self, spec: MachineSpec, ctx: LaunchContext) -> None:
         from vmkit.spec import LinuxBoot
@@ -220,10 +323,11 @@ class CloudHypervisorDriver(Driver):
         self.check(spec)
         return LaunchPlan(
             argv=self._argv(ctx),
-            sockets=dict(ctx.sockets),
+            sockets={**ctx.sockets, **extra_sockets(spec, ctx)},
             accelerator="kvm",
             api_requests=[
                 {"method": "PUT", "endpoint": "vm.create", "body": vm_config(spec, ctx)},
+                *net_requests(spec),
                 {"method": "PUT", "endpoint": "vm.boot", "body": None},
             ],
         )
@@ -231,7 +335,29 @@ class CloudHypervisorDriver(Driver):
     def after_launch(self, sockets: dict[str, str], plan: LaunchPlan) -> None:
         api = CHClient(sockets["api"])
         for req in plan.api_requests:
-            api.request(str(req["method"]), str(req["endpoint"]), req.get("body"))
+            if "pass_fd" in req:
+                missing = "it was there at launch and was removed while the VM was starting"
+                self._put_with_tap(api, str(req["endpoint"]), req["body"], req["pass_fd"], missing)
+            else:
+                api.request(str(req["method"]), str(req["endpoint"]), req.get("body"))
+
+    @staticmethod
+    def _put_with_tap(
+        api: CHClient, endpoint: str, body: dict[str, Any], tap: dict[str, Any], missing: str
+    ) -> Any:
+        """PUT `body` with an fd of the existing TAP `tap` names (`missing`: why it must)."""
+        from vmkit.net import tap as taps
+
+        name, netns = tap["tap"], tap.get("netns")
+        fd, created = taps.open_tap(name, netns, tap.get("bridge"))
+        try:
+            if created:
+                taps.delete_tap(name, netns)
+                where = f" in network namespace {netns!r}" if netns else ""
+                raise VmkitError(f"TAP {name!r}{where} does not exist: {missing}")
+            return api.put_with_fds(endpoint, body, [fd])
+        finally:
+            os.close(fd)
 
     def _api(self, sockets: dict[str, str], timeout: float = 10.0) -> CHClient:
         return CHClient(sockets["api"], timeout)
@@ -254,30 +380,37 @@ class CloudHypervisorDriver(Driver):
         self._api(sockets).put("vm.power-button")
 
     def force_shutdown(self, sockets: dict[str, str]) -> str | None:
+        """`vm.shutdown` stops the vCPUs whatever the guest does; the VMM stays until
+        `vmm.shutdown`. Returns the step that ended the guest."""
         api = self._api(sockets)
+        step = "vm.shutdown"
         try:
             api.put("vm.shutdown")
-        finally:
+        except CHError as exc:
+            if exc.status is None:
+                raise  # not answering at all: SIGTERM is next
+            step = "vmm.shutdown"  # no running VM to stop (e.g. 405); the VMM must still go
+        try:
             api.put("vmm.shutdown")
-        return "vm.shutdown"
+        except CHError as exc:
+            if exc.status is not None:
+                raise
+            # CH exits right after answering: a dropped connection means it is going
+        return step
 
     def exit_cause(self, ctx: LaunchContext) -> ExitCause | None:
-        """From the event monitor: a guest that powered off ends with a vm shutdown event."""
-        try:
-            text = ctx.events_log.read_text(errors="replace")
-        except FileNotFoundError:
-            return None
-        events = []
-        for chunk in text.replace("}\n{", "}\x00{").split("\x00"):
-            try:
-                events.append(json.loads(chunk))
-            except ValueError:
-                continue
-        names = [f"{e.get('source')}:{e.get('event')}" for e in events if isinstance(e, dict)]
-        if "vm:shutdown" in names or "vmm:shutdown" in names:
-            return ExitCause(True, "guest shutdown" if "vm:shutdown" in names else "VMM shutdown")
+        """From the event monitor. A guest poweroff, `vm.shutdown` and `vmm.shutdown` all end
+        with vm:shutdown / vm:deleted / vmm:shutdown; only the events after the last boot,
+        reboot or restore count (a reboot shuts the old VM down first)."""
+        names = [f"{e['source']}:{e['event']}" for e in read_events(ctx.events_log)]
+        starts = [i for i, n in enumerate(names) if n in _START_EVENTS]
+        if starts:
+            names = names[starts[-1] + 1 :]
         if any(n.endswith(":panic") for n in names):
             return ExitCause(False, "guest panic")
+        final = [n for n in names if n in _FINAL_EVENTS]
+        if final:
+            return ExitCause(True, "guest shutdown" if "vm:shutdown" in final else "VMM shutdown")
         return None
 
     def pause(self, sockets: dict[str, str]) -> None:
@@ -296,23 +429,71 @@ class CloudHypervisorDriver(Driver):
             raise NotSupported("Cloud Hypervisor cannot snapshot a VM with virtio-fs attached")
         self._api(sockets, 600.0).put("vm.snapshot", {"destination_url": f"file://{state_dir}"})
         files = sorted(p.name for p in state_dir.iterdir())
-        size = sum((state_dir / f).stat().st_size for f in files)
-        return {"files": files, "state_file": "state.json", "state_bytes": size}
+        missing = {"config.json", "state.json"} - set(files)
+        if missing:
+            raise VMFailed(f"vm.snapshot left no {', '.join(sorted(missing))} in {state_dir}")
+        return {
+            "files": files,
+            "state_file": "state.json",  # restore checks its size against state_bytes
+            "state_bytes": (state_dir / "state.json").stat().st_size,
+            "bytes": sum((state_dir / f).stat().st_size for f in files),
+        }
 
     def plan_restore(
         self, spec: MachineSpec, ctx: LaunchContext, state_dir: Path, meta: dict[str, Any]
     ) -> LaunchPlan:
-        return LaunchPlan(argv=self._argv(ctx), sockets=dict(ctx.sockets), accelerator="kvm")
+        """A bare VMM, plus the `vm.restore` that `complete_restore` sends: from a folder in
+        the new VM's dir holding the snapshot's config.json re-pointed at the new VM's disks,
+        serial log, TAPs and sockets (see `restored_config`), next to links to the saved
+        state and memory. The plan travels to `complete_restore` in `meta["ch_restore"]`."""
+        try:
+            saved = json.loads((state_dir / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise VMFailed(f"snapshot in {state_dir} is damaged: config.json: {exc}") from None
+        restore_dir = ctx.vm_dir / "restore"
+        body: dict[str, Any] = {
+            "source_url": f"file://{restore_dir}",
+            "prefault": False,
+            "resume": True,
+        }
+        if meta.get("memory_restore") == "ondemand":  # pages fault in from the snapshot
+            body["memory_restore_mode"] = "OnDemand"
+        files = [
+            f for f in meta.get("files", ["state.json", "memory-ranges"]) if f != "config.json"
+        ]
+        meta["ch_restore"] = {
+            "dir": str(restore_dir),
+            "config": restored_config(saved, spec, ctx),
+            "links": {f: str(state_dir / f) for f in files},
+            "body": body,
+        }
+        return LaunchPlan(
+            argv=self._argv(ctx),
+            sockets={**ctx.sockets, **extra_sockets(spec, ctx)},
+            accelerator="kvm",
+            api_requests=[{"method": "PUT", "endpoint": "vm.restore", "body": body}],
+        )
 
     def complete_restore(
         self, sockets: dict[str, str], state_dir: Path, meta: dict[str, Any], timeout: float
     ) -> None:
+        plan = meta.get("ch_restore")
+        if plan is None:
+            raise VmkitError(
+                "Cloud Hypervisor restore needs plan_restore first (meta['ch_restore'])"
+            )
+        restore_dir = Path(plan["dir"])
+        restore_dir.mkdir(mode=0o700, exist_ok=True)
+        (restore_dir / "config.json").write_text(json.dumps(plan["config"], indent=1))
+        for name, target in plan["links"].items():
+            link = restore_dir / name
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
         api = self._api(sockets, timeout)
-        body: dict[str, Any] = {"source_url": f"file://{state_dir}", "prefault": False}
-        if meta.get("memory_restore") == "ondemand":  # pages fault in from the snapshot
-            body["memory_restore_mode"] = "OnDemand"
-        api.put("vm.restore", body)
-        api.put("vm.resume")
+        api.put("vm.restore", plan["body"])
+        # `resume` is recent: a CH that ignores it leaves the restored VM paused
+        if api.get("vm.info").get("state") == "Paused":
+            api.put("vm.resume")
 
     def attach_disk(self, sockets: dict[str, str], disk: Disk, device_id: str) -> None:
         self._api(sockets).put("vm.add-disk", disk_config(disk, device_id))
@@ -321,7 +502,10 @@ class CloudHypervisorDriver(Driver):
         self._api(sockets).put("vm.remove-device", {"id": device_id})
 
     def attach_net(self, sockets: dict[str, str], net: Network, device_id: str, mac: str) -> None:
-        self._api(sockets).put("vm.add-net", net_config(net, device_id, mac))
+        body = net_config(net, device_id, mac)
+        tap = {"tap": body.pop("tap"), "netns": net.netns, "bridge": net.bridge}
+        missing = "create it first (a hot-plugged NIC uses an existing TAP)"
+        self._put_with_tap(self._api(sockets), "vm.add-net", body, tap, missing)
 
     def detach_net(self, sockets: dict[str, str], device_id: str) -> None:
         self._api(sockets).put("vm.remove-device", {"id": device_id})
@@ -354,7 +538,18 @@ class CloudHypervisorDriver(Driver):
         self._api(sockets).put("vm.remove-device", {"id": device_id})
 
     def plan_incoming(self, spec: MachineSpec, ctx: LaunchContext, uri: str) -> LaunchPlan:
-        return LaunchPlan(argv=self._argv(ctx), sockets=dict(ctx.sockets), accelerator="kvm")
+        """A bare VMM; the VM's config arrives with the migration, from the source."""
+        if spec.networks:
+            raise NotSupported(
+                "Cloud Hypervisor cannot live-migrate a VM with NICs on one host: the target "
+                "would need the TAP the source still holds (and CH's migration takes no new "
+                "TAP fds); stop the VM, or snapshot it and restore the copy"
+            )
+        return LaunchPlan(
+            argv=self._argv(ctx),
+            sockets={**ctx.sockets, **extra_sockets(spec, ctx)},
+            accelerator="kvm",
+        )
 
     def start_incoming(self, sockets: dict[str, str], uri: str) -> None:
         # Blocks in CH until the migration arrives, so it is sent without waiting for it.
