@@ -226,6 +226,7 @@ class CloudHypervisorDriver(Driver):
         cloud_init=True,
         net_none=True,
         net_tap=True,
+        shares=True,
         rng=True,
         balloon=True,
         graceful_stop=True,
