@@ -21,7 +21,7 @@ from ch_double import CHDouble
 
 from vmkit.drivers.base import LaunchContext
 from vmkit.drivers.ch_api import CHError
-from vmkit.drivers.cloud_hypervisor import CloudHypervisorDriver, vm_config
+from vmkit.drivers.cloud_hypervisor import CloudHypervisorDriver, restored_config, vm_config
 from vmkit.errors import InvalidInput, NotSupported
 from vmkit.spec import Disk, Network, spec_from_dict
 
@@ -470,3 +470,70 @@ def test_tap_nics_reach_ch_as_fds_even_from_another_namespace(openapi, tmp_path,
             assert ch._open_tap_by_name(name) is not None  # EBUSY
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("ch_state", "vmkit_state"),
+    [
+        ("Created", "starting"),
+        ("Running", "running"),
+        ("Paused", "paused"),
+        ("BreakPoint", "paused"),
+        ("Shutdown", "stopping"),
+    ],
+)
+def test_every_vm_state_in_the_spec_maps_to_a_vmkit_state(openapi, tmp_path, ch_state, vmkit_state):
+    assert ch_state in openapi["components"]["schemas"]["VmState"]["enum"]
+    c = ctx(tmp_path)
+    with CHDouble(c.sockets["api"]) as ch:
+        ch.state, ch.config = ch_state, {}
+        assert CloudHypervisorDriver().control_state({"api": str(c.sockets["api"])}) == vmkit_state
+
+
+def test_memory_that_is_not_whole_huge_pages_is_refused_before_launch():
+    drv = CloudHypervisorDriver()
+    drv.check(make_spec({"memory": "258M", "hugepages": True}))
+    with pytest.raises(InvalidInput, match=r"memory: 257 MiB is not a whole number of 2 MiB huge"):
+        drv.check(make_spec({"memory": "257M", "hugepages": True}))
+    with pytest.raises(InvalidInput, match="max_memory: 1025 MiB"):
+        drv.check(make_spec({"memory": "256M", "max_memory": "1025M", "hugepages": True}))
+    drv.check(make_spec({"memory": "257M"}))  # ordinary pages: any whole MiB
+
+
+def test_live_migration_of_a_vm_with_nics_is_refused_before_anything_starts(tmp_path):
+    spec = make_spec({"networks": [{"mode": "tap", "tap": "t0"}]})
+    with pytest.raises(NotSupported, match="cannot live-migrate a VM with NICs"):
+        CloudHypervisorDriver().plan_incoming(spec, ctx(tmp_path), "unix:/tmp/x.mig")
+
+
+def test_restored_config_repoints_every_per_vm_path(tmp_path):
+    src = make_spec(
+        {
+            "disks": [{"path": "/src/a.img"}, {"path": "/shared/base.img", "readonly": True}],
+            "networks": [{"mode": "tap", "tap": "tsrc"}],
+            "vsock_cid": 3,
+        }
+    )
+    (tmp_path / "src").mkdir()
+    saved = vm_config(src, ctx(tmp_path / "src"))
+    saved["net"] = [{"fds": [12], "mac": "52:54:00:00:00:01", "id": "net0", "num_queues": 2}]
+    copy_spec = make_spec(
+        {
+            "name": "copy",
+            "disks": [{"path": "/copy/disk0.raw"}, {"path": "/shared/base.img", "readonly": True}],
+            "networks": [{"mode": "tap", "tap": "tcopy", "mac": "52:54:00:00:00:02"}],
+            "vsock_cid": 3,
+        }
+    )
+    c = ctx(tmp_path)
+    cfg = restored_config(saved, copy_spec, c)
+    assert [d["path"] for d in cfg["disks"]] == ["/copy/disk0.raw", "/shared/base.img"]
+    assert cfg["serial"] == {"mode": "File", "file": str(c.serial_log)}
+    assert cfg["net"] == [
+        {"mac": "52:54:00:00:00:02", "id": "net0", "num_queues": 2, "tap": "tcopy"}
+    ]
+    assert cfg["vsock"]["socket"] == str(c.sockets["api"].with_suffix(".vsock"))
+    assert cfg["memory"] == saved["memory"] and cfg["payload"] == saved["payload"]
+    assert saved["disks"][0]["path"] == "/src/a.img"  # the snapshot's own copy is untouched
+    with pytest.raises(Exception, match=r"config\.json has 2 disks, the VM spec 0"):
+        restored_config(saved, make_spec({"networks": copy_spec.to_json()["networks"]}), c)
