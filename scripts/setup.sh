@@ -20,7 +20,11 @@ command -v lz4 >/dev/null || pkgs+=(lz4)
 command -v xz >/dev/null || pkgs+=(xz-utils)
 command -v ip >/dev/null || pkgs+=(iproute2)  # TAP/netns tests
 command -v mkfs.btrfs >/dev/null || pkgs+=(btrfs-progs)  # reflink clone tests (loopback btrfs)
+command -v mkfs.xfs >/dev/null || pkgs+=(xfsprogs)  # ... and on a loopback xfs
 command -v filefrag >/dev/null || pkgs+=(e2fsprogs)
+command -v blkid >/dev/null || pkgs+=(util-linux)  # the seed ISO's label, as cloud-init finds it
+command -v ssh-keygen >/dev/null || pkgs+=(openssh-client)  # vmkit's per-host SSH key
+command -v curl >/dev/null || pkgs+=(curl)  # bench/storage.py compares downloads with curl
 command -v python3 >/dev/null || pkgs+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
 if ((${#pkgs[@]})); then

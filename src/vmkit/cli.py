@@ -302,6 +302,8 @@ def create(name: str | None, as_json: bool, **o: Any) -> None:
                 if made["made"] == "clone"
                 else "new empty disk"
             )
+            if made.get("method") == "qcow2-overlay":
+                how += "; it reads through to the base: keep the base unchanged"
             click.echo(f"  disk{made['index']}: {made['path']} ({how})")
         if machine.record.get("seed_iso"):
             click.echo(f"  cloud-init seed: {machine.record['seed_iso']} (read-only disk)")

@@ -81,12 +81,33 @@ def disk_convert(src: Path, dst: Path, fmt: str, as_json: bool) -> None:
 @click.option("--size", required=True, help="New size (grow only).")
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
 def disk_resize(path: Path, size: str, as_json: bool) -> None:
-    """Grow a disk image; refused while a running VM uses it."""
+    """Grow a disk image; refused while a running VM uses it (or an overlay of it)."""
     from vmkit.storage import disk
 
     target = path.absolute()
-    for machine in host().machines():
-        st = machine.status()
-        if st.alive and any(d.path == target for d in machine.spec.disks):
-            raise VMStateError(f"{target} is in use by running VM {machine.name!r}; stop it first")
+    for name in _running_users(target):
+        raise VMStateError(
+            f"{target} is in use by running VM {name!r}; stop it first (`vmkit stop {name}`)"
+        )
     _show(disk.resize(target, _size(size)), as_json)
+
+
+def _running_users(target: Path) -> list[str]:
+    """Running (or paused) VMs with `target` as a disk or in a disk's backing chain."""
+    from vmkit.storage.disk import backing_file
+
+    wanted = target.resolve()
+    users = []
+    for machine in host().machines():
+        if not machine.status().alive:
+            continue
+        for d in machine.spec.disks:
+            chain, hops = d.path, 0
+            while chain is not None and hops < 16:
+                if chain.resolve() == wanted:
+                    users.append(machine.name)
+                    break
+                chain, hops = backing_file(chain), hops + 1
+            if machine.name in users:
+                break
+    return users

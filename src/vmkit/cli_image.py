@@ -78,12 +78,14 @@ def image_ls(as_json: bool) -> None:
 
 @image_group.command(name="rm")
 @click.argument("names", nargs=-1, required=True)
-def image_rm(names: tuple[str, ...]) -> None:
-    """Remove cached images (VMs that cloned them keep their clones)."""
+@click.option("--force", "-f", is_flag=True, help="Even if qcow2 overlays still read it.")
+def image_rm(names: tuple[str, ...], force: bool) -> None:
+    """Remove cached images. Copies and reflinks made from an image keep working; qcow2
+    overlays read through to it, so removal is refused while one exists (unless --force)."""
     from vmkit.storage import images
 
     for n in names:
-        image = images.remove(n)
+        image = images.remove(n, force=force)
         click.echo(f"removed {image.name} ({image.path})")
 
 

@@ -316,14 +316,19 @@ class CloudInit(_Model):
 
     hostname: str | None = None
     user: str = "vmkit"
+    shell: str | None = Field(
+        default=None, description="login shell, e.g. /bin/bash (default: the image's)"
+    )
     ssh_authorized_keys: list[str] = Field(
-        default_factory=list, description="default: vmkit's own per-host key"
+        default_factory=list, description="added to vmkit's own per-host key (`vmkit ssh`)"
     )
     sudo: bool = Field(default=True, description="password-less sudo for the user")
     packages: list[str] = Field(default_factory=list)
     runcmd: list[str | list[str]] = Field(default_factory=list)
     user_data: dict[str, Any] = Field(
-        default_factory=dict, description="merged into #cloud-config (wins over the above)"
+        default_factory=dict,
+        description="merged into #cloud-config: mappings recursively, lists appended, "
+        "other values replace vmkit's",
     )
     network_config: dict[str, Any] | None = None
     ready_line: bool = Field(default=True, description="print the readiness line when done")
@@ -341,6 +346,24 @@ class CloudInit(_Model):
         if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", v):
             raise ValueError(f"{v!r} is not a Linux user name")
         return v
+
+    @field_validator("shell")
+    @classmethod
+    def _shell(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"/[A-Za-z0-9_./+-]+", v):
+            raise ValueError(f"{v!r} is not an absolute path to a shell, e.g. /bin/bash")
+        return v
+
+    @field_validator("ssh_authorized_keys")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        for key in v:
+            if "\n" in key.strip() or len(key.split()) < 2:
+                raise ValueError(
+                    f"{key[:40]!r}... is not one OpenSSH public key line "
+                    "(TYPE BASE64 [COMMENT], e.g. the contents of ~/.ssh/id_ed25519.pub)"
+                )
+        return [key.strip() for key in v]
 
 
 class CpuTopology(_Model):

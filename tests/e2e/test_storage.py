@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -32,22 +33,27 @@ def _sparse_image(path: Path, size: int = 64 * MIB) -> None:
     _write_at(path, 48 * MIB, b"tail".ljust(MIB, b"t"))
 
 
-@pytest.fixture
-def btrfs(tmp_path: Path) -> Iterator[Path]:
-    """A real btrfs on a loop device, mounted for the test."""
-    if os.geteuid() != 0 or shutil.which("mkfs.btrfs") is None:
-        pytest.skip("needs root and mkfs.btrfs (scripts/setup.sh installs btrfs-progs)")
-    backing = tmp_path / "btrfs.img"
+MKFS = {"btrfs": ["mkfs.btrfs", "-q"], "xfs": ["mkfs.xfs", "-q", "-m", "reflink=1"]}
+
+
+@pytest.fixture(params=sorted(MKFS))
+def reflink_fs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A real btrfs or xfs on a loop device, mounted for the test."""
+    fs = request.param
+    mkfs = MKFS[fs]
+    if os.geteuid() != 0 or shutil.which(mkfs[0]) is None:
+        pytest.skip(f"needs root and {mkfs[0]} (scripts/setup.sh installs it)")
+    backing = tmp_path / f"{fs}.img"
     with backing.open("wb") as f:
-        f.truncate(256 * MIB)
-    subprocess.run(["mkfs.btrfs", "-q", str(backing)], check=True)
+        f.truncate(512 * MIB)  # xfs wants >= 300 MiB
+    subprocess.run([*mkfs, str(backing)], check=True)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     proc = subprocess.run(
         ["mount", "-o", "loop", str(backing), str(mnt)], capture_output=True, text=True
     )
     if proc.returncode != 0:
-        pytest.skip(f"this kernel cannot mount a loopback btrfs: {proc.stderr.strip()}")
+        pytest.skip(f"this kernel cannot mount a loopback {fs}: {proc.stderr.strip()}")
     try:
         yield mnt
     finally:
@@ -60,11 +66,12 @@ def _shared_extents(path: Path) -> int:
 
 
 @pytest.mark.capability("qemu", "disk_clone")
-def test_reflink_clone_on_btrfs_shares_extents_and_diverges_on_write(btrfs: Path) -> None:
-    base = btrfs / "base.img"
+def test_reflink_clone_shares_extents_and_diverges_on_write(reflink_fs: Path) -> None:
+    base = reflink_fs / "base.img"
     _sparse_image(base)
     os.sync()
-    clone = btrfs / "clone.img"
+    assert _shared_extents(base) == 0
+    clone = reflink_fs / "clone.img"
     result = clone_file(base, clone)
     assert result.method == "reflink" and result.bytes_copied == 0
     os.sync()
@@ -73,7 +80,8 @@ def test_reflink_clone_on_btrfs_shares_extents_and_diverges_on_write(btrfs: Path
     _write_at(clone, 0, b"CHANGED")
     assert base.read_bytes()[:16] == b"vmkit-base-image"
     # and a qcow2 overlay is not used where a reflink works
-    assert clone_file(base, btrfs / "c2.img", allow_overlay=True).method == "reflink"
+    assert clone_file(base, reflink_fs / "c2.img", allow_overlay=True).method == "reflink"
+    assert clone.stat().st_blocks * 512 <= 3 * MIB  # the holes stayed holes
 
 
 def test_sparse_copy_keeps_holes(tmp_path: Path) -> None:
@@ -106,20 +114,40 @@ def test_qcow2_overlay_clone_reads_the_base_and_never_writes_it(tmp_path: Path) 
 
 @pytest.mark.capability("qemu", "disk_clone")
 def test_vm_with_cloned_and_new_disks_owns_them(cli, guest, tmp_path: Path) -> None:
+    """On this ext4 (no reflink) QEMU gets a qcow2 overlay of the raw base: the guest reads
+    the base through it, its writes stay in the overlay, the base is never written."""
     base = tmp_path / "base.img"
     _sparse_image(base)
     before = base.read_bytes()
     made = cli.ok("create", "own", "--clone-disk", str(base), "--new-disk", "8M", *TCG).stdout
-    assert "disk0:" in made and "disk1: " in made and "new empty disk" in made
+    assert "disk0:" in made and "new empty disk" in made
+    m = re.search(r"disk1: (\S+) \((reflink|qcow2-overlay|sparse-copy) of ", made)
+    assert m, made
+    clone, method = Path(m.group(1)), m.group(2)
+    info = cli.json("disk", "info", str(clone))
+    if method == "qcow2-overlay":
+        assert clone.name == "disk1.qcow2"
+        assert info["format"] == "qcow2" and info["backing_file"] == str(base)
+        assert info["allocated"] < MIB
+    else:
+        assert clone.name == "disk1.raw" and info["format"] == "raw"
     cli.ok("start", "own", "--wait")
     # disk order: --disk, --disk-ro, --new-disk, --clone-disk
     guest_run(cli, "own", "cat /sys/block/vda/size", r"16384")  # 8 MiB in sectors
     guest_run(cli, "own", "head -c 16 /dev/vdb", r"vmkit-base-image")
+    guest_run(cli, "own", "dd if=/dev/vdb bs=1M skip=48 count=1 2>/dev/null | head -c 4", r"tail")
     guest_run(cli, "own", "printf GUEST-WROTE > /dev/vdb; sync; echo ok", r"ok")
+    guest_run(cli, "own", "head -c 11 /dev/vdb", r"GUEST-WROTE")
+    # a disk in use by a running VM is not resized under it
+    proc = cli("disk", "resize", str(clone), "--size", "128M")
+    assert proc.returncode == 1 and "running VM 'own'" in proc.stderr, proc.stderr
     vm_dir = Path(cli.json("inspect", "own")["paths"]["dir"])
     owned = sorted(p.name for p in vm_dir.glob("disk*"))
-    assert owned == ["disk0.raw", "disk1.img"]
-    cli.ok("rm", "--force", "own")
+    assert owned == sorted(["disk0.raw", clone.name])
+    cli.ok("stop", "own", "--timeout", "30")
+    grown = cli.json("disk", "resize", str(clone), "--size", "128M")  # stopped: allowed
+    assert grown["virtual_size"] == 128 * MIB
+    cli.ok("rm", "own")
     assert not vm_dir.exists()
     assert base.read_bytes() == before  # the clone's writes never reached the base
 
@@ -158,8 +186,9 @@ def test_cloud_init_seed_iso_is_read_by_a_real_guest(cli, guest, tmp_path: Path)
                 "boot": {
                     "kernel": str(guest.kernel),
                     "initrd": str(guest.initrd),
-                    "cmdline": "console=ttyS0 quiet",
+                    "cmdline": "console=ttyS0 quiet vmkit.dhcp=1",
                 },
+                "networks": ["nat"],
                 "accelerator": "tcg",
                 "cloud_init": {
                     "hostname": "web-1",
@@ -191,6 +220,12 @@ def test_cloud_init_seed_iso_is_read_by_a_real_guest(cli, guest, tmp_path: Path)
     assert pub.split()[1] in text  # the key, as authorized
     assert "NOPASSWD:ALL" in text
     guest_run(cli, "ci", "cat /seed/meta-data", r"local-hostname: web-1")
+    # The readiness command vmkit appends to runcmd, run on this busybox guest (no
+    # `hostname -I`, like Alpine): it finds the DHCP address and says it on the console.
+    from vmkit.storage.seed import READY_CMD
+
+    cmd = READY_CMD.format(marker="SEED_SAYS")  # cloud-init runs it as `sh -c CMD`
+    guest_run(cli, "ci", f"( {cmd} )", r"SEED_SAYS 10\.0\.2\.15")
     seed = Path(cli.json("inspect", "ci")["paths"]["dir"]) / "seed.iso"
     assert seed.stat().st_mode & 0o777 == 0o600
 

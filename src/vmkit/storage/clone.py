@@ -1,8 +1,11 @@
 """Copy-on-write clones of disk images with the best method the platform has.
 
-Order: a reflink (Linux FICLONE on btrfs/xfs/bcachefs) shares every extent and takes O(1);
-otherwise a sparse copy that walks data extents with SEEK_DATA/SEEK_HOLE, so it costs the
-allocated size, not the virtual size. The method used is always reported to the caller.
+Order: an O(1) clone that shares every extent (Linux FICLONE on btrfs/xfs/bcachefs, macOS
+APFS clonefile); else, when the caller's VMM reads qcow2 and the source will not change, a
+qcow2 overlay backed by the source (also O(1)); else a sparse copy that walks data extents
+with SEEK_DATA/SEEK_HOLE, so it costs the allocated size, not the virtual size. The sparse
+copy moves bytes in the kernel (copy_file_range) and falls back to pread/pwrite where that
+cannot work (across filesystems, or on macOS). The method used is always reported.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from vmkit.errors import VmkitError
 FICLONE = 0x40049409  # _IOW(0x94, 9, int)
 _CHUNK = 1 << 20
 _NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS}
+# copy_file_range refuses these pairs of files (another filesystem, a filesystem without it)
+_NO_CFR = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}
 
 
 @dataclass(frozen=True)
@@ -42,25 +47,64 @@ def _reflink(src_fd: int, dst_fd: int) -> bool:
     return True
 
 
+def _copy_range(src_fd: int, dst_fd: int, offset: int, end: int, in_kernel: list[bool]) -> int:
+    """Copy [offset, end) to the same offset in dst; `in_kernel[0]` turns False (for the
+    rest of the copy) when copy_file_range cannot serve this pair of files."""
+    start = offset
+    while offset < end:
+        n = 0
+        if in_kernel[0]:
+            try:
+                n = os.copy_file_range(
+                    src_fd, dst_fd, min(_CHUNK * 64, end - offset), offset, offset
+                )
+            except OSError as exc:
+                if exc.errno not in _NO_CFR:
+                    raise
+                in_kernel[0] = False
+                continue
+        else:
+            data = os.pread(src_fd, min(_CHUNK * 8, end - offset), offset)
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(dst_fd, view, offset + len(data) - len(view))
+                view = view[written:]
+            n = len(data)
+        if n == 0:  # the source shrank under us
+            break
+        offset += n
+    return offset - start
+
+
+def _copy_skipping_zeros(src_fd: int, dst_fd: int, size: int) -> int:
+    """For filesystems without SEEK_DATA: read everything, write only non-zero blocks."""
+    copied = 0
+    zero = bytes(_CHUNK)
+    for offset in range(0, size, _CHUNK):
+        block = os.pread(src_fd, _CHUNK, offset)
+        if block != zero[: len(block)]:
+            os.pwrite(dst_fd, block, offset)
+            copied += len(block)
+    os.ftruncate(dst_fd, size)
+    return copied
+
+
 def _sparse_copy(src_fd: int, dst_fd: int, size: int) -> int:
     """Copy only the data extents; holes stay holes. Returns bytes copied."""
     copied = 0
     pos = 0
+    in_kernel = [hasattr(os, "copy_file_range")]  # Linux only
     while pos < size:
         try:
             data = os.lseek(src_fd, pos, os.SEEK_DATA)
         except OSError as exc:
             if exc.errno == errno.ENXIO:  # only a hole remains
                 break
+            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP) and pos == 0:
+                return _copy_skipping_zeros(src_fd, dst_fd, size)  # no SEEK_DATA here
             raise
         hole = os.lseek(src_fd, data, os.SEEK_HOLE)
-        offset = data
-        while offset < hole:
-            n = os.copy_file_range(src_fd, dst_fd, min(_CHUNK * 64, hole - offset), offset, offset)
-            if n == 0:
-                break
-            offset += n
-            copied += n
+        copied += _copy_range(src_fd, dst_fd, data, hole, in_kernel)
         pos = hole
     os.ftruncate(dst_fd, size)
     return copied

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -55,6 +56,45 @@ def _run(argv: list[str]) -> str:
 def sniff_format(path: Path) -> str:
     with path.open("rb") as f:
         return "qcow2" if f.read(4) == QCOW2_MAGIC else "raw"
+
+
+def backing_file(path: Path) -> Path | None:
+    """The backing file a qcow2 image names in its header (None for raw or no backing).
+
+    Read straight from the header (cheap: no qemu-img per file) so vmkit can find every
+    overlay that depends on an image before it is deleted. A relative name is relative to
+    the overlay's folder, as QEMU reads it."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(20)
+            if len(header) < 20 or header[:4] != QCOW2_MAGIC:
+                return None
+            offset, size = struct.unpack(">QI", header[8:20])
+            if offset == 0 or size == 0 or size > 4096:
+                return None
+            f.seek(offset)
+            name = f.read(size).decode(errors="surrogateescape")
+    except OSError:
+        return None
+    if "://" in name or name.startswith(("json:", "nbd:")):
+        return None  # not a local file
+    backing = Path(name)
+    return backing if backing.is_absolute() else path.parent / backing
+
+
+def overlays_of(bases: list[Path], roots: list[Path]) -> list[Path]:
+    """qcow2 files under `roots` whose backing file is one of `bases`: the overlays that
+    would break if a base were deleted or rewritten."""
+    wanted = {b.resolve() for b in bases}
+    found = []
+    for root in roots:
+        for folder, _dirs, files in os.walk(root):
+            for name in files:
+                path = Path(folder) / name
+                backing = backing_file(path)
+                if backing is not None and backing.resolve() in wanted:
+                    found.append(path)
+    return sorted(found)
 
 
 def create(path: Path, size: int, fmt: str = "raw") -> DiskInfo:
@@ -108,30 +148,41 @@ def convert(
     fmt: str,
     progress: Callable[[float], None] = lambda _pct: None,
 ) -> DiskInfo:
-    """Copy `src` into a new `dst` of format `fmt` (sparse), reporting percent done."""
+    """Copy `src` into a new `dst` of format `fmt` (sparse), reporting percent done.
+
+    qemu-img writes a hidden temp file beside `dst`, renamed into place only when complete,
+    so a failed or interrupted conversion never leaves a half-written `dst`."""
     if fmt not in FORMATS:
         raise InvalidInput(f"format {fmt!r}: use raw or qcow2")
     if dst.exists():
         raise InvalidInput(f"{str(dst)!r} already exists; vmkit never overwrites a disk")
+    if not dst.parent.is_dir():
+        raise InvalidInput(f"folder {str(dst.parent)!r} does not exist")
     src_fmt = info(src).format
-    argv = [qemu_img(), "convert", "-p", "-f", src_fmt, "-O", fmt, str(src), str(dst)]
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    argv = [qemu_img(), "convert", "-p", "-f", src_fmt, "-O", fmt, str(src), str(tmp)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stderr is not None
     buf = b""
     try:
         while chunk := os.read(proc.stdout.fileno(), 4096):
-            buf = (buf + chunk)[-256:]
-            for m in _PROGRESS_RE.finditer(chunk):
-                progress(float(m.group(1)))
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            buf += chunk  # a progress token may be split across reads
+            *done_tokens, buf = buf.split(b"\r")
+            for token in done_tokens:
+                m = _PROGRESS_RE.search(token)
+                if m:
+                    progress(float(m.group(1)))
+            buf = buf[-256:]
+        err = proc.stderr.read().decode(errors="replace")
         if proc.wait() != 0:
-            raise VmkitError(f"qemu-img convert failed: {err.strip()}")
+            raise VmkitError(f"qemu-img convert {src} failed: {err.strip()}")
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, dst)
     except BaseException:
         proc.kill()
         proc.wait()
-        dst.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    os.chmod(dst, 0o600)
     progress(100.0)
     return info(dst)
 

@@ -1,6 +1,8 @@
 """Cloud images: verified downloads into a content-addressed cache.
 
     <cache>/images/partial/<key>.part      a download in progress (resumed with Range)
+    <cache>/images/partial/<key>.json      its URL and ETag/Last-Modified (for If-Range)
+    <cache>/images/locks/<key>.lock        held while a pull of that URL runs
     <cache>/images/<algo>-<hex>/<file>     a verified image, named by its checksum
     <cache>/images/index.json              names and URLs -> cached images
 
@@ -11,6 +13,7 @@ it: a wrong checksum deletes the partial file; an interrupted one keeps it for a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from vmkit.errors import InvalidInput, NotFound, VmkitError
+from vmkit.errors import InvalidInput, NotFound, VmkitError, VMStateError
 from vmkit.paths import cache_dir, ensure_private_dir
 from vmkit.store import atomic_write_json, file_lock, read_json
 
@@ -146,7 +149,7 @@ def pull(
     import httpx
 
     name, url, sums_url = resolve(name_or_url, arch)
-    filename = Path(urlparse(url).path).name
+    filename = Path(urlparse(url).path).name or "image"
     cached = _find(url)
     if cached is not None and Path(cached.path).exists():
         return cached
@@ -158,60 +161,132 @@ def pull(
             f"no checksum for {url}: give --checksum URL_OF_CHECKSUM_FILE or "
             "--checksum sha256:HEX (vmkit never caches an unverified image)"
         )
-    with httpx.Client(follow_redirects=True, timeout=timeout) as client:
-        if fixed is not None:
-            algo, digest = fixed
-        else:
-            assert sums_url is not None
-            resp = client.get(sums_url)
-            if resp.status_code != 200:
-                raise VmkitError(
-                    f"cannot get the checksum file {sums_url}: HTTP {resp.status_code}"
-                )
-            algo, digest = expected_digest(resp.text, filename)
-        part = _download(client, url, algo, digest, progress)
-    return _commit(name, url, part, filename, algo, digest)
-
-
-def _download(client: Any, url: str, algo: str, digest: str, progress: Progress) -> Path:
-    import httpx
-
     partial = images_dir() / "partial"
     partial.mkdir(mode=0o700, exist_ok=True)
-    part = partial / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.part"
-    h = hashlib.new(algo)
-    have = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
-    try:
-        with client.stream("GET", url, headers=headers) as resp:
-            if resp.status_code == 416:  # the part file is already complete
-                resp.close()
-            elif resp.status_code == 206 and have:
-                pass
-            elif resp.status_code == 200:
-                have = 0  # the server ignores Range: start over
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    # One pull per URL at a time: a second one would write into the same partial file.
+    locks = images_dir() / "locks"
+    locks.mkdir(mode=0o700, exist_ok=True)
+    with file_lock(locks / f"{key}.lock", 0.0, f"the download of {url}"):
+        cached = _find(url)  # the pull we waited for may have finished it
+        if cached is not None and Path(cached.path).exists():
+            return cached
+        with httpx.Client(follow_redirects=True, timeout=timeout) as client:
+            if fixed is not None:
+                algo, digest = fixed
             else:
-                raise VmkitError(f"cannot download {url}: HTTP {resp.status_code}")
+                assert sums_url is not None
+                try:
+                    resp = client.get(sums_url)
+                except httpx.HTTPError as exc:
+                    raise VmkitError(f"cannot get the checksum file {sums_url}: {exc}") from None
+                if resp.status_code != 200:
+                    raise VmkitError(
+                        f"cannot get the checksum file {sums_url}: HTTP {resp.status_code}"
+                    )
+                algo, digest = expected_digest(resp.text, filename)
+            part = _download(client, url, partial / f"{key}.part", algo, digest, progress)
+        return _commit(name, url, part, filename, algo, digest)
+
+
+class _Hasher:
+    """Hashes chunks on a second thread while the first receives and writes the next ones
+    (hashlib releases the GIL): verification costs no extra time when a core is free."""
+
+    def __init__(self, algo: str):
+        import queue
+        import threading
+
+        self.h = hashlib.new(algo)
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+        self._t = threading.Thread(target=self._run, name="vmkit-hash", daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while (chunk := self._q.get()) is not None:
+            self.h.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._q.put(chunk)
+
+    def hexdigest(self) -> str:
+        self._q.put(None)
+        self._t.join()
+        return self.h.hexdigest()
+
+
+def _validator(headers: Any) -> str | None:
+    """What identifies this version of the remote file (for If-Range on a resume)."""
+    etag = headers.get("etag")
+    if etag and not etag.startswith("W/"):  # a weak ETag cannot guard a byte range
+        return str(etag)
+    modified = headers.get("last-modified")
+    return str(modified) if modified else None
+
+
+def _download(
+    client: Any, url: str, part: Path, algo: str, digest: str, progress: Progress
+) -> Path:
+    """Fetch `url` into `part`, resuming what an earlier cut-off pull left there.
+
+    The resume asks only for the missing bytes (Range), and only of the same version of the
+    file (If-Range with the ETag or Last-Modified seen before; a changed file comes back
+    whole). Everything is hashed as it arrives; on a mismatch the part file is deleted."""
+    import httpx
+
+    meta = part.with_suffix(".json")
+    have = part.stat().st_size if part.exists() else 0
+    headers: dict[str, str] = {}
+    seen: str | None = None
+    if have:
+        with contextlib.suppress(OSError, ValueError):
+            seen = read_json(meta).get("validator")
+        headers["Range"] = f"bytes={have}-"
+        if seen:
+            headers["If-Range"] = seen
+    hasher = _Hasher(algo)
+    try:
+        headers["Accept-Encoding"] = "identity"  # the bytes the checksum file describes
+        with client.stream("GET", url, headers=headers) as resp:
+            status = resp.status_code
+            if status == 206 and have:
+                got = resp.headers.get("content-range", "")
+                if not got.startswith(f"bytes {have}-"):
+                    raise VmkitError(
+                        f"the server answered the resume of {url} with the wrong range "
+                        f"({got!r}, asked for bytes {have}-); delete {part} and pull again"
+                    )
+            elif status == 416 and have:
+                pass  # nothing left to fetch: the part file may be complete
+            elif status == 200:
+                have = 0  # no resume (the server ignores Range, or the file changed)
+            else:
+                raise VmkitError(f"cannot download {url}: HTTP {status}")
+            validator = _validator(resp.headers)
             total = None
             length = resp.headers.get("content-length")
-            if length is not None and resp.status_code in (200, 206):
+            if length is not None and status in (200, 206):
                 total = have + int(length)
-            mode = "ab" if have else "wb"
             if have:
                 with part.open("rb") as f:
                     while chunk := f.read(1 << 20):
-                        h.update(chunk)
-            if resp.status_code != 416:
+                        hasher.update(chunk)
+            if status == 416:
+                resp.close()
+            else:
+                atomic_write_json(meta, {"url": url, "validator": validator})
                 fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                with os.fdopen(fd, mode) as out:
-                    if mode == "wb":
-                        out.truncate(0)
+                with os.fdopen(fd, "r+b") as out:
+                    out.truncate(have)
+                    out.seek(have)
                     done = have
-                    for chunk in resp.iter_bytes():  # as it arrives: a cut keeps it all
+                    for chunk in resp.iter_raw():  # as it arrives (no re-chunking): a cut keeps all
                         out.write(chunk)
-                        h.update(chunk)
+                        hasher.update(chunk)
                         done += len(chunk)
                         progress(done, total)
+                    out.flush()
+                    os.fsync(out.fileno())  # what enters the cache is on disk
                 if total is not None and done < total:
                     raise VmkitError(
                         f"the download of {url} stopped at {done} of {total} bytes; "
@@ -221,12 +296,16 @@ def _download(client: Any, url: str, algo: str, digest: str, progress: Progress)
         raise VmkitError(
             f"the download of {url} was interrupted ({exc}); run the same pull again to resume it"
         ) from None
-    if h.hexdigest() != digest:
+    finally:
+        got_digest = hasher.hexdigest()
+    if got_digest != digest:
         part.unlink(missing_ok=True)
+        meta.unlink(missing_ok=True)
         raise VmkitError(
-            f"checksum mismatch for {url}: expected {algo} {digest}, got {h.hexdigest()}; "
+            f"checksum mismatch for {url}: expected {algo} {digest}, got {got_digest}; "
             "the download was deleted and nothing was cached"
         )
+    meta.unlink(missing_ok=True)
     return part
 
 
@@ -250,16 +329,26 @@ def _find(url: str) -> CachedImage | None:
 
 
 def _commit(name: str, url: str, part: Path, filename: str, algo: str, digest: str) -> CachedImage:
+    """Move a verified download into its content-addressed folder and record it."""
     final_dir = images_dir() / f"{algo}-{digest[:32]}"
     final_dir.mkdir(mode=0o700, exist_ok=True)
     final = final_dir / filename
     os.replace(part, final)
+    _fsync_dir(final_dir)
     image = CachedImage(name, url, str(final), algo, digest, final.stat().st_size, time.time())
     with file_lock(images_dir() / ".lock", 30.0, "the image cache"):
         entries = [e for e in _load_index() if e["url"] != url]
         entries.append(image.to_json())
         atomic_write_json(_index_path(), entries)
     return image
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def list_images() -> list[CachedImage]:
@@ -273,12 +362,29 @@ def find(name_or_url: str) -> CachedImage:
     raise NotFound(f"no cached image {name_or_url!r} (see `vmkit image ls`)")
 
 
-def remove(name_or_url: str) -> CachedImage:
+def remove(name_or_url: str, force: bool = False, store_home: Path | None = None) -> CachedImage:
+    """Drop a cached image. Refused while qcow2 overlays (VM disks, snapshot disks) in the
+    store at `store_home` read through to it, unless `force`: they could not start again."""
+    from vmkit.paths import data_home
+    from vmkit.storage import disk
+
     image = find(name_or_url)
     with file_lock(images_dir() / ".lock", 30.0, "the image cache"):
         entries = [e for e in _load_index() if e["url"] != image.url]
+        last = not any(e["digest"] == image.digest for e in entries)
+        if last and not force:
+            home = store_home or data_home()
+            files = [p for p in Path(image.path).parent.iterdir() if p.is_file()]
+            users = disk.overlays_of(files, [home / "vms", home / "snapshots"])
+            if users:
+                listed = "\n  ".join(str(u) for u in users)
+                raise VMStateError(
+                    f"cannot remove {image.name}: these qcow2 overlays read through to it and "
+                    f"would be broken:\n  {listed}\nremove the VMs/snapshots that own them "
+                    "first, or use `vmkit image rm --force`"
+                )
         atomic_write_json(_index_path(), entries)
-        if not any(e["digest"] == image.digest for e in entries):
+        if last:
             shutil.rmtree(Path(image.path).parent, ignore_errors=True)
     return image
 

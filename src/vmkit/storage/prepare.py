@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,9 @@ from vmkit.storage.clone import clone_file
 def materialize(spec_json: dict[str, Any], vm_dir: Path, overlay_ok: bool) -> list[dict[str, Any]]:
     """Make every `size:`/`clone:` disk of `spec_json` in `vm_dir`; fill in its path and
     format. `overlay_ok`: the driver reads qcow2, so a clone may be a qcow2 overlay when
-    the filesystem cannot reflink (the base must then stay unchanged). Returns what was done
-    (method, seconds) for the record. The caller removes `vm_dir` if this raises."""
+    the filesystem cannot reflink (the base must then stay unchanged); a driver that reads
+    only raw gets a qcow2 base converted to raw. Returns what was done (method, seconds)
+    for the record. The caller removes `vm_dir` if this raises."""
     done = []
     for i, d in enumerate(spec_json.get("disks", [])):
         if d.get("path") is not None:
@@ -23,15 +26,25 @@ def materialize(spec_json: dict[str, Any], vm_dir: Path, overlay_ok: bool) -> li
             diskmod.create(target, int(d["size"]), d.get("format", "raw"))
             d["path"] = str(target)
             done.append({"index": i, "made": "empty", "path": str(target)})
+            continue
+        base = Path(d["clone"])
+        base_fmt = diskmod.sniff_format(base)
+        if base_fmt == "qcow2" and not overlay_ok:
+            target = vm_dir / f"disk{i}.raw"
+            t0 = time.monotonic()
+            diskmod.convert(base, target, "raw")
+            made = {"method": "qcow2-to-raw", "seconds": round(time.monotonic() - t0, 4)}
+            fmt = "raw"
         else:
-            base = Path(d["clone"])
-            base_fmt = diskmod.sniff_format(base)
-            # A qcow2 overlay is right only when the VMM reads qcow2 (every Linux VMM here)
-            # and the base stays put; a reflink or sparse copy keeps the base's format.
-            suffix = "qcow2" if base_fmt == "qcow2" else "img"
-            target = vm_dir / f"disk{i}.{suffix}"
+            target = vm_dir / f"disk{i}.{'qcow2' if base_fmt == 'qcow2' else 'raw'}"
             result = clone_file(base, target, allow_overlay=overlay_ok)
-            d["path"] = str(target)
-            d["format"] = "qcow2" if result.method == "qcow2-overlay" else base_fmt
-            done.append({"index": i, "made": "clone", "path": str(target), **result.to_json()})
+            made = result.to_json()
+            fmt = "qcow2" if result.method == "qcow2-overlay" else base_fmt
+            if target.suffix != f".{fmt}":  # an overlay of a raw base is a qcow2 file
+                named = target.with_suffix(f".{fmt}")
+                os.replace(target, named)
+                target = named
+        d["path"] = str(target)
+        d["format"] = fmt
+        done.append({"index": i, "made": "clone", "path": str(target), "base": str(base), **made})
     return done

@@ -11,6 +11,7 @@ import io
 import os
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,37 +19,61 @@ import yaml
 
 from vmkit.errors import VmkitError
 
+# The guest's first global IPv4 address: `hostname -I` where it exists (Debian, Ubuntu,
+# Fedora), else `ip` (busybox on Alpine has no `hostname -I`); `-` without a network.
 READY_CMD = (
     'ip=$(hostname -I 2>/dev/null | cut -d" " -f1); '
+    '[ -n "$ip" ] || ip=$(ip -4 -o addr show scope global 2>/dev/null '
+    "| awk '{{split($4, a, \"/\"); print a[1]; exit}}'); "
     'for t in /dev/ttyS0 /dev/hvc0 /dev/ttyAMA0; do [ -c "$t" ] && '
-    'echo "{marker} ${{ip:--}}" > "$t"; done'
+    'echo "{marker} ${{ip:--}}" > "$t"; done; exit 0'  # absent ttys are no failure
 )
 
 
+def merge(ours: Any, theirs: Any) -> Any:
+    """cloud-init's own way of merging parts: mappings recursively, lists appended, any
+    other value replaced by `theirs`."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        out = dict(ours)
+        for key, value in theirs.items():
+            out[key] = merge(ours[key], value) if key in ours else value
+        return out
+    if isinstance(ours, list) and isinstance(theirs, list):
+        return ours + theirs
+    return theirs
+
+
 def user_data(ci: dict[str, Any], marker: str, keys: list[str]) -> dict[str, Any]:
-    """The #cloud-config document for the spec's `cloud_init` section."""
+    """The #cloud-config document for the spec's `cloud_init` section.
+
+    The user's `user_data` is merged in (see `merge`); the readiness line stays the last
+    runcmd, so it is printed after everything else cloud-init was asked to do."""
     user: dict[str, Any] = {
         "name": ci.get("user") or "vmkit",
-        "shell": "/bin/bash",
         "lock_passwd": True,
         "ssh_authorized_keys": keys,
     }
+    if ci.get("shell"):
+        user["shell"] = ci["shell"]
     if ci.get("sudo", True):
-        user["sudo"] = "ALL=(ALL) NOPASSWD:ALL"
-        user["groups"] = "sudo"
+        user["sudo"] = "ALL=(ALL) NOPASSWD:ALL"  # a rule, not a group: distros name it apart
     doc: dict[str, Any] = {"users": ["default", user]}
     if ci.get("hostname"):
         doc["hostname"] = ci["hostname"]
     if ci.get("packages"):
         doc["packages"] = list(ci["packages"])
-    runcmd = list(ci.get("runcmd") or [])
+    if ci.get("runcmd"):
+        doc["runcmd"] = list(ci["runcmd"])
+    doc = merge(doc, ci.get("user_data") or {})
     if ci.get("ready_line", True):
-        runcmd.append(["sh", "-c", READY_CMD.format(marker=marker)])
-    if runcmd:
-        doc["runcmd"] = runcmd
-    for key, value in (ci.get("user_data") or {}).items():  # the user's own keys win
-        doc[key] = value
+        runcmd = doc.get("runcmd")
+        doc["runcmd"] = [*(runcmd if isinstance(runcmd, list) else [])]
+        doc["runcmd"].append(["sh", "-c", READY_CMD.format(marker=marker)])
     return doc
+
+
+def render_user_data(doc: dict[str, Any]) -> str:
+    return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
 def build_iso(
@@ -61,7 +86,7 @@ def build_iso(
     import pycdlib
 
     files = {
-        "user-data": b"#cloud-config\n" + yaml.safe_dump(user_data_doc, sort_keys=False).encode(),
+        "user-data": render_user_data(user_data_doc).encode(),
         "meta-data": yaml.safe_dump(meta_data, sort_keys=False).encode(),
     }
     if network_config is not None:
@@ -114,14 +139,20 @@ def host_key(home: Path) -> Path:
 
 
 def make_seed(spec_json: dict[str, Any], vm_dir: Path, home: Path) -> Path:
-    """Build `vm_dir/seed.iso` from the spec's `cloud_init` section."""
+    """Build `vm_dir/seed.iso` from the spec's `cloud_init` section.
+
+    vmkit's per-host key is always authorized (a later `vmkit ssh` uses it), then the
+    spec's own keys. The instance-id is new for every VM made, so cloud-init treats a VM
+    made again under an old name, from a disk that already booted, as a new instance."""
     ci = spec_json["cloud_init"]
-    keys = list(ci.get("ssh_authorized_keys") or [])
-    if not keys:
-        keys = [host_key(home).with_suffix(".pub").read_text().strip()]
+    own = host_key(home).with_suffix(".pub").read_text().strip()
+    keys = [own, *(k for k in ci.get("ssh_authorized_keys") or [] if k != own)]
     marker = spec_json.get("readiness", {}).get("marker", "VMKIT_READY")
     name = str(spec_json["name"])
-    meta = {"instance-id": f"vmkit-{name}", "local-hostname": ci.get("hostname") or name}
+    meta = {
+        "instance-id": f"vmkit-{name}-{uuid.uuid4().hex[:12]}",
+        "local-hostname": ci.get("hostname") or name,
+    }
     path = vm_dir / "seed.iso"
     build_iso(path, user_data(ci, marker, keys), meta, ci.get("network_config"))
     return path
