@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.server
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import write_json
+from _common import git_state, write_json
 
 from vmkit.storage.clone import clone_file
 from vmkit.storage.seed import build_iso, user_data
@@ -55,16 +53,20 @@ def timed(fn: Callable[[], Any], runs: int, cleanup: Callable[[], None]) -> list
     return out
 
 
+MKFS = {"btrfs": ["mkfs.btrfs", "-q"], "xfs": ["mkfs.xfs", "-q", "-m", "reflink=1"]}
+
+
 @contextlib.contextmanager
-def loop_btrfs(work: Path) -> Iterator[Path | None]:
-    if os.geteuid() != 0 or not shutil.which("mkfs.btrfs"):
+def loop_fs(work: Path, fs: str) -> Iterator[Path | None]:
+    """A loopback `fs` (btrfs or xfs) for the reflink rows; None if it cannot be made."""
+    if os.geteuid() != 0 or not shutil.which(MKFS[fs][0]):
         yield None
         return
-    backing = work / "btrfs.img"
+    backing = work / f"{fs}.img"
     with backing.open("wb") as f:
         f.truncate(8 * GIB)
-    subprocess.run(["mkfs.btrfs", "-q", str(backing)], check=True)
-    mnt = work / "btrfs"
+    subprocess.run([*MKFS[fs], str(backing)], check=True)
+    mnt = work / fs
     mnt.mkdir()
     if subprocess.run(["mount", "-o", "loop", str(backing), str(mnt)]).returncode != 0:
         yield None
@@ -73,6 +75,7 @@ def loop_btrfs(work: Path) -> Iterator[Path | None]:
         yield mnt
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+        backing.unlink()
 
 
 def bench_clones(work: Path, data_mib: int, runs: int) -> dict[str, list[float]]:
@@ -91,18 +94,32 @@ def bench_clones(work: Path, data_mib: int, runs: int) -> dict[str, list[float]]
         runs,
         rm,
     )
-    with loop_btrfs(work) as mnt:
-        if mnt is not None:
+    res["cp --sparse=always; sync -f"] = timed(
+        lambda: (
+            subprocess.run(["cp", "--sparse=always", str(base), str(dst)], check=True),
+            subprocess.run(["sync", "-f", str(dst)], check=True),
+        ),
+        runs,
+        rm,
+    )
+    base.unlink()
+    for fs in sorted(MKFS):
+        with loop_fs(work, fs) as mnt:
+            if mnt is None:
+                print(f"note: no loopback {fs} (needs root and {MKFS[fs][0]}): no {fs} rows")
+                continue
             b = mnt / "base.img"
             make_image(b, data_mib)
             d = mnt / "clone.img"
 
-            def rm2() -> None:
+            def rm2(d: Path = d) -> None:
                 d.unlink(missing_ok=True)
 
-            res["vmkit reflink (btrfs)"] = timed(lambda: clone_file(b, d), runs, rm2)
-            res["cp --reflink=always (btrfs)"] = timed(
-                lambda: subprocess.run(["cp", "--reflink=always", str(b), str(d)], check=True),
+            res[f"vmkit reflink ({fs})"] = timed(lambda b=b, d=d: clone_file(b, d), runs, rm2)
+            res[f"cp --reflink=always ({fs})"] = timed(
+                lambda b=b, d=d: subprocess.run(
+                    ["cp", "--reflink=always", str(b), str(d)], check=True
+                ),
                 runs,
                 rm2,
             )
@@ -121,7 +138,37 @@ def bench_seed(work: Path, runs: int) -> list[float]:
     )
 
 
+@contextlib.contextmanager
+def http_server(root: Path) -> Iterator[str]:
+    """`python -m http.server` in its own process on 127.0.0.1: curl and vmkit fetch from
+    the same server, and the server never competes with vmkit for this process's GIL."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "-d", str(root), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the benchmark's HTTP server did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def bench_download(work: Path, size_mib: int, runs: int) -> dict[str, list[float]]:
+    """The same file from the same local server: curl alone, curl + sha256sum + sync (what
+    vmkit does: verify, and have the bytes on disk before they count), and vmkit's pull."""
     import hashlib
 
     from vmkit.storage import images
@@ -131,31 +178,42 @@ def bench_download(work: Path, size_mib: int, runs: int) -> dict[str, list[float
     blob = www / "img.qcow2"
     blob.write_bytes(os.urandom(size_mib * MIB))
     digest = hashlib.sha256(blob.read_bytes()).hexdigest()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-    srv = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), lambda *a: Quiet(*a, directory=str(www))
-    )
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{srv.server_address[1]}/img.qcow2"
-    out: dict[str, list[float]] = {"curl": [], "vmkit image pull": []}
+    out: dict[str, list[float]] = {
+        "curl -o": [],
+        "curl -o; sha256sum; sync -f": [],
+        "vmkit image pull": [],
+    }
     cache = work / "cache"
-    try:
+    got = work / "c.out"
+    with http_server(www) as base:
+        url = f"{base}/img.qcow2"
         for _ in range(runs):
+            got.unlink(missing_ok=True)
             t0 = time.perf_counter()
-            subprocess.run(["curl", "-s", "-o", str(work / "c.out"), url], check=True)
-            out["curl"].append(time.perf_counter() - t0)
+            subprocess.run(["curl", "-s", "-o", str(got), url], check=True)
+            out["curl -o"].append(time.perf_counter() - t0)
+            got.unlink()
+            t0 = time.perf_counter()
+            subprocess.run(["curl", "-s", "-o", str(got), url], check=True)
+            subprocess.run(["sha256sum", str(got)], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(["sync", "-f", str(got)], check=True)
+            out["curl -o; sha256sum; sync -f"].append(time.perf_counter() - t0)
             shutil.rmtree(cache, ignore_errors=True)
             os.environ["VMKIT_CACHE"] = str(cache)
             t0 = time.perf_counter()
             images.pull(url, "x86_64", f"sha256:{digest}")
             out["vmkit image pull"].append(time.perf_counter() - t0)
-    finally:
-        srv.shutdown()
     return out
+
+
+def environment_facts() -> dict[str, Any]:
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git": git_state(),
+        "cpus": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+        "kernel": os.uname().release,
+    }
 
 
 def main() -> int:
@@ -176,17 +234,21 @@ def main() -> int:
     med = statistics.median
     print(f"clone of a 4 GiB sparse image holding {args.data} MiB (median of {args.runs}):")
     for k, v in clones.items():
-        print(f"  {k:32s} {med(v) * 1000:9.1f} ms")
-    print(f"seed ISO (pycdlib):                {med(seed) * 1000:9.1f} ms")
+        lo, hi = min(v) * 1000, max(v) * 1000
+        print(f"  {k:34s} {med(v) * 1000:9.1f} ms  (min {lo:.1f}, max {hi:.1f})")
+    print(f"seed ISO (pycdlib, median of {args.runs}): {med(seed) * 1000:.1f} ms")
+    if not down:
+        print("note: curl not found: no download comparison")
     for k, v in down.items():
         print(
-            f"download {args.download_mib} MiB, {k:18s} {med(v) * 1000:9.1f} ms "
+            f"download {args.download_mib} MiB, {k:30s} {med(v) * 1000:7.1f} ms "
             f"({args.download_mib / med(v):.0f} MiB/s)"
         )
     write_json(
         args.json,
         {
             "benchmark": "storage",
+            "environment": environment_facts(),
             "clones": clones,
             "seed_iso": seed,
             "download": down,
