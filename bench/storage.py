@@ -65,7 +65,7 @@ def loop_fs(work: Path, fs: str) -> Iterator[Path | None]:
     backing = work / f"{fs}.img"
     with backing.open("wb") as f:
         f.truncate(8 * GIB)
-    subprocess.run([*MKFS[fs], str(backing)], check=True)
+    subprocess.run([*MKFS[fs], str(backing)], check=True, capture_output=True)
     mnt = work / fs
     mnt.mkdir()
     if subprocess.run(["mount", "-o", "loop", str(backing), str(mnt)]).returncode != 0:
