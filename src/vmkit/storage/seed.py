@@ -1,8 +1,10 @@
 """cloud-init NoCloud seed ISOs, built in pure Python (pycdlib; no genisoimage, no hdiutil).
 
 The ISO has volume id `cidata` and the files `user-data`, `meta-data` and, when given,
-`network-config`; cloud-init finds it on any block device. vmkit adds a final runcmd that
-prints the readiness line on the serial console, so `vmkit run` knows when cloud-init is done.
+`network-config`; cloud-init finds it on any block device by that label. vmkit adds a last
+runcmd that prints the readiness line on the serial console; cloud-init runs runcmd in its
+final stage, after installing packages and after the user's own commands, so `vmkit run`
+returns when the guest is configured.
 """
 
 from __future__ import annotations
@@ -115,7 +117,12 @@ def build_iso(
 
 
 def host_key(home: Path) -> Path:
-    """vmkit's per-host ed25519 key pair (private key 0600), made on first use."""
+    """vmkit's per-host ed25519 key pair (private key 0600), made on first use.
+
+    Made by ssh-keygen (openssh-client), the reference implementation of the OpenSSH key
+    format that `ssh` will read; the `cryptography` library could do it too, but it is a
+    large compiled dependency for one key per host, and a later `vmkit ssh` needs the
+    `ssh` client from the same package anyway."""
     key = home / "ssh" / "id_ed25519"
     if key.exists():
         return key
