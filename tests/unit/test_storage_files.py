@@ -324,3 +324,13 @@ def test_vm_owned_clone_of_qcow2_for_a_raw_only_driver_is_converted(tmp_path: Pa
     assert Path(spec2["disks"][0]["path"]).suffix == (
         ".qcow2" if made["method"] == "qcow2-overlay" else ".raw"
     )
+
+
+def test_cache_file_names_never_escape_the_cache() -> None:
+    from vmkit.storage.images import cache_filename
+
+    assert cache_filename("https://x/a/debian-12-generic-amd64.qcow2") == (
+        "debian-12-generic-amd64.qcow2"
+    )
+    for url in ("http://x/..", "http://x/", "http://x/.hidden", "http://x/a%2F..%2Fb"):
+        assert cache_filename(url) == "image", url

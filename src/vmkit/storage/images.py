@@ -112,6 +112,14 @@ def resolve(name_or_url: str, arch: str) -> tuple[str, str, str | None]:
     return Path(parsed.path).name or "image", name_or_url, None
 
 
+def cache_filename(url: str) -> str:
+    """The URL's last path segment as a safe file name in the cache (else `image`)."""
+    name = Path(urlparse(url).path).name
+    if not re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,200}", name):
+        return "image"
+    return name
+
+
 def expected_digest(checksums: str, filename: str) -> tuple[str, str]:
     """(algo, hex) for `filename` in a checksum file (GNU `sha256sum` or BSD style, or a
     file holding just the hash)."""
@@ -149,7 +157,7 @@ def pull(
     import httpx
 
     name, url, sums_url = resolve(name_or_url, arch)
-    filename = Path(urlparse(url).path).name or "image"
+    filename = Path(urlparse(url).path).name  # as the checksum file names it
     cached = _find(url)
     if cached is not None and Path(cached.path).exists():
         return cached
@@ -186,7 +194,7 @@ def pull(
                     )
                 algo, digest = expected_digest(resp.text, filename)
             part = _download(client, url, partial / f"{key}.part", algo, digest, progress)
-        return _commit(name, url, part, filename, algo, digest)
+        return _commit(name, url, part, cache_filename(url), algo, digest)
 
 
 class _Hasher:
