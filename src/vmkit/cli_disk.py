@@ -68,6 +68,11 @@ def disk_convert(src: Path, dst: Path, fmt: str, as_json: bool) -> None:
 
     from vmkit.storage import disk
 
+    for name in _running_users(src.absolute()):
+        raise VMStateError(
+            f"{src} is in use by running VM {name!r}, so a copy would not be consistent; "
+            f"stop it first (`vmkit stop {name}`)"
+        )
     with Progress(transient=True, disable=as_json) as bar:
         task = bar.add_task(f"converting to {fmt}", total=100)
         info = disk.convert(

@@ -141,6 +141,12 @@ def test_vm_with_cloned_and_new_disks_owns_them(cli, guest, tmp_path: Path) -> N
     # a disk in use by a running VM is not resized under it
     proc = cli("disk", "resize", str(clone), "--size", "128M")
     assert proc.returncode == 1 and "running VM 'own'" in proc.stderr, proc.stderr
+    if method == "qcow2-overlay":  # the base under a running overlay is in use too
+        proc = cli("disk", "resize", str(base), "--size", "128M")
+        assert proc.returncode == 1 and "running VM 'own'" in proc.stderr, proc.stderr
+    proc = cli("disk", "convert", str(clone), str(tmp_path / "copy.raw"), "--format", "raw")
+    assert proc.returncode == 1 and "not be consistent" in proc.stderr, proc.stderr
+    assert not (tmp_path / "copy.raw").exists()
     vm_dir = Path(cli.json("inspect", "own")["paths"]["dir"])
     owned = sorted(p.name for p in vm_dir.glob("disk*"))
     assert owned == sorted(["disk0.raw", clone.name])
