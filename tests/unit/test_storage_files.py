@@ -334,3 +334,27 @@ def test_cache_file_names_never_escape_the_cache() -> None:
     )
     for url in ("http://x/..", "http://x/", "http://x/.hidden", "http://x/a%2F..%2Fb"):
         assert cache_filename(url) == "image", url
+
+
+def test_cloud_init_spec_fields_are_checked() -> None:
+    from vmkit.errors import SpecError
+    from vmkit.spec import spec_from_dict
+
+    base = {"name": "c", "boot": {"kernel": "/k"}}
+    ok = spec_from_dict(
+        {
+            **base,
+            "cloud_init": {"shell": "/bin/bash", "ssh_authorized_keys": [" ssh-ed25519 AAAA me "]},
+        },
+        check_files=False,
+    )
+    assert ok.cloud_init is not None and ok.cloud_init.ssh_authorized_keys == [
+        "ssh-ed25519 AAAA me"
+    ]
+    with pytest.raises(SpecError) as err:
+        spec_from_dict(
+            {**base, "cloud_init": {"shell": "bash; rm", "ssh_authorized_keys": ["AAAA"]}},
+            check_files=False,
+        )
+    text = str(err.value)
+    assert "cloud_init.shell" in text and "cloud_init.ssh_authorized_keys" in text

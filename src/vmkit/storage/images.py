@@ -191,10 +191,25 @@ def pull(
                 if resp.status_code != 200:
                     raise VmkitError(
                         f"cannot get the checksum file {sums_url}: HTTP {resp.status_code}"
+                        + _stale_hint(name_or_url, resp.status_code)
                     )
                 algo, digest = expected_digest(resp.text, filename)
-            part = _download(client, url, partial / f"{key}.part", algo, digest, progress)
+            try:
+                part = _download(client, url, partial / f"{key}.part", algo, digest, progress)
+            except VmkitError as exc:
+                if "HTTP 404" in str(exc) or "HTTP 410" in str(exc):
+                    raise VmkitError(f"{exc}{_stale_hint(name_or_url, 404)}") from None
+                raise
         return _commit(name, url, part, cache_filename(url), algo, digest)
+
+
+def _stale_hint(name_or_url: str, status: int) -> str:
+    if name_or_url in CATALOG and status in (404, 410):
+        return (
+            f"; the catalog entry {name_or_url!r} may be out of date (publishers move old "
+            "releases): pull the image by URL with --checksum URL_OF_ITS_CHECKSUM_FILE"
+        )
+    return ""
 
 
 class _Hasher:
