@@ -16,6 +16,7 @@ from vmkit.cli_common import READ_HELP
 from vmkit.cli_common import echo_json as _echo_json
 from vmkit.cli_common import host as _host
 from vmkit.cli_common import table as _table
+from vmkit.cli_image import clone_source
 from vmkit.errors import InvalidInput, VmkitError
 
 
@@ -73,7 +74,8 @@ def _spec_options(f: Any) -> Any:
             "clone_disks",
             multiple=True,
             type=click.Path(path_type=Path),
-            help="A copy-on-write clone of an image, owned by the VM (repeatable).",
+            help="A copy-on-write clone of an image file or a pulled image's name (e.g. "
+            "debian-12), owned by the VM (repeatable).",
         ),
         click.option(
             "--disk-ro",
@@ -171,7 +173,7 @@ def _build_spec(name: str | None, o: dict[str, Any]) -> Any:
             [_disk(p, False) for p in o.get("disks", ())]
             + [_disk(p, True) for p in o.get("disks_ro", ())]
             + [_new_disk(v) for v in o.get("new_disks", ())]
-            + [{"clone": str(p.absolute())} for p in o.get("clone_disks", ())]
+            + [{"clone": clone_source(p)} for p in o.get("clone_disks", ())]
         )
     if o.get("shares"):
         over["shares"] = [_share_flag(v) for v in o["shares"]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
@@ -98,3 +99,16 @@ def image_path(name: str, raw: bool) -> None:
 
     image = images.find(name)
     click.echo(str(images.raw_copy(image)) if raw else image.path)
+
+
+def clone_source(value: Path) -> str:
+    """`--clone-disk` takes a file, or the name (or URL) of an image `vmkit image pull` got."""
+    if value.exists() or value.parent != Path("."):
+        return str(value.absolute())
+    from vmkit.errors import NotFound
+    from vmkit.storage import images
+
+    try:
+        return images.find(str(value)).path
+    except NotFound:
+        return str(value.absolute())  # reported as a missing file by the spec check
