@@ -180,6 +180,7 @@ def bench_download(work: Path, size_mib: int, runs: int) -> dict[str, list[float
     digest = hashlib.sha256(blob.read_bytes()).hexdigest()
     out: dict[str, list[float]] = {
         "curl -o": [],
+        "curl -o; sync -f": [],
         "curl -o; sha256sum; sync -f": [],
         "vmkit image pull": [],
     }
@@ -192,6 +193,11 @@ def bench_download(work: Path, size_mib: int, runs: int) -> dict[str, list[float
             t0 = time.perf_counter()
             subprocess.run(["curl", "-s", "-o", str(got), url], check=True)
             out["curl -o"].append(time.perf_counter() - t0)
+            got.unlink()
+            t0 = time.perf_counter()
+            subprocess.run(["curl", "-s", "-o", str(got), url], check=True)
+            subprocess.run(["sync", "-f", str(got)], check=True)
+            out["curl -o; sync -f"].append(time.perf_counter() - t0)
             got.unlink()
             t0 = time.perf_counter()
             subprocess.run(["curl", "-s", "-o", str(got), url], check=True)
@@ -225,19 +231,25 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--download-mib", type=int, default=256)
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--parts", default="clones,seed,download", help="comma-separated subset to run")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="vkbench-") as tmp:
         work = Path(tmp)
-        clones = bench_clones(work, args.data, args.runs)
-        seed = bench_seed(work, args.runs)
-        down = bench_download(work, args.download_mib, args.runs) if shutil.which("curl") else {}
+        clones = bench_clones(work, args.data, args.runs) if "clones" in parts else {}
+        seed = bench_seed(work, args.runs) if "seed" in parts else []
+        down: dict[str, list[float]] = {}
+        if "download" in parts and shutil.which("curl"):
+            down = bench_download(work, args.download_mib, args.runs)
     med = statistics.median
-    print(f"clone of a 4 GiB sparse image holding {args.data} MiB (median of {args.runs}):")
+    if clones:
+        print(f"clone of a 4 GiB sparse image holding {args.data} MiB (median of {args.runs}):")
     for k, v in clones.items():
         lo, hi = min(v) * 1000, max(v) * 1000
         print(f"  {k:34s} {med(v) * 1000:9.1f} ms  (min {lo:.1f}, max {hi:.1f})")
-    print(f"seed ISO (pycdlib, median of {args.runs}): {med(seed) * 1000:.1f} ms")
-    if not down:
+    if seed:
+        print(f"seed ISO (pycdlib, median of {args.runs}): {med(seed) * 1000:.1f} ms")
+    if "download" in parts and not down:
         print("note: curl not found: no download comparison")
     for k, v in down.items():
         print(
