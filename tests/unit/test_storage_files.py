@@ -358,3 +358,37 @@ def test_cloud_init_spec_fields_are_checked() -> None:
         )
     text = str(err.value)
     assert "cloud_init.shell" in text and "cloud_init.ssh_authorized_keys" in text
+
+
+def test_copied_qcow2_with_a_relative_backing_file_still_finds_it(tmp_path: Path) -> None:
+    """A clone of a qcow2 overlay whose header names its backing file relatively: the copy
+    lives in another folder, so vmkit pins the name to the absolute path."""
+    from vmkit.storage.prepare import materialize
+
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img missing (scripts/setup.sh installs qemu-utils)")
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    data = _holey(imgs / "base.raw")
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", "base.raw",
+         str(imgs / "child.qcow2")],
+        check=True,
+    )  # fmt: skip
+    vm_dir = tmp_path / "vm"
+    vm_dir.mkdir()
+    spec = {"disks": [{"clone": str(imgs / "child.qcow2")}]}
+    (made,) = materialize(spec, vm_dir, overlay_ok=False)  # a raw-only driver: flattened
+    assert made["method"] == "qcow2-to-raw"
+    assert (vm_dir / "disk0.raw").read_bytes() == data
+    vm2 = tmp_path / "vm2"
+    vm2.mkdir()
+    copy = vm2 / "disk0.qcow2"
+    from vmkit.storage.clone import clone_file
+
+    # a reflink or sparse copy (a snapshot's disk, a clone where no overlay is allowed)
+    assert clone_file(imgs / "child.qcow2", copy).method in ("reflink", "sparse-copy")
+    assert disk.backing_file(copy) == imgs / "base.raw"  # not vm2/base.raw
+    out = vm2 / "check.raw"
+    disk.convert(copy, out, "raw")  # qemu-img reads the whole chain through the copy
+    assert out.read_bytes() == data

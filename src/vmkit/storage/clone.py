@@ -142,6 +142,7 @@ def clone_file(src: Path, dst: Path, *, allow_overlay: bool = False) -> CloneRes
         if dst.exists():
             raise VmkitError(f"cannot clone {src} to {dst}: the target exists")
         if apfs.clonefile(src, dst):
+            _keep_backing(src, dst)
             return CloneResult("clonefile", round(time.monotonic() - t0, 4), 0)
     if allow_overlay and not _can_reflink(src, dst.parent):
         from vmkit.storage.disk import overlay
@@ -174,4 +175,20 @@ def clone_file(src: Path, dst: Path, *, allow_overlay: bool = False) -> CloneRes
         os.close(dst_fd)
     finally:
         os.close(src_fd)
+    _keep_backing(src, dst)
     return CloneResult(method, round(time.monotonic() - t0, 4), copied)
+
+
+def _keep_backing(src: Path, dst: Path) -> None:
+    """A copied qcow2 overlay whose header names its backing file relatively would look
+    for it next to the copy: pin the name to where the original's backing file is."""
+    from vmkit.storage.disk import QCOW2_MAGIC, pin_backing
+
+    with dst.open("rb") as f:
+        if f.read(4) != QCOW2_MAGIC:
+            return
+    try:
+        pin_backing(dst, src)
+    except BaseException:
+        dst.unlink(missing_ok=True)
+        raise

@@ -82,6 +82,29 @@ def backing_file(path: Path) -> Path | None:
     return backing if backing.is_absolute() else path.parent / backing
 
 
+def pin_backing(copy: Path, original: Path) -> None:
+    """After copying the qcow2 `original` elsewhere, make `copy` name the same backing file:
+    a relative backing name in the header would now resolve next to the copy. Rewrites
+    the header only (`qemu-img rebase -u`); the data is untouched."""
+    with copy.open("rb") as f:
+        header = f.read(20)
+    if header[:4] != QCOW2_MAGIC:
+        return
+    offset, size = struct.unpack(">QI", header[8:20])
+    if offset == 0 or size == 0:
+        return
+    with copy.open("rb") as f:
+        f.seek(offset)
+        name = f.read(size).decode(errors="surrogateescape")
+    if Path(name).is_absolute() or "://" in name or name.startswith(("json:", "nbd:")):
+        return
+    backing = backing_file(original)
+    assert backing is not None
+    data = json.loads(_run([qemu_img(), "info", "--output=json", "-U", str(original)]))
+    fmt = data.get("backing-filename-format") or sniff_format(backing)
+    _run([qemu_img(), "rebase", "-u", "-F", fmt, "-b", str(backing.absolute()), str(copy)])
+
+
 def overlays_of(bases: list[Path], roots: list[Path]) -> list[Path]:
     """qcow2 files under `roots` whose backing file is one of `bases`: the overlays that
     would break if a base were deleted or rewritten."""
