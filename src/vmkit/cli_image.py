@@ -53,13 +53,13 @@ def image_pull(name_or_url: str, arch: str | None, checksum: str | None, as_json
 @image_group.command(name="ls")
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
 def image_ls(as_json: bool) -> None:
-    """Cached images."""
+    """Cached images, and the VMs/snapshots whose qcow2 overlays read them."""
     from vmkit.storage import images
     from vmkit.units import format_size
 
-    found = images.list_images()
+    found = [(i, images.readers(i)) for i in images.list_images()]
     if as_json:
-        echo_json([i.to_json() for i in found])
+        echo_json([{**i.to_json(), "read_by": users} for i, users in found])
         return
     if not found:
         click.echo("no images (vmkit image pull debian-12)")
@@ -70,11 +70,12 @@ def image_ls(as_json: bool) -> None:
             format_size(i.size),
             f"{i.algo}:{i.digest[:12]}",
             time.strftime("%Y-%m-%d %H:%M", time.localtime(i.pulled_at)),
+            ", ".join(users) or "-",
             i.path,
         ]
-        for i in found
+        for i, users in found
     ]
-    click.echo(table(rows, ["NAME", "SIZE", "CHECKSUM", "PULLED", "PATH"]))
+    click.echo(table(rows, ["NAME", "SIZE", "CHECKSUM", "PULLED", "READ BY", "PATH"]))
 
 
 @image_group.command(name="rm")

@@ -240,9 +240,11 @@ def test_rm_refuses_an_image_a_vm_overlay_reads(cli, guest, server: Server, tmp_
     assert f"of {path}" in made
     if "qcow2-overlay" not in made:
         pytest.skip(f"the store's filesystem reflinks, so no overlay was made: {made}")
+    assert cli.json("image", "ls")[0]["read_by"] == ["vm ov"]
     proc = cli("image", "rm", "tiny.qcow2")
-    assert proc.returncode == 1 and "/vms/ov/disk0.qcow2" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "overlays of vm ov" in proc.stderr, proc.stderr
     assert "--force" in proc.stderr and Path(path).is_file()
     cli.ok("rm", "ov")
+    assert cli.json("image", "ls")[0]["read_by"] == []
     cli.ok("image", "rm", "tiny.qcow2")
     assert not Path(path).exists()

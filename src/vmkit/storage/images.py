@@ -383,26 +383,38 @@ def find(name_or_url: str) -> CachedImage:
     raise NotFound(f"no cached image {name_or_url!r} (see `vmkit image ls`)")
 
 
-def remove(name_or_url: str, force: bool = False, store_home: Path | None = None) -> CachedImage:
-    """Drop a cached image. Refused while qcow2 overlays (VM disks, snapshot disks) in the
-    store at `store_home` read through to it, unless `force`: they could not start again."""
+def readers(image: CachedImage, store_home: Path | None = None) -> list[str]:
+    """Who reads through to `image` with a qcow2 overlay: `vm NAME` / `snapshot NAME` (or
+    the overlay's path) in the store at `store_home`."""
     from vmkit.paths import data_home
     from vmkit.storage import disk
 
+    home = store_home or data_home()
+    folder = Path(image.path).parent
+    files = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+    out = []
+    for overlay in disk.overlays_of(files, [home / "vms", home / "snapshots"]):
+        rel = overlay.relative_to(home).parts
+        out.append(
+            f"{'vm' if rel[0] == 'vms' else 'snapshot'} {rel[1]}" if len(rel) > 2 else str(overlay)
+        )
+    return sorted(set(out))
+
+
+def remove(name_or_url: str, force: bool = False, store_home: Path | None = None) -> CachedImage:
+    """Drop a cached image. Refused while qcow2 overlays (VM disks, snapshot disks) in the
+    store at `store_home` read through to it, unless `force`: they could not start again."""
     image = find(name_or_url)
     with file_lock(images_dir() / ".lock", 30.0, "the image cache"):
         entries = [e for e in _load_index() if e["url"] != image.url]
         last = not any(e["digest"] == image.digest for e in entries)
         if last and not force:
-            home = store_home or data_home()
-            files = [p for p in Path(image.path).parent.iterdir() if p.is_file()]
-            users = disk.overlays_of(files, [home / "vms", home / "snapshots"])
+            users = readers(image, store_home)
             if users:
-                listed = "\n  ".join(str(u) for u in users)
                 raise VMStateError(
-                    f"cannot remove {image.name}: these qcow2 overlays read through to it and "
-                    f"would be broken:\n  {listed}\nremove the VMs/snapshots that own them "
-                    "first, or use `vmkit image rm --force`"
+                    f"cannot remove {image.name}: qcow2 overlays of {', '.join(users)} read "
+                    "through to it and could not start again; remove those first, or use "
+                    "`vmkit image rm --force`"
                 )
         atomic_write_json(_index_path(), entries)
         if last:
