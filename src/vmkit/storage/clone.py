@@ -131,9 +131,10 @@ def _can_reflink(src: Path, folder: Path) -> bool:
 def clone_file(src: Path, dst: Path, *, allow_overlay: bool = False) -> CloneResult:
     """Clone `src` to the new file `dst` (which must not exist); mode 0600.
 
-    A reflink when the filesystem can; else, with `allow_overlay` (the VMM reads qcow2 and
-    `src` will never change), a qcow2 overlay backed by `src`; else a sparse copy. On any
-    error the half-written `dst` is removed.
+    An APFS clonefile (macOS) or a reflink (Linux) when the filesystem can; else, with
+    `allow_overlay` (the VMM reads qcow2 and `src` will never change), a qcow2 overlay
+    backed by `src`; else a sparse copy. The result says which. A copied qcow2 overlay keeps
+    finding its backing file. On any error the half-written `dst` is removed.
     """
     t0 = time.monotonic()
     from vmkit.storage import apfs

@@ -99,7 +99,8 @@ def pin_backing(copy: Path, original: Path) -> None:
     if Path(name).is_absolute() or "://" in name or name.startswith(("json:", "nbd:")):
         return
     backing = backing_file(original)
-    assert backing is not None
+    if backing is None:
+        return
     data = json.loads(_run([qemu_img(), "info", "--output=json", "-U", str(original)]))
     fmt = data.get("backing-filename-format") or sniff_format(backing)
     _run([qemu_img(), "rebase", "-u", "-F", fmt, "-b", str(backing.absolute()), str(copy)])
