@@ -919,19 +919,11 @@ class Host:
         self._pin_macs(record["spec"])
         vm_dir = self.store.create(spec.name, record)
         if any(d.path is None for d in spec.disks) or spec.cloud_init is not None:
-            from vmkit.storage.prepare import materialize
-            from vmkit.storage.seed import make_seed
+            from vmkit.storage.prepare import make_owned_files
 
             try:
-                record["disks_made"] = materialize(
-                    record["spec"], vm_dir, driver.capabilities.disk_qcow2
-                )
-                if spec.cloud_init is not None:
-                    seed = make_seed(record["spec"], vm_dir, self.store.home)
-                    record["spec"]["disks"].append(
-                        {"path": str(seed), "readonly": True, "format": "raw"}
-                    )
-                    record["seed_iso"] = str(seed)
+                qcow2 = driver.capabilities.disk_qcow2
+                record.update(make_owned_files(record["spec"], vm_dir, self.store.home, qcow2))
                 self.store.save_machine(spec.name, record)
             except BaseException:
                 self.store.remove(spec.name)

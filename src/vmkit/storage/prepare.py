@@ -11,6 +11,23 @@ from vmkit.storage import disk as diskmod
 from vmkit.storage.clone import clone_file
 
 
+def make_owned_files(
+    spec_json: dict[str, Any], vm_dir: Path, store_home: Path, overlay_ok: bool
+) -> dict[str, Any]:
+    """Everything `vmkit create` makes in a new VM's dir: its `size:`/`clone:` disks and,
+    for a `cloud_init:` section, the seed ISO, attached as a last read-only raw disk.
+    Fills in `spec_json` and returns the fields for the VM's record. The caller removes
+    `vm_dir` if this raises."""
+    record: dict[str, Any] = {"disks_made": materialize(spec_json, vm_dir, overlay_ok)}
+    if spec_json.get("cloud_init") is not None:
+        from vmkit.storage.seed import make_seed
+
+        seed = make_seed(spec_json, vm_dir, store_home)
+        spec_json["disks"].append({"path": str(seed), "readonly": True, "format": "raw"})
+        record["seed_iso"] = str(seed)
+    return record
+
+
 def materialize(spec_json: dict[str, Any], vm_dir: Path, overlay_ok: bool) -> list[dict[str, Any]]:
     """Make every `size:`/`clone:` disk of `spec_json` in `vm_dir`; fill in its path and
     format. `overlay_ok`: the driver reads qcow2, so a clone may be a qcow2 overlay when
