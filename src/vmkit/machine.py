@@ -909,6 +909,10 @@ class Host:
             raise SpecError(problems)
         driver_name = resolve_driver_name(spec.driver)
         driver = get_driver(driver_name)
+        if any(d.path is None for d in spec.disks) or spec.cloud_init is not None:
+            from vmkit.storage.prepare import check_owned_files
+
+            check_owned_files(spec, driver)
         driver.check(spec)
         record: dict[str, Any] = {
             "spec": spec.to_json(),

@@ -392,3 +392,28 @@ def test_copied_qcow2_with_a_relative_backing_file_still_finds_it(tmp_path: Path
     out = vm2 / "check.raw"
     disk.convert(copy, out, "raw")  # qemu-img reads the whole chain through the copy
     assert out.read_bytes() == data
+
+
+def test_a_driver_without_owned_disks_or_seeds_refuses_them_by_name(tmp_path: Path) -> None:
+    """vfkit declares neither `disk_clone` nor `cloud_init`: `create` says so before it
+    makes anything, instead of failing later on a disk that does not exist yet."""
+    from vmkit.errors import NotSupported
+    from vmkit.machine import Host
+    from vmkit.spec import spec_from_dict
+
+    base = tmp_path / "base.raw"
+    _holey(base)
+    kernel = tmp_path / "vmlinux"
+    kernel.write_bytes(b"\0" * 512)
+    host = Host(tmp_path / "home")
+    boot = {"kernel": str(kernel)}
+    for extra, words in (
+        ({"disks": [{"clone": str(base)}]}, ["disks[0] (clone: ", "vfkit", "path:"]),
+        ({"disks": [{"size": "8M"}]}, ["disks[0] (size: 8388608)"]),
+        ({"cloud_init": {}}, ["cloud_init:", "vfkit"]),
+    ):
+        spec = spec_from_dict({"name": "v", "driver": "vfkit", "boot": boot, **extra})
+        with pytest.raises(NotSupported) as err:
+            host.create(spec)
+        assert all(w in str(err.value) for w in words), str(err.value)
+        assert host.store.names() == []

@@ -5,10 +5,34 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from vmkit.errors import NotSupported
 from vmkit.storage import disk as diskmod
 from vmkit.storage.clone import clone_file
+
+if TYPE_CHECKING:
+    from vmkit.drivers.base import Driver
+    from vmkit.spec import MachineSpec
+
+
+def check_owned_files(spec: MachineSpec, driver: Driver) -> None:
+    """Before anything is made: refuse, by name, VM-owned disks or a seed ISO the driver
+    has not declared it can use (docs/capabilities.md)."""
+    caps = driver.capabilities
+    for i, d in enumerate(spec.disks):
+        if d.path is None and not caps.disk_clone:
+            what = f"clone: {d.clone}" if d.clone is not None else f"size: {d.size}"
+            raise NotSupported(
+                f"disks[{i}] ({what}): the {driver.name} driver does not take VM-owned disks "
+                "yet; make the file yourself (`vmkit disk create`, or a copy of the image; "
+                "`vmkit disk convert --format raw` for a qcow2 one) and give its `path:`"
+            )
+    if spec.cloud_init is not None and not caps.cloud_init:
+        raise NotSupported(
+            f"cloud_init: the {driver.name} driver does not attach a cloud-init seed ISO yet; "
+            "remove the cloud_init section (see docs/capabilities.md)"
+        )
 
 
 def make_owned_files(
