@@ -68,10 +68,10 @@ def disk_convert(src: Path, dst: Path, fmt: str, as_json: bool) -> None:
 
     from vmkit.storage import disk
 
-    for name in _running_users(src.absolute()):
+    if users := _running_users(src.absolute()):
         raise VMStateError(
-            f"{src} is in use by running VM {name!r}, so a copy would not be consistent; "
-            f"stop it first (`vmkit stop {name}`)"
+            f"{src} is in use by running VM {users[0]!r}, so a copy would not be consistent; "
+            f"stop it first (`vmkit stop {users[0]}`)"
         )
     with Progress(transient=True, disable=as_json) as bar:
         task = bar.add_task(f"converting to {fmt}", total=100)
@@ -90,29 +90,34 @@ def disk_resize(path: Path, size: str, as_json: bool) -> None:
     from vmkit.storage import disk
 
     target = path.absolute()
-    for name in _running_users(target):
+    if users := _running_users(target):
         raise VMStateError(
-            f"{target} is in use by running VM {name!r}; stop it first (`vmkit stop {name}`)"
+            f"{target} is in use by running VM {users[0]!r}; stop it first "
+            f"(`vmkit stop {users[0]}`)"
         )
     _show(disk.resize(target, _size(size)), as_json)
 
 
 def _running_users(target: Path) -> list[str]:
     """Running (or paused) VMs with `target` as a disk or in a disk's backing chain."""
-    from vmkit.storage.disk import backing_file
-
     wanted = target.resolve()
     users = []
     for machine in host().machines():
         if not machine.status().alive:
             continue
-        for d in machine.spec.disks:
-            chain, hops = d.path, 0
-            while chain is not None and hops < 16:
-                if chain.resolve() == wanted:
-                    users.append(machine.name)
-                    break
-                chain, hops = backing_file(chain), hops + 1
-            if machine.name in users:
-                break
+        if any(_in_chain(d.path, wanted) for d in machine.spec.disks):
+            users.append(machine.name)
     return users
+
+
+def _in_chain(image: Path | None, wanted: Path) -> bool:
+    """`wanted` is `image` or one of its backing files (followed up to 16 levels)."""
+    from vmkit.storage.disk import backing_file
+
+    for _ in range(16):
+        if image is None:
+            return False
+        if image.resolve() == wanted:
+            return True
+        image = backing_file(image)
+    return False
