@@ -856,6 +856,7 @@ class Machine:
             "status": self.status().to_json(),
             "runtime": self.runtime(),
             **self._driver_extra(),
+            "disks_made": record.get("disks_made", []),  # VM-owned disks: how each was made
             "paths": {
                 "dir": str(self.dir),
                 "serial_log": str(self.serial_log),

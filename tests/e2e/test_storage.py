@@ -124,6 +124,9 @@ def test_vm_with_cloned_and_new_disks_owns_them(cli, guest, tmp_path: Path) -> N
     m = re.search(r"disk1: (\S+) \((reflink|qcow2-overlay|sparse-copy) of ", made)
     assert m, made
     clone, method = Path(m.group(1)), m.group(2)
+    made_json = cli.json("inspect", "own")["disks_made"]
+    assert [(d["index"], d["made"]) for d in made_json] == [(0, "empty"), (1, "clone")]
+    assert made_json[1]["method"] == method and made_json[1]["base"] == str(base)
     info = cli.json("disk", "info", str(clone))
     if method == "qcow2-overlay":
         assert clone.name == "disk1.qcow2"
