@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Test fixture: a real Debian arm64 kernel, and the compressed forms distros ship it in.
 
-Downloads `linux-image-<ver>-arm64` with apt (an isolated arm64 package list under the cache
-dir, so the host's apt configuration is untouched), takes its raw `Image`, and writes beside
+Takes the raw `Image` of the arm64 tiny guest (`vmkit guest build --arch arm64`, which
+downloads `linux-image-<ver>-arm64` through a private arm64 apt list), and writes beside
 it the same Image compressed with the real gzip/zstd/xz/lz4 tools and wrapped in EFI zboot
 headers (the layout of drivers/firmware/efi/libstub/zboot-header.S). Cached: a second run
 does nothing. Run by scripts/setup.sh; tests read `$VMKIT_CACHE/test-kernels` (or
@@ -16,7 +16,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 CACHE = Path(os.environ.get("VMKIT_CACHE") or Path.home() / ".cache" / "vmkit") / "test-kernels"
@@ -29,43 +28,15 @@ COMPRESSORS = {
 ZBOOT_NAMES = {"gz": "gzip", "zst": "zstd22", "xz": "xzkern", "lz4": "lz4"}
 
 
-def apt(args: list[str], lists: Path) -> str:
-    opts = [
-        "-q",
-        "-o", "APT::Architecture=arm64",
-        "-o", "APT::Architectures::=arm64",
-        "-o", f"Dir::State::Lists={lists}",
-        "-o", f"Dir::Cache={lists.parent / 'apt-cache'}",
-        "-o", "Dir::State::status=/dev/null",
-    ]  # fmt: skip
-    tool = "apt-cache" if args[0] in ("depends", "show") else "apt-get"
-    proc = subprocess.run([tool, *opts, *args], capture_output=True, text=True, check=True)
-    return proc.stdout
+def fetch_image() -> tuple[bytes, str]:
+    """The raw Image of the arm64 tiny guest (built, or reused, by vmkit) and its package."""
+    from vmkit.guest.build import build, find_built
 
-
-def fetch_image(work: Path) -> Path:
-    lists = work / "lists"
-    (lists / "partial").mkdir(parents=True)
-    (work / "apt-cache" / "archives" / "partial").mkdir(parents=True)
-    apt(["update"], lists)
-    deps = apt(["depends", "linux-image-arm64"], lists)
-    pkg = next(
-        line.split()[1]
-        for line in deps.splitlines()
-        if line.strip().startswith("Depends: linux-image-")
-    )
-    subprocess.run(
-        ["apt-get", "-q", "-o", "APT::Architecture=arm64", "-o", "APT::Architectures::=arm64",
-         "-o", f"Dir::State::Lists={lists}", "-o", f"Dir::Cache={work / 'apt-cache'}",
-         "-o", "Dir::State::status=/dev/null", "download", f"{pkg}:arm64"],
-        cwd=work, check=True, capture_output=True,
-    )  # fmt: skip
-    deb = next(work.glob("linux-image-*_arm64.deb"))
-    tree = work / "tree"
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
-    vmlinuz = next((tree / "boot").glob("vmlinuz-*"))
-    (CACHE / "SOURCE").write_text(f"{deb.name}\n")
-    return vmlinuz
+    guest = find_built(arch="arm64") or build(arch="arm64")
+    versions = guest.manifest.get("packages", {})
+    assert isinstance(versions, dict)
+    pkg = next(p for p in versions if p.startswith("linux-image-"))
+    return guest.image.read_bytes(), f"{pkg}_{versions[pkg]}_arm64.deb"
 
 
 def zboot(payload: bytes, comp: str, image_size: int) -> bytes:
@@ -86,18 +57,11 @@ def main() -> int:
     CACHE.mkdir(parents=True, exist_ok=True)
     image = CACHE / "Image"
     if not image.exists():
-        with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-            vmlinuz = fetch_image(Path(tmp))
-            data = vmlinuz.read_bytes()
-            if data[0x38:0x3C] != b"ARM\x64":
-                sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-                from vmkit.storage.kernel import arm64_image
-
-                (CACHE / "vmlinuz.orig").write_bytes(data)
-                data = arm64_image(data)
-            tmp_image = CACHE / "Image.tmp"
-            tmp_image.write_bytes(data)
-            tmp_image.replace(image)
+        data, source = fetch_image()
+        (CACHE / "SOURCE").write_text(f"{source}\n")
+        tmp_image = CACHE / "Image.tmp"
+        tmp_image.write_bytes(data)
+        tmp_image.replace(image)
     raw = image.read_bytes()
     for ext, argv in COMPRESSORS.items():
         out = CACHE / f"Image.{ext}"

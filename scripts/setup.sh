@@ -13,6 +13,7 @@ esac
 
 pkgs=()
 command -v "$qemu_bin" >/dev/null || pkgs+=("$qemu_pkg")
+command -v qemu-system-aarch64 >/dev/null || pkgs+=(qemu-system-arm)  # the arm64 guest tests
 command -v qemu-img >/dev/null || pkgs+=(qemu-utils)
 command -v cpio >/dev/null || pkgs+=(cpio)  # tests extract the initramfs with the real tool
 command -v zstd >/dev/null || pkgs+=(zstd)  # zstd/lz4 vmlinuz -> raw Image (vfkit), and tests
@@ -45,4 +46,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e ".[test]"
 .venv/bin/vmkit guest build
+# The arm64 tiny guest (what an Apple silicon Mac boots with vfkit): tests boot it under
+# qemu-system-aarch64 and take their arm64 kernel fixtures from it. Cached.
+.venv/bin/vmkit guest build --arch arm64
 .venv/bin/python scripts/fetch_test_kernels.py  # arm64 kernel fixtures (cached)

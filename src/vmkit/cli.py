@@ -639,16 +639,23 @@ def guest() -> None:
     """The tiny test/demo guest (Debian kernel + busybox initramfs)."""
 
 
+ARCH_HELP = (
+    "Guest architecture: amd64 (x86_64) or arm64 (aarch64; Apple silicon). Default: this machine's."
+)
+
+
 @guest.command(name="build")
 @click.option("--force", is_flag=True, help="Rebuild even if cached.")
+@click.option("--arch", default=None, metavar="ARCH", help=ARCH_HELP)
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
-def guest_build(force: bool, as_json: bool) -> None:
-    """Build (or reuse) the tiny guest from Debian packages."""
+def guest_build(force: bool, arch: str | None, as_json: bool) -> None:
+    """Build (or reuse) the tiny guest from Debian packages (any arch, on Debian/Ubuntu)."""
     from vmkit.guest.build import build
 
     t0 = time.monotonic()
     img = build(
         force=force,
+        arch=arch,
         progress=(lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True)),
     )
     if as_json:
@@ -668,18 +675,23 @@ def guest_build(force: bool, as_json: bool) -> None:
 
 
 @guest.command(name="path")
+@click.option("--arch", default=None, metavar="ARCH", help=ARCH_HELP)
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
-def guest_path(as_json: bool) -> None:
+def guest_path(arch: str | None, as_json: bool) -> None:
     """Where the built tiny guest is."""
+    from vmkit.guest.apt import debian_arch_name
     from vmkit.guest.build import find_built
 
-    img = find_built()
+    wanted = debian_arch_name(arch) if arch else None
+    img = find_built(arch=wanted)
     if img is None:
-        raise InvalidInput("the tiny guest is not built: run `vmkit guest build`")
+        flag = f" --arch {wanted}" if wanted else ""
+        raise InvalidInput(f"the tiny guest is not built: run `vmkit guest build{flag}`")
     if as_json:
         _echo_json(
             {
                 "dir": str(img.dir),
+                "arch": img.arch,
                 "kernel": str(img.kernel),
                 "bzimage": str(img.bzimage),
                 "initrd": str(img.initrd),

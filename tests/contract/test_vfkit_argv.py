@@ -331,7 +331,8 @@ def test_a_double_quote_in_the_cmdline_is_refused(files: dict[str, Path]) -> Non
 def test_qcow2_is_refused_with_the_convert_command(files: dict[str, Path]) -> None:
     s = spec(files, disks=[{"path": str(files["qcow2"]), "format": "qcow2"}])
     with pytest.raises(
-        NotSupported, match=r"disks\[0\]: vfkit cannot attach qcow2.*qemu-img convert -O raw"
+        NotSupported,
+        match=r"disks\[0\]: vfkit cannot attach qcow2.*vmkit disk convert --format raw",
     ):
         VfkitDriver(arch="x86_64").check(s)
 
@@ -457,7 +458,10 @@ def test_krunkit_boots_efi_with_qcow2_and_raw_formats(
     ("over", "match"),
     [
         ({}, "krunkit boots only through EFI"),
-        ({"boot": {"kind": "efi"}, "networks": ["user"]}, "krunkit has no built-in NAT"),
+        (
+            {"boot": {"kind": "efi"}, "networks": ["user"]},
+            r"networks\[0\]: krunkit has no built-in NAT",
+        ),
         ({"boot": {"kind": "efi"}, "balloon": True}, "krunkit has no virtio-balloon"),
     ],
 )
@@ -471,6 +475,70 @@ def test_krunkit_readonly_disks_are_refused(files: dict[str, Path]) -> None:
     s = spec(files, boot={"kind": "efi"}, disks=[{"path": str(files["disk"]), "readonly": True}])
     with pytest.raises(NotSupported, match=r"cannot attach a disk read-only"):
         KrunkitDriver(arch="aarch64").check(s)
+
+
+# ---- vmkit's switch -----------------------------------------------------------------------------
+
+SWITCH_SOCK = Path("/tmp/vk/sw-0123456789/sock")
+
+
+def switch_plan(driver: VfkitDriver, tmp_path: Path, s: Any, sock: Path = SWITCH_SOCK) -> list[str]:
+    ctx = ctx_for(tmp_path)
+    ctx.switch_sockets = {"lan": sock}
+    return driver.plan(s, ctx).argv
+
+
+@pytest.mark.capability("vfkit", "net_switch")
+def test_vfkit_joins_a_switch_through_unix_socket_path(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    nets = [{"mode": "switch", "switch": "lan", "mac": "52:54:00:00:00:0a"}, "user"]
+    argv = switch_plan(VfkitDriver(arch="aarch64"), tmp_path, spec(files, networks=nets))
+    parsed = parse_argv(argv)
+    assert f"virtio-net,unixSocketPath={SWITCH_SOCK},mac=52:54:00:00:00:0a" in argv
+    assert [d.kind for d in parsed.devices].count("virtio-net") == 2
+    assert any(d.has("nat") for d in parsed.devices)
+
+
+@pytest.mark.capability("krunkit", "net_switch")
+def test_krunkit_joins_a_switch_as_unixgram_announcing_itself(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    s = spec(
+        files,
+        boot={"kind": "efi"},
+        disks=[{"path": str(files["disk"])}],
+        networks=[{"mode": "switch", "switch": "lan", "mac": "52:54:00:00:00:0b"}],
+    )
+    argv = switch_plan(KrunkitDriver(arch="aarch64", version=(0, 2, 1)), tmp_path, s)
+    parse_argv(argv, "krunkit")
+    want = f"virtio-net,type=unixgram,path={SWITCH_SOCK},mac=52:54:00:00:00:0b,vfkitMagic=on"
+    assert want in argv
+    with pytest.raises(NotSupported, match=r"krunkit 0\.1\.0 does not know virtio-net"):
+        switch_plan(KrunkitDriver(arch="aarch64", version=(0, 1, 0)), tmp_path, s)
+
+
+def test_a_switch_folder_too_long_for_vfkits_own_socket_is_refused(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    long_dir = Path("/tmp") / ("d" * 70) / "sw-0123456789"  # the switch socket fits, vfkit's not
+    s = spec(files, networks=[{"mode": "switch", "switch": "lan"}])
+    with pytest.raises(InvalidInput, match=r"switch 'lan'.*VMKIT_RUNTIME_DIR"):
+        switch_plan(VfkitDriver(arch="aarch64"), tmp_path, s, long_dir / "sock")
+
+
+@pytest.mark.parametrize(
+    ("net", "match"),
+    [
+        ({"mode": "tap", "tap": "tap0"}, r"networks\[0\]: TAP devices exist only on Linux"),
+        ({"mode": "user", "publish": ["8080:80"]}, r"networks\[0\]\.publish: .* cannot forward"),
+    ],
+)
+def test_linux_only_and_unbuilt_network_modes_are_refused_by_field(
+    files: dict[str, Path], net: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(NotSupported, match=match):
+        VfkitDriver(arch="aarch64").check(spec(files, networks=[net]))
 
 
 # ---- properties: any path either round-trips through vfkit's grammar or is refused -----------

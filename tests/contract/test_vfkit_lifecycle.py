@@ -277,3 +277,56 @@ def test_krunkit_pause_is_refused_before_touching_the_vm(fake_vfkit: Any, tmp_pa
     with pytest.raises(NotSupported, match="the krunkit driver cannot pause"):
         machine.pause()
     assert machine.status().state == "ready"
+
+
+@pytest.mark.capability("vfkit", "disk_clone", "cloud_init")
+def test_vm_owned_disks_and_the_seed_iso_reach_vfkit_as_raw_files(
+    fake_vfkit: Any, boot: dict[str, Any], tmp_path: Path
+) -> None:
+    """A qcow2 `clone:` base becomes the VM's own raw copy (the double, like vfkit, refuses a
+    qcow2 header), a `size:` disk a raw file, and the seed ISO read-only USB storage."""
+    from vmkit.storage import disk
+
+    base = tmp_path / "base.qcow2"
+    disk.create(base, 32 << 20, "qcow2")
+    machine = start_vm(
+        boot,
+        disks=[{"clone": str(base)}, {"size": "16M"}],
+        cloud_init={"hostname": "mac-1"},
+    )
+    devices = [a for a in machine.runtime()["argv"] if a.startswith(("virtio-blk", "usb-mass"))]
+    d0, d1, seed = machine.dir / "disk0.raw", machine.dir / "disk1.raw", machine.dir / "seed.iso"
+    assert devices == [
+        f"virtio-blk,path={d0},deviceId=vmkit-disk0",
+        f"virtio-blk,path={d1},deviceId=vmkit-disk1",
+        f"usb-mass-storage,path={seed},readonly",
+    ]
+    assert disk.sniff_format(d0) == "raw" and d0.stat().st_size == 32 << 20
+    assert disk.sniff_format(base) == "qcow2"  # the base is untouched
+    machine.kill()
+    machine.delete()
+    assert not d0.exists() and not seed.exists()
+
+
+@pytest.mark.capability("krunkit", "disk_clone")
+def test_krunkit_gets_a_qcow2_clone_as_qcow2(fake_vfkit: Any, tmp_path: Path) -> None:
+    from vmkit.storage import disk
+
+    base = tmp_path / "base.qcow2"
+    disk.create(base, 32 << 20, "qcow2")
+    spec = spec_from_dict(
+        {
+            "name": "kr1",
+            "driver": "krunkit",
+            "boot": {"kind": "efi"},
+            "disks": [{"clone": str(base)}],
+        }
+    )
+    machine = Host().create(spec)
+    machine.start()
+    assert machine.wait_ready(20).state == "ready"
+    made = Path(machine.record["spec"]["disks"][0]["path"])
+    assert made.parent == machine.dir and disk.sniff_format(made) == "qcow2"
+    assert f"virtio-blk,path={made},format=qcow2" in machine.runtime()["argv"]
+    machine.kill()
+    machine.delete()

@@ -205,6 +205,21 @@ def log(msg: str, level: str = "info") -> None:
     print(f'time="{stamp}" level={level} msg="{msg}"', flush=True)
 
 
+def disk_problem(devices: list[Any], flavor: str) -> str | None:
+    """What vfkit checks of disk images at start: they exist, and (vfkit) are not qcow2."""
+    for dev in devices:
+        if dev.kind not in ("virtio-blk", "usb-mass-storage", "nvme"):
+            continue
+        path = Path(dev.get("path") or "")
+        try:
+            head = path.open("rb").read(4)
+        except OSError as exc:
+            return f"cannot open disk image {path}: {exc.strerror}"
+        if head == b"QFI\xfb" and (flavor == "vfkit" or dev.get("format") != "qcow2"):
+            return f"{path}: qcow2 disk images are not supported, use raw"
+    return None
+
+
 def main(argv: list[str]) -> int:
     flavor = os.environ.get("VFKIT_DOUBLE_FLAVOR", "vfkit")
     if "--version" in argv:
@@ -216,6 +231,10 @@ def main(argv: list[str]) -> int:
         log(f"invalid command line: {exc}", "fatal")
         return 1
     behaviour = {b for b in os.environ.get("VFKIT_DOUBLE", "").split(",") if b}
+    problem = disk_problem(parsed.devices, flavor)
+    if problem:
+        log(problem, "fatal")
+        return 1
     if parsed.pidfile:
         Path(parsed.pidfile).write_text(f"{os.getpid()}\n")
     serial = next((d.get("logFilePath") for d in parsed.devices if d.kind == "virtio-serial"), None)

@@ -29,7 +29,7 @@ DEVICE_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "virtio-gpu": ({"width", "height"}, set()),
     "virtio-input": (set(), {"keyboard", "pointing"}),
 }
-KRUNKIT_EXTRA_KEYS = {"virtio-blk": {"format"}}
+KRUNKIT_EXTRA_KEYS = {"virtio-blk": {"format"}, "virtio-net": {"vfkitMagic"}}
 REQUIRED = {
     "virtio-blk": {"path"},
     "nvme": {"path"},

@@ -395,25 +395,36 @@ def test_copied_qcow2_with_a_relative_backing_file_still_finds_it(tmp_path: Path
 
 
 def test_a_driver_without_owned_disks_or_seeds_refuses_them_by_name(tmp_path: Path) -> None:
-    """vfkit declares neither `disk_clone` nor `cloud_init`: `create` says so before it
-    makes anything, instead of failing later on a disk that does not exist yet."""
+    """krunkit declares no `cloud_init` (its disks cannot be read-only): `create` says so
+    before it makes anything. A driver without `disk_clone` is refused the same way."""
+    import dataclasses
+
+    from vmkit.drivers.vfkit import KrunkitDriver
     from vmkit.errors import NotSupported
     from vmkit.machine import Host
     from vmkit.spec import spec_from_dict
+    from vmkit.storage.prepare import check_owned_files
 
     base = tmp_path / "base.raw"
     _holey(base)
-    kernel = tmp_path / "vmlinux"
-    kernel.write_bytes(b"\0" * 512)
     host = Host(tmp_path / "home")
-    boot = {"kernel": str(kernel)}
+    efi = {"kind": "efi"}
+    spec = spec_from_dict(
+        {"name": "v", "driver": "krunkit", "boot": efi, "disks": [{"path": str(base)}],
+         "cloud_init": {}}
+    )  # fmt: skip
+    with pytest.raises(NotSupported, match=r"cloud_init: the krunkit driver does not attach"):
+        host.create(spec)
+    assert host.store.names() == []
+
+    class NoOwnedDisks(KrunkitDriver):
+        capabilities = dataclasses.replace(KrunkitDriver.capabilities, disk_clone=False)
+
     for extra, words in (
-        ({"disks": [{"clone": str(base)}]}, ["disks[0] (clone: ", "vfkit", "path:"]),
+        ({"disks": [{"clone": str(base)}]}, ["disks[0] (clone: ", "krunkit", "path:"]),
         ({"disks": [{"size": "8M"}]}, ["disks[0] (size: 8388608)"]),
-        ({"cloud_init": {}}, ["cloud_init:", "vfkit"]),
     ):
-        spec = spec_from_dict({"name": "v", "driver": "vfkit", "boot": boot, **extra})
+        spec = spec_from_dict({"name": "v", "driver": "krunkit", "boot": efi, **extra})
         with pytest.raises(NotSupported) as err:
-            host.create(spec)
+            check_owned_files(spec, NoOwnedDisks())
         assert all(w in str(err.value) for w in words), str(err.value)
-        assert host.store.names() == []

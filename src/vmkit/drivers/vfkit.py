@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from vmkit.spec import MachineSpec
 
 MAX_SOCKET_PATH = 104  # bytes, sun_path on macOS (including the NUL)
+# vfkit binds its end of a unixSocketPath NIC beside the switch socket, named
+# `vfkit-<pid hex>-<random hex>.sock` (pkg/vf/virtionet.go): at most this long (pid <= 99999).
+VFKIT_LOCAL_SOCKET_NAME = len("vfkit-1869f-ffff.sock")
 MAX_MACOS_GUESTS = 2  # running at once per Mac
 Version = tuple[int, ...]
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
@@ -109,8 +112,11 @@ def virtio_net_unix(path: Path, mac: str | None = None) -> Device:
     return Device("virtio-net", tuple(opts))
 
 
-def virtio_net_unixgram(path: Path, mac: str | None = None, offloading: bool = False) -> Device:
-    """The newer `type=unixgram,path=` form (krunkit's only form; vfkit >= 0.6.1)."""
+def virtio_net_unixgram(
+    path: Path, mac: str | None = None, offloading: bool = False, vfkit_magic: bool = False
+) -> Device:
+    """The newer `type=unixgram,path=` form (krunkit's only form; vfkit >= 0.6.1).
+    `vfkitMagic=on` (krunkit): send `VFKT` on connect, as vfkit's unixSocketPath does."""
     opts: list[tuple[str, str | None]] = [
         ("type", "unixgram"),
         ("path", value("network socket", path)),
@@ -119,6 +125,8 @@ def virtio_net_unixgram(path: Path, mac: str | None = None, offloading: bool = F
         opts.append(("mac", mac))
     if offloading:
         opts.append(("offloading", "on"))
+    if vfkit_magic:
+        opts.append(("vfkitMagic", "on"))
     return Device("virtio-net", tuple(opts))
 
 
@@ -199,6 +207,19 @@ def macos_bootloader(boot: Any) -> str:
         f",hardwareModelPath={value('boot.hardware_model', boot.hardware_model)}"
         f",auxImagePath={value('boot.aux_image', boot.aux_image)}"
     )
+
+
+def switch_socket(ctx: LaunchContext, switch: str) -> Path:
+    """The switch's socket, refused when vfkit's own end beside it would be too long."""
+    path = ctx.switch_sockets[switch]
+    longest = len(os.fsencode(path.parent)) + 1 + VFKIT_LOCAL_SOCKET_NAME
+    if longest >= MAX_SOCKET_PATH:
+        raise InvalidInput(
+            f"switch {switch!r}: its socket folder {path.parent} is too long for macOS "
+            f"sockets (vfkit binds its end there; {longest} >= {MAX_SOCKET_PATH} bytes): set "
+            "VMKIT_RUNTIME_DIR to a shorter directory"
+        )
+    return path
 
 
 def restful_uri(socket_path: Path) -> str:
@@ -301,8 +322,11 @@ class VfkitDriver(Driver):
         boot_efi=True,
         boot_macos=True,
         disk_raw=True,  # read-only disks go in as usb-mass-storage,readonly
+        disk_clone=True,  # APFS clonefile on a Mac; a qcow2 base becomes a raw copy
+        cloud_init=True,  # the seed ISO as read-only usb-mass-storage (label cidata)
         net_none=True,
         net_user=True,  # virtio-net,nat (vmnet's NAT and DHCP)
+        net_switch=True,  # virtio-net,unixSocketPath= the switch's socket (vfkit sends VFKT)
         rng=True,
         balloon=True,
         graceful_stop=True,  # Stop -> HardStop -> SIGTERM -> SIGKILL
@@ -380,23 +404,43 @@ class VfkitDriver(Driver):
             if not spec.disks:
                 raise InvalidInput("boot.kind 'efi' needs a bootable disk image in disks")
         for i, disk in enumerate(spec.disks):
+            if disk.path is None:  # made by `vmkit create` in the VM's folder (storage.prepare)
+                if disk.size is not None and disk.format == "qcow2" and not self.reads_qcow2:
+                    raise NotSupported(
+                        f"disks[{i}]: {self.name} cannot attach qcow2; make the new disk "
+                        "with format: raw"
+                    )
+                continue  # a qcow2 `clone:` base is converted to raw for vfkit at create
             value(f"disks[{i}].path", disk.file)
             if disk.format == "qcow2" and not self.reads_qcow2:
                 raw = disk.file.with_suffix(".raw")
                 raise NotSupported(
                     f"disks[{i}]: {self.name} cannot attach qcow2 ({disk.file}); convert it "
-                    f"with `qemu-img convert -O raw {disk.file} {raw}` and use {raw} "
+                    f"with `vmkit disk convert --format raw {disk.file} {raw}` and use {raw}, "
+                    f"or give `clone: {disk.file}` and vmkit makes the VM a raw copy "
                     "(or driver: krunkit, which reads qcow2)"
                 )
             if disk.readonly and not self.readonly_disks:
                 raise NotSupported(
                     f"disks[{i}]: vmkit's {self.name} driver cannot attach a disk read-only yet"
                 )
-        if spec.networks and not self.has_nat:
-            raise NotSupported(
-                f"networks: {self.name} has no built-in NAT (it needs a userspace network such "
-                "as gvproxy, which vmkit does not run yet); use networks: none or driver: vfkit"
-            )
+        for i, net in enumerate(spec.networks):
+            if net.mode in ("user", "nat") and not self.has_nat:
+                raise NotSupported(
+                    f"networks[{i}]: {self.name} has no built-in NAT (it needs a userspace "
+                    "network such as gvproxy, which vmkit does not run yet); use a vmkit switch "
+                    "(--net switch:NAME), networks: none, or driver: vfkit"
+                )
+            if net.mode == "tap":
+                raise NotSupported(
+                    f"networks[{i}]: TAP devices exist only on Linux; on a Mac use nat "
+                    f"(vfkit) or a vmkit switch (--net switch:NAME)"
+                )
+            if net.publish:
+                raise NotSupported(
+                    f"networks[{i}].publish: vmkit's {self.name} driver cannot forward host "
+                    "ports yet; reach the guest at its NAT address (`vmkit ip NAME`)"
+                )
         if spec.serial_log is not None:
             value("serial_log", spec.serial_log)
         if spec.balloon and not self.capabilities.balloon:
@@ -461,7 +505,13 @@ class VfkitDriver(Driver):
                 devs.append(virtio_blk(disk.file, device_id=f"vmkit-disk{i}"))
                 used.append("virtio-blk deviceId")
         for i, net in enumerate(spec.networks):
-            devs.append(virtio_net_nat(net.mac or stable_mac(spec.name, i)))
+            mac = net.mac or stable_mac(spec.name, i)
+            if net.mode == "switch":
+                assert net.switch is not None
+                devs.append(self.switch_nic(switch_socket(ctx, net.switch), mac))
+                used.extend(self.switch_nic_features)
+            else:
+                devs.append(virtio_net_nat(mac))
         devs.append(virtio_serial_log(ctx.serial_log))
         if spec.rng:
             devs.append(virtio_rng())
@@ -469,6 +519,13 @@ class VfkitDriver(Driver):
             devs.append(virtio_balloon())
             used.append("virtio-balloon")
         return devs, used
+
+    switch_nic_features: ClassVar[tuple[str, ...]] = ()
+
+    def switch_nic(self, socket_path: Path, mac: str) -> Device:
+        """A NIC on vmkit's switch: vfkit binds its own end beside the switch socket,
+        connects, and sends `VFKT` so the switch learns the port before the guest speaks."""
+        return virtio_net_unix(socket_path, mac)
 
     def plan(self, spec: MachineSpec, ctx: LaunchContext) -> LaunchPlan:
         from vmkit.spec import LinuxBoot, MacosBoot
@@ -601,6 +658,8 @@ class VfkitDriver(Driver):
         from vmkit.net.mac import stable_mac
 
         for i, net in enumerate(spec.get("networks") or []):
+            if net.get("mode", "user") not in ("user", "nat"):
+                continue  # vmnet's DHCP leases only NAT NICs
             mac = net.get("mac") or stable_mac(str(spec["name"]), i)
             ip = dhcpd_leases.ip_for_mac(mac, self.leases or dhcpd_leases.LEASES_PATH)
             if ip is not None:
@@ -636,20 +695,32 @@ class KrunkitDriver(VfkitDriver):
         boot_efi=True,
         disk_raw=True,  # read-write only
         disk_qcow2=True,
+        disk_clone=True,  # APFS clonefile, or a qcow2 overlay of a qcow2 base
+        # no cloud_init: the seed ISO goes in read-only, and krunkit has no read-only disks
         net_none=True,
+        net_switch=True,  # virtio-net,type=unixgram,path=<switch socket>,vfkitMagic=on
         rng=True,
         graceful_stop=True,  # Stop -> SIGTERM -> SIGKILL (no HardStop in krunkit's REST)
         kill=True,
         readiness=True,
         readopt=True,
     )
-    min_versions: ClassVar[dict[str, Version]] = {"virtio-net type=unixgram": (0, 2, 0)}
+    min_versions: ClassVar[dict[str, Version]] = {
+        "virtio-net type=unixgram": (0, 2, 0),
+        "virtio-net vfkitMagic": (0, 2, 0),  # from krunkit's docs; to be confirmed on a Mac
+    }
+    switch_nic_features = ("virtio-net type=unixgram", "virtio-net vfkitMagic")
     efi_only = True
     reads_qcow2 = True
     readonly_disks = False  # krunkit's virtio-blk has no read-only option
     has_nat = False
     writes_pidfile = False
     hard_stop = False
+
+    def switch_nic(self, socket_path: Path, mac: str) -> Device:
+        """krunkit takes only the `type=unixgram` form; vfkitMagic=on has it announce
+        itself as vfkit does (offloading stays off: the switch forwards plain frames)."""
+        return virtio_net_unixgram(socket_path, mac, vfkit_magic=True)
 
     def request_powerdown(self, sockets: dict[str, str]) -> None:
         """POST Stop. krunkit reads the request once and closes: if the JSON body came in a

@@ -2,7 +2,10 @@
 
 No root-owned system install: `apt-get download` + `dpkg-deb -x` into a temp dir.
 Module dependencies come from each `.ko`'s `.modinfo` (no depmod on a fresh machine).
-The output is cached per kernel version and is byte-for-byte reproducible.
+The output is cached per kernel version, architecture and recipe, and is byte-for-byte
+reproducible. `--arch arm64` on an x86_64 Debian machine builds the guest an Apple silicon
+Mac boots with vfkit (which cannot build it: macOS has no apt): the raw arm64 `Image` is
+written beside the compressed vmlinuz.
 """
 
 from __future__ import annotations
@@ -11,10 +14,9 @@ import gzip
 import hashlib
 import json
 import lzma
+import os
 import platform
-import re
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from vmkit.errors import VmkitError
 from vmkit.guest import cpio
+from vmkit.guest.apt import ARCHES, Apt, debian_arch_name, need, run
 from vmkit.paths import cache_dir
 from vmkit.storage import elf, kernel
 
@@ -38,7 +41,8 @@ WANTED_MODULES = (
     "vmw_vsock_virtio_transport",
     "ext4",
     "isofs",
-    "button",
+    "button",  # ACPI power button (x86_64; arm64 with ACPI)
+    "gpio_keys",  # power button on arm64 device-tree machines (QEMU virt: PL061 GPIO)
     "evdev",
 )
 
@@ -62,22 +66,33 @@ class GuestImage:
     """Paths of a built tiny guest."""
 
     dir: Path
-    bzimage: Path
+    bzimage: Path  # the distro's compressed kernel (vmlinuz), whatever the arch
     vmlinux: Path
     initrd: Path
     manifest: dict[str, object]
 
     @property
+    def arch(self) -> str:
+        return str(self.manifest.get("arch", ""))
+
+    @property
+    def image(self) -> Path:
+        """The raw arm64 `Image` (arm64 guests): what vfkit boots without decompressing."""
+        return self.dir / "Image"
+
+    @property
     def kernel(self) -> Path:
-        """The kernel vmkit boots by default: the PVH vmlinux on x86_64."""
-        return self.vmlinux if self.vmlinux.exists() else self.bzimage
+        """The kernel vmkit boots by default: the PVH vmlinux on x86_64, the raw Image on
+        arm64."""
+        for path in (self.vmlinux, self.image):
+            if path.exists():
+                return path
+        return self.bzimage
 
 
 def debian_arch() -> str:
     machine = platform.machine().lower()
-    return {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
-        machine, machine
-    )
+    return ARCHES.get(machine, machine)
 
 
 def guest_root(base: Path | None = None) -> Path:
@@ -97,12 +112,13 @@ def _init_script() -> bytes:
     return resources.files("vmkit.guest").joinpath("init.sh").read_bytes()
 
 
-def find_built(base: Path | None = None) -> GuestImage | None:
-    """The most recently built guest of the current recipe in the cache, if any."""
+def find_built(base: Path | None = None, arch: str | None = None) -> GuestImage | None:
+    """The most recently built guest of the current recipe for `arch` (default: this
+    machine's) in the cache, if any."""
     root = guest_root(base)
     if not root.is_dir():
         return None
-    suffix = f"-{recipe_id()}"
+    suffix = f"-{arch or debian_arch()}-{recipe_id()}"
     built = sorted(
         (p for p in root.iterdir() if p.name.endswith(suffix) and (p / "manifest.json").is_file()),
         key=lambda p: (p / "manifest.json").stat().st_mtime,
@@ -115,45 +131,21 @@ def _load(d: Path) -> GuestImage:
     return GuestImage(d, d / "vmlinuz", d / "vmlinux", d / "initramfs.cpio.gz", manifest)
 
 
-def _need(tool: str) -> str:
-    found = shutil.which(tool)
-    if not found:
-        raise VmkitError(
-            f"`{tool}` not found: the tiny guest is built from Debian packages with apt-get and "
-            "dpkg-deb (Debian/Ubuntu only). Elsewhere, pass your own --kernel and --initrd."
-        )
-    return found
-
-
-def _run(argv: list[str], cwd: Path | None = None) -> str:
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise VmkitError(f"`{' '.join(argv)}` failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def kernel_package(arch: str) -> str:
-    """The versioned kernel package the `linux-image-<arch>` metapackage depends on."""
-    out = _run([_need("apt-cache"), "depends", f"linux-image-{arch}"])
-    for line in out.splitlines():
-        line = line.strip()
-        if re.match(r"Depends: linux-image-\d", line):
-            return line.split()[1]
-    raise VmkitError(
-        f"cannot find the kernel package behind linux-image-{arch} (apt-cache depends)"
-    )
-
-
 def build(
     *,
     base: Path | None = None,
     force: bool = False,
+    arch: str | None = None,
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> GuestImage:
-    arch = debian_arch()
-    apt_get, dpkg_deb = _need("apt-get"), _need("dpkg-deb")
-    kpkg = kernel_package(arch)
+    arch = debian_arch_name(arch) if arch else debian_arch()
+    dpkg_deb = need("dpkg-deb")
     root = guest_root(base)
+    apt = Apt(arch, debian_arch(), root.parent)
+    if apt.foreign:
+        progress(f"fetching the {arch} package list (a private apt list under {apt.state_dir})")
+    apt.refresh()
+    kpkg = apt.kernel_package()
     out_dir = root / f"{kpkg.removeprefix('linux-image-')}-{arch}-{recipe_id()}"
     if out_dir.joinpath("manifest.json").is_file() and not force:
         progress(f"already built: {out_dir}")
@@ -161,11 +153,10 @@ def build(
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp_s:
         tmp = Path(tmp_s)
-        progress(f"downloading {kpkg} and busybox-static")
-        _run([apt_get, "download", "-q", kpkg, "busybox-static"], cwd=tmp)
-        debs = sorted(tmp.glob("*.deb"))
+        progress(f"downloading {kpkg} and busybox-static ({arch})")
+        debs = apt.download([kpkg, "busybox-static"], tmp)
         versions = {
-            _run([dpkg_deb, "-f", str(d), "Package"]).strip(): _run(
+            run([dpkg_deb, "-f", str(d), "Package"]).strip(): run(
                 [dpkg_deb, "-f", str(d), "Version"]
             ).strip()
             for d in debs
@@ -173,7 +164,7 @@ def build(
         tree = tmp / "tree"
         for d in debs:
             progress(f"unpacking {d.name}")
-            _run([dpkg_deb, "-x", str(d), str(tree)])
+            run([dpkg_deb, "-x", str(d), str(tree)])
         bzimage = next(iter(sorted((tree / "boot").glob("vmlinuz-*"))), None)
         if bzimage is None:
             raise VmkitError(f"{kpkg} holds no /boot/vmlinuz-*")
@@ -194,6 +185,14 @@ def build(
             if not kernel.has_pvh_note(vmlinux):
                 raise VmkitError("the extracted vmlinux has no PVH entry note (Xen type 0x12)")
             (stage / "vmlinux").write_bytes(vmlinux)
+        elif arch == "arm64":
+            progress("decompressing the raw arm64 Image (vfkit boots only that)")
+            packed = bzimage.read_bytes()
+            image = kernel.arm64_image(packed)
+            if image is packed:  # Debian's arm64 vmlinuz is the raw Image already
+                os.link(stage / "vmlinuz", stage / "Image")
+            else:
+                (stage / "Image").write_bytes(image)
         manifest = {
             "kernel_version": kver,
             "arch": arch,
