@@ -468,12 +468,20 @@ class Machine:
         started = float(rt.get("started_at", time.time()))
         deadline = time.monotonic() + max(0.0, limit - max(0.0, time.time() - started))
         checks = 0
+        sockets = {k: str(v) for k, v in rt.get("sockets", {}).items()}
+        probe = self.driver.probe_readiness(self.record["spec"], sockets, self.dir)
         while True:
             found = follower.poll()
             if found is not None:
                 ready = {"ip": found.ip, "at": time.time(), "offset": found.offset}
                 self._update_runtime({"ready": ready, "serial_offset": found.offset})
                 return self.status()
+            if probe is not None and checks % 10 == 0:
+                probe = self.driver.probe_readiness(self.record["spec"], sockets, self.dir)
+                if probe is not None and probe.ready:
+                    ready = {"ip": probe.ip, "at": time.time(), "offset": follower.offset}
+                    self._update_runtime({"ready": ready, "serial_offset": follower.offset})
+                    return self.status()
             checks += 1
             if checks % 10 == 0 and proc.wait_gone(0):
                 st = self.status()
@@ -483,6 +491,8 @@ class Machine:
             if time.monotonic() >= deadline:
                 hint = hostinfo.accel_hint(str(rt.get("accelerator")))
                 reason = f"the guest did not print '{spec.readiness.marker} <ip>' within {limit:g}s"
+                if probe is not None:
+                    reason = f"the guest was not {probe.waiting_for} within {limit:g}s"
                 self._update_runtime(
                     {
                         "readiness_failure": {"reason": reason, "hint": hint},

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -330,3 +331,85 @@ def test_krunkit_gets_a_qcow2_clone_as_qcow2(fake_vfkit: Any, tmp_path: Path) ->
     assert f"virtio-blk,path={made},format=qcow2" in machine.runtime()["argv"]
     machine.kill()
     machine.delete()
+
+
+# ---- macOS guests: ready without a readiness line ---------------------------------------------
+
+
+@pytest.fixture
+def macos_vm(
+    fake_vfkit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Machine]:
+    """A macOS guest on the double, as on an Apple silicon Mac; bootpd's leases in tmp."""
+    from vmkit.drivers import vfkit
+
+    monkeypatch.setattr(vfkit, "machine_arch", lambda: "aarch64")
+    leases = tmp_path / "dhcpd_leases"
+    monkeypatch.setenv("VMKIT_DHCPD_LEASES", str(leases))
+    monkeypatch.setenv("VFKIT_DOUBLE_LEASES", str(leases))
+    files = {k: tmp_path / k for k in ("machine-id", "hw-model", "aux.img", "disk.img")}
+    for path in files.values():
+        path.write_bytes(b"\0" * 512)
+
+    def make(name: str = "mac1", **over: Any) -> Machine:
+        spec = spec_from_dict(
+            {
+                "name": name,
+                "driver": "vfkit",
+                "boot": {
+                    "kind": "macos",
+                    "machine_identifier": str(files["machine-id"]),
+                    "hardware_model": str(files["hw-model"]),
+                    "aux_image": str(files["aux.img"]),
+                },
+                "disks": [{"path": str(files["disk.img"])}],
+                **over,
+            }
+        )
+        machine = Host().create(spec)
+        machine.start()
+        return machine
+
+    return make
+
+
+def stale_lease(path: Path, mac: str, ip: str) -> None:
+    short = ":".join(f"{int(o, 16):x}" for o in mac.split(":"))
+    path.write_text(
+        f"{{\n\tname=old\n\tip_address={ip}\n\thw_address=1,{short}\n"
+        f"\tidentifier=1,{short}\n\tlease={int(time.time()) + 600:#x}\n}}\n"
+    )
+
+
+@pytest.mark.capability("vfkit", "boot_macos", "readiness")
+def test_a_macos_guest_is_ready_with_a_lease_from_this_boot_not_an_old_one(
+    macos_vm: Callable[..., Machine], tmp_path: Path
+) -> None:
+    mac = "52:54:00:0a:0b:0c"
+    stale_lease(tmp_path / "dhcpd_leases", mac, "192.168.64.99")  # from an earlier boot
+    machine = macos_vm(networks=[{"mode": "user", "mac": mac}])
+    st = machine.wait_ready(10)
+    assert st.state == "ready" and st.ip == "192.168.64.10", st
+    assert not machine.serial_log.exists() or "VMKIT_READY" not in machine.serial_log.read_text()
+    machine.kill()
+
+
+def test_a_macos_guest_without_a_nic_is_ready_once_running(
+    macos_vm: Callable[..., Machine],
+) -> None:
+    machine = macos_vm(networks=[])
+    st = machine.wait_ready(10)
+    assert st.state == "ready" and st.ip is None
+    machine.kill()
+
+
+def test_a_macos_guest_that_gets_no_lease_times_out_saying_what_was_awaited(
+    macos_vm: Callable[..., Machine], fake_vfkit: Callable[..., None]
+) -> None:
+    from vmkit.errors import ReadinessTimeout
+
+    fake_vfkit("no-lease")
+    machine = macos_vm(networks=["user"])
+    with pytest.raises(ReadinessTimeout, match=r"was not running with a fresh DHCP lease for"):
+        machine.wait_ready(1.5)
+    machine.kill()

@@ -7,7 +7,10 @@ As a program (`vfkit_double.py ARGV...`, put on PATH as `vfkit`/`krunkit` by the
 - acts as vfkit, or as krunkit with $VFKIT_DOUBLE_FLAVOR=krunkit;
 - prints `vfkit version: vX.Y.Z` for `--version` ($VFKIT_DOUBLE_VERSION, default 0.6.1);
 - refuses an argv that does not parse under the documented grammar (vfkit_grammar), exit 1;
-- writes the pidfile, writes a boot banner and `VMKIT_READY -` to the virtio-serial log file;
+- writes the pidfile, writes a boot banner and `VMKIT_READY -` to the virtio-serial log file
+  (not for `--bootloader macos`: a macOS guest prints no such line);
+- plays macOS's bootpd when $VFKIT_DOUBLE_LEASES names a file: 0.3 s after start it appends
+  a lease (dhcpd_leases format, expiring in a day) for each `virtio-net,nat` MAC;
 - serves vfkit's REST API on the `--restful-uri unix:///...` socket: GET /vm/state,
   POST /vm/state {Stop|HardStop|Pause|Resume} -> 202, GET /vm/inspect; in the krunkit
   flavour, krunkit's canned answers as its src/status.rs writes them (any GET: Running, any
@@ -17,7 +20,7 @@ As a program (`vfkit_double.py ARGV...`, put on PATH as `vfkit`/`krunkit` by the
 Behaviour switches, comma-separated in $VFKIT_DOUBLE: `ignore-stop` (the guest ignores the
 Stop request), `refuse-hardstop` (HardStop answers 500), `ignore-sigterm`, `no-ready`,
 `poweroff-after-ready` (the guest powers itself off once ready), `crash-after-ready`
-(virtualization error, exit 1).
+(virtualization error, exit 1), `no-lease` (no DHCP lease is granted).
 
 As a module, `DoubleServer` runs the same REST API in a thread for client tests.
 """
@@ -205,6 +208,18 @@ def log(msg: str, level: str = "info") -> None:
     print(f'time="{stamp}" level={level} msg="{msg}"', flush=True)
 
 
+def grant_leases(path: Path, macs: list[str | None]) -> None:
+    """Append a lease per MAC as bootpd writes them (leading zeros of octets dropped)."""
+    with path.open("a") as f:
+        for n, mac in enumerate(m for m in macs if m):
+            short = ":".join(f"{int(o, 16):x}" for o in mac.split(":"))
+            f.write(
+                f"{{\n\tname=mac-guest\n\tip_address=192.168.64.{10 + n}\n"
+                f"\thw_address=1,{short}\n\tidentifier=1,{short}\n"
+                f"\tlease={int(time.time()) + 86400:#x}\n}}\n"
+            )
+
+
 def disk_problem(devices: list[Any], flavor: str) -> str | None:
     """What vfkit checks of disk images at start: they exist, and (vfkit) are not qcow2."""
     for dev in devices:
@@ -258,9 +273,14 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     with double:
         log("virtual machine is running")
-        if serial and "no-ready" not in behaviour:
+        macos = parsed.bootloader is not None and parsed.bootloader[0] == "macos"
+        if serial and "no-ready" not in behaviour and not macos:
             with open(serial, "a") as f:
                 f.write("Linux version 6.1.0 (test double)\nVMKIT_READY -\n")
+        leases = os.environ.get("VFKIT_DOUBLE_LEASES")
+        if leases and "no-lease" not in behaviour:
+            time.sleep(0.3)
+            grant_leases(Path(leases), [d.get("mac") for d in parsed.devices if d.has("nat")])
         if "poweroff-after-ready" in behaviour:
             time.sleep(0.2)
             vm._stop()

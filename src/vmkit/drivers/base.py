@@ -103,6 +103,13 @@ class LaunchContext:
     switch_sockets: dict[str, Path] = field(default_factory=dict)  # switch name -> its socket
 
 
+@dataclass(frozen=True)
+class ReadinessProbe:
+    ready: bool
+    ip: str | None
+    waiting_for: str  # what ready means for this guest, for the timeout message
+
+
 @dataclass
 class LaunchPlan:
     argv: list[str]
@@ -209,6 +216,14 @@ class Driver(abc.ABC):
     def prepare(self, spec: MachineSpec, ctx: LaunchContext) -> None:
         """Make the files `plan` refers to (e.g. a decompressed kernel in the VM dir); runs
         right before launch, never on --dry-run."""
+        return None
+
+    def probe_readiness(
+        self, spec: dict[str, Any], sockets: dict[str, str], vm_dir: Path
+    ) -> ReadinessProbe | None:
+        """For guests that cannot print vmkit's readiness line (macOS guests): whether the
+        guest is ready by other signs, polled while waiting. None: the guest prints the
+        line on its serial console (the default)."""
         return None
 
     def guest_ip(self, spec: dict[str, Any]) -> str | None:

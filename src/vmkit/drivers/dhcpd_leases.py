@@ -17,6 +17,7 @@ bootpd drops leading zeros of each MAC octet, so MACs are compared octet by octe
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,8 +83,20 @@ def _lease(block: dict[str, str]) -> Lease | None:
     return Lease(block.get("name"), ip, mac, expires)
 
 
-def ip_for_mac(mac: str, path: Path = LEASES_PATH) -> str | None:
+def leases_path() -> Path:
+    """macOS's file, or $VMKIT_DHCPD_LEASES (tests, and hosts whose bootpd writes elsewhere)."""
+    return Path(os.environ.get("VMKIT_DHCPD_LEASES") or LEASES_PATH)
+
+
+def ip_for_mac(mac: str, path: Path | None = None) -> str | None:
     """The IP of the newest lease for `mac`, or None (no file, no lease)."""
+    lease = lease_for_mac(mac, path)
+    return None if lease is None else lease.ip
+
+
+def lease_for_mac(mac: str, path: Path | None = None) -> Lease | None:
+    """The newest lease for `mac` (latest expiry), or None (no file, no lease)."""
+    path = path or leases_path()
     wanted = normalize_mac(mac)
     if wanted is None:
         return None
@@ -94,4 +107,4 @@ def ip_for_mac(mac: str, path: Path = LEASES_PATH) -> str | None:
     matches = [lease for lease in parse(text) if lease.mac == wanted]
     if not matches:
         return None
-    return max(matches, key=lambda lease: lease.expires).ip
+    return max(matches, key=lambda lease: lease.expires)

@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from vmkit.drivers import dhcpd_leases
-from vmkit.drivers.base import Capabilities, Driver, ExitCause, LaunchContext, LaunchPlan
+from vmkit.drivers.base import (
+    Capabilities,
+    Driver,
+    ExitCause,
+    LaunchContext,
+    LaunchPlan,
+    ReadinessProbe,
+)
 from vmkit.drivers.vfkit_api import VfkitAPI, VfkitAPIError, VfkitDropped
 from vmkit.errors import InvalidInput, NotSupported, VMStateError
 from vmkit.hostinfo import machine_arch
@@ -595,9 +602,11 @@ class VfkitDriver(Driver):
     def prepare(self, spec: MachineSpec, ctx: LaunchContext) -> None:
         """Decompress the kernel into the VM dir if vfkit needs it; start serial.log afresh
         (vfkit appends to it, and an old readiness line must not count for this boot)."""
-        from vmkit.spec import LinuxBoot
+        from vmkit.spec import LinuxBoot, MacosBoot
 
         ctx.serial_log.unlink(missing_ok=True)
+        if isinstance(spec.boot, MacosBoot):
+            self._remember_leases(spec.to_json(), ctx.vm_dir)
         if not isinstance(spec.boot, LinuxBoot):
             return
         target = self.boot_kernel(spec.boot.kernel, ctx)
@@ -653,6 +662,54 @@ class VfkitDriver(Driver):
             out["error"] = str(exc)
         return out
 
+    LEASES_BEFORE = "dhcp-leases-before.json"
+
+    @staticmethod
+    def _nat_macs(spec: dict[str, Any]) -> list[str]:
+        from vmkit.net.mac import stable_mac
+
+        return [
+            str(net.get("mac") or stable_mac(str(spec["name"]), i))
+            for i, net in enumerate(spec.get("networks") or [])
+            if net.get("mode", "user") in ("user", "nat")
+        ]
+
+    def _remember_leases(self, spec: dict[str, Any], vm_dir: Path) -> None:
+        """Before a macOS guest boots: the expiry of each NAT MAC's current lease, so only a
+        lease granted in this boot (a later expiry) counts as the guest being up."""
+        before = {}
+        for mac in self._nat_macs(spec):
+            lease = dhcpd_leases.lease_for_mac(mac, self.leases)
+            before[mac] = 0 if lease is None else lease.expires
+        (vm_dir / self.LEASES_BEFORE).write_text(json.dumps(before))
+
+    def probe_readiness(
+        self, spec: dict[str, Any], sockets: dict[str, str], vm_dir: Path
+    ) -> ReadinessProbe | None:
+        """A macOS guest prints no readiness line: it is ready once vfkit says it runs and,
+        with a NAT NIC, macOS's DHCP server has leased it an address in this boot."""
+        if (spec.get("boot") or {}).get("kind") != "macos":
+            return None
+        macs = self._nat_macs(spec)
+        waiting_for = "running" + (
+            f" with a fresh DHCP lease for {macs[0]} in {self.leases or dhcpd_leases.leases_path()}"
+            if macs
+            else ""
+        )
+        if self.control_state(sockets, timeout=1.0) != "running":
+            return ReadinessProbe(False, None, waiting_for)
+        if not macs:
+            return ReadinessProbe(True, None, waiting_for)
+        try:
+            before = json.loads((vm_dir / self.LEASES_BEFORE).read_text())
+        except (OSError, ValueError):
+            before = {}
+        for mac in macs:
+            lease = dhcpd_leases.lease_for_mac(mac, self.leases)
+            if lease is not None and lease.expires > int(before.get(mac, 0)):
+                return ReadinessProbe(True, lease.ip, waiting_for)
+        return ReadinessProbe(False, None, waiting_for)
+
     def guest_ip(self, spec: dict[str, Any]) -> str | None:
         """From macOS's DHCP leases by the NIC's MAC (vfkit has no API for it)."""
         from vmkit.net.mac import stable_mac
@@ -661,7 +718,7 @@ class VfkitDriver(Driver):
             if net.get("mode", "user") not in ("user", "nat"):
                 continue  # vmnet's DHCP leases only NAT NICs
             mac = net.get("mac") or stable_mac(str(spec["name"]), i)
-            ip = dhcpd_leases.ip_for_mac(mac, self.leases or dhcpd_leases.LEASES_PATH)
+            ip = dhcpd_leases.ip_for_mac(mac, self.leases)
             if ip is not None:
                 return ip
         return None
