@@ -67,16 +67,27 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--real", action="store_true", help="use the real vfkit on PATH (macOS)")
-    ap.add_argument("--kernel", help="guest kernel (with --real)")
-    ap.add_argument("--initrd", help="guest initramfs (with --real)")
+    ap.add_argument("--kernel", help="guest kernel (with --real; default: the tiny guest)")
+    ap.add_argument("--initrd", help="guest initramfs (with --real; default: the tiny guest)")
     ap.add_argument("--json", dest="json_out", help="write samples and summary here")
     args = ap.parse_args()
     vmkit = vmkit_executable()
     with Sandbox(vmkit, prefix="vk-bench-") as sb:
         if args.real:
-            if not (shutil.which("vfkit") and args.kernel and args.initrd):
-                ap.error("--real needs vfkit on PATH and --kernel/--initrd")
+            if not shutil.which("vfkit"):
+                ap.error("--real needs vfkit on PATH (`brew install vfkit`)")
             kernel, initrd = args.kernel, args.initrd
+            if not (kernel and initrd):
+                from vmkit.guest.build import find_built
+
+                built = find_built()  # the arm64 tiny guest copied from a Debian build
+                if built is None:
+                    ap.error(
+                        "--real needs --kernel/--initrd, or the tiny guest in the cache: "
+                        "`vmkit guest build --arch arm64` on Debian, copied to "
+                        "~/.cache/vmkit/guest/"
+                    )
+                kernel, initrd = str(built.kernel), str(built.initrd)
         else:
             fake_vfkit(sb)
             kernel, initrd = str(sb.root / "vmlinux"), str(sb.root / "initrd")

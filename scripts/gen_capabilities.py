@@ -74,6 +74,13 @@ def render(capmap: dict[str, dict[str, list[str]]]) -> str:
         "and a named test double (its hypervisor cannot run where CI runs); not supported until a",
         "real run on X passes.",
         "",
+        "What runs for real toward the Mac drivers: the arm64 tiny guest they boot",
+        "(`vmkit guest build --arch arm64`), and the raw `Image` the vfkit driver unpacks from",
+        "a compressed or EFI zboot kernel with its cmdline, boot to readiness and power off on",
+        "the button under `qemu-system-aarch64` (TCG) in `tests/e2e/test_arm64_guest.py`; the",
+        "switch process serves vfkit-style ports (`tests/contract/test_vfkit_switch.py`). None",
+        "of that is vfkit itself, so none of it turns a vfkit cell into **supported**.",
+        "",
         "| Capability | " + " | ".join(DRIVERS) + " |",
         "|---|" + "---|" * len(DRIVERS),
     ]
