@@ -6,14 +6,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 case "$(uname -m)" in
-    x86_64) qemu_pkg=qemu-system-x86; qemu_bin=qemu-system-x86_64 ;;
-    aarch64) qemu_pkg=qemu-system-arm; qemu_bin=qemu-system-aarch64 ;;
+    x86_64) qemu_pkg=qemu-system-x86; qemu_bin=qemu-system-x86_64; uefi_pkg=ovmf; efi_arch=x64 ;;
+    aarch64) qemu_pkg=qemu-system-arm; qemu_bin=qemu-system-aarch64; uefi_pkg=qemu-efi-aarch64; efi_arch=aa64 ;;
     *) echo "unsupported architecture $(uname -m)" >&2; exit 1 ;;
 esac
 
 pkgs=()
 command -v "$qemu_bin" >/dev/null || pkgs+=("$qemu_pkg")
 command -v qemu-system-aarch64 >/dev/null || pkgs+=(qemu-system-arm)  # the arm64 guest tests
+dpkg -s "$uefi_pkg" >/dev/null 2>&1 || pkgs+=("$uefi_pkg")  # UEFI firmware (boot.kind: efi)
+# EFI boot tests build a GPT disk with systemd-boot on a FAT ESP (no root, no loop devices).
+[ -e "/usr/lib/systemd/boot/efi/systemd-boot${efi_arch}.efi" ] || pkgs+=(systemd-boot-efi)
+command -v mcopy >/dev/null || pkgs+=(mtools)
+command -v mkfs.vfat >/dev/null || [ -x /sbin/mkfs.vfat ] || pkgs+=(dosfstools)
 command -v qemu-img >/dev/null || pkgs+=(qemu-utils)
 command -v cpio >/dev/null || pkgs+=(cpio)  # tests extract the initramfs with the real tool
 command -v zstd >/dev/null || pkgs+=(zstd)  # zstd/lz4 vmlinuz -> raw Image (vfkit), and tests

@@ -56,6 +56,12 @@ def _spec_options(f: Any) -> Any:
         click.option("--initrd", type=click.Path(path_type=Path), help="Initramfs."),
         click.option("--cmdline", type=str, help="Kernel command line."),
         click.option(
+            "--efi",
+            is_flag=True,
+            default=None,
+            help="Boot the first disk through UEFI firmware (cloud images), not a kernel.",
+        ),
+        click.option(
             "--disk",
             "disks",
             multiple=True,
@@ -187,16 +193,23 @@ def _build_spec(name: str | None, o: dict[str, Any]) -> Any:
         path: Path = o["spec_file"]
         if readiness:
             over["readiness"] = readiness
-        if boot_flags:
+        if boot_flags or o.get("efi"):
             raise InvalidInput(
-                "give the kernel, initrd and cmdline in the spec file, not as flags, with -f"
+                "give the boot (kernel, initrd, cmdline or kind: efi) in the spec file, not "
+                "as flags, with -f"
             )
         return specmod.load_spec_file(path, over)
     if readiness:
         over["readiness"] = readiness
     if "name" not in over:
         raise InvalidInput("a VM name is required (or a spec file with -f)")
-    if "kernel" in boot_flags:
+    if o.get("efi"):
+        if boot_flags:
+            raise InvalidInput(
+                "--efi boots what the disk holds: drop --kernel, --initrd and --cmdline"
+            )
+        over["boot"] = {"kind": "efi"}
+    elif "kernel" in boot_flags:
         over["boot"] = {
             "kind": "linux",
             **{k: str(v.absolute()) if isinstance(v, Path) else v for k, v in boot_flags.items()},
@@ -601,6 +614,7 @@ def doctor(as_json: bool) -> None:
         "data_home": str(data_home()),
         "runtime_dir": str(runtime_dir()),
         "tiny_guest": str(guest.dir) if guest else None,
+        "uefi_firmware": _uefi_firmware(hostinfo.machine_arch()),
     }
     mac = None
     if hostinfo.is_macos():
@@ -619,6 +633,17 @@ def doctor(as_json: bool) -> None:
         click.echo("fix: install QEMU (Debian/Ubuntu: apt-get install qemu-system-x86)")
     if not guest:
         click.echo("fix: build the tiny guest with `vmkit guest build`")
+
+
+def _uefi_firmware(arch: str) -> str | None:
+    """The UEFI code image QEMU would load for `boot.kind: efi` (None: not installed)."""
+    from vmkit.drivers.qemu_firmware import find_uefi
+    from vmkit.errors import NotFound
+
+    try:
+        return str(find_uefi(arch).code)
+    except NotFound:
+        return None
 
 
 def _echo_macos(mac: dict[str, Any]) -> None:

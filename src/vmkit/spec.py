@@ -71,7 +71,8 @@ class LinuxBoot(_Model):
 
 
 class EfiBoot(_Model):
-    """Firmware boot from a disk image. Declared so specs can name it; no driver boots it yet."""
+    """UEFI firmware boot from the first disk (cloud images). `firmware`: the code image
+    to use instead of the one the platform provides (QEMU: its firmware descriptors)."""
 
     kind: Literal["efi"] = "efi"
     firmware: Path | None = None

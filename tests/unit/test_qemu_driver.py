@@ -189,13 +189,36 @@ def test_console_is_prepended_only_without_a_console_parameter(
     assert one(argv, "-append") == expected
 
 
-def test_efi_boot_is_not_supported(tmp_path: Path) -> None:
-    spec = spec_from_dict({"name": "vm1", "boot": {"kind": "efi"}}, check_files=False)
+def test_efi_boot_loads_split_flash_or_a_single_bios_image(tmp_path: Path) -> None:
+    from vmkit.errors import InvalidInput
+
+    code, template, single = tmp_path / "MY_CODE.fd", tmp_path / "MY_VARS.fd", tmp_path / "FW.fd"
+    for f in (code, template, single):
+        f.write_bytes(b"\0" * 4096)
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(b"\0" * 512)
     driver = QemuDriver(arch="x86_64")
-    with pytest.raises(NotSupported, match="efi"):
-        driver.check(spec)
-    with pytest.raises(NotSupported, match="efi"):
-        driver.plan(spec, make_ctx(tmp_path))
+    with pytest.raises(InvalidInput, match="needs a bootable disk image"):
+        driver.check(spec_from_dict({"name": "vm1", "boot": {"kind": "efi"}}, check_files=False))
+
+    def efi_spec(firmware: Path) -> Any:
+        return spec_from_dict(
+            {"name": "vm1", "boot": {"kind": "efi", "firmware": str(firmware)},
+             "disks": [{"path": str(disk)}, {"path": str(disk), "readonly": True}]},
+            check_files=False,
+        )  # fmt: skip
+
+    ctx = make_ctx(tmp_path)
+    ctx.vm_dir.mkdir()
+    argv = driver.plan(efi_spec(code), ctx).argv
+    assert f"if=pflash,format=raw,unit=0,readonly=on,file={code}" in argv
+    assert f"if=pflash,format=raw,unit=1,file={ctx.vm_dir / 'efi-vars.fd'}" in argv
+    assert "-kernel" not in argv and "-append" not in argv
+    assert "virtio-blk-pci,drive=disk1,id=vd1,bootindex=1" in argv
+    assert not (ctx.vm_dir / "efi-vars.fd").exists()  # plan (and --dry-run) make nothing
+    driver.prepare(efi_spec(code), ctx)
+    assert (ctx.vm_dir / "efi-vars.fd").read_bytes() == template.read_bytes()
+    assert one(driver.plan(efi_spec(single), ctx).argv, "-bios") == str(single)
 
 
 def test_unsupported_host_arch_is_refused(tmp_path: Path) -> None:

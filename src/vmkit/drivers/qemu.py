@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from vmkit.hostinfo import is_linux, machine_arch
 from vmkit.net.mac import stable_mac
 
 if TYPE_CHECKING:
+    from vmkit.drivers.qemu_firmware import Firmware
     from vmkit.spec import Disk, MachineSpec, Network
 
 # QEMU's ShutdownCause enum (qapi/run-state.json), as the trace event prints it.
@@ -47,6 +49,7 @@ STATE_FILE = "state.qemu"
 SAVE_TIMEOUT = 600.0
 UNPLUG_TIMEOUT = 30.0
 ANNOUNCE_TIMEOUT = 10.0
+EFI_VARS = "efi-vars.fd"  # the VM's own UEFI variable store (a copy of the template)
 _TRACE_RE = re.compile(r"qemu_system_shutdown_request reason=(\d+)")
 
 RUN_STATES = {
@@ -128,6 +131,7 @@ class QemuDriver(Driver):
     name = "qemu"
     capabilities = Capabilities(
         boot_linux=True,
+        boot_efi=True,  # UEFI (OVMF/AAVMF from QEMU's firmware descriptors) from disk0
         disk_raw=True,
         disk_qcow2=True,
         disk_clone=True,
@@ -169,15 +173,14 @@ class QemuDriver(Driver):
 
         if isinstance(spec.boot, MacosBoot):
             raise NotSupported("macOS guests run only on Apple silicon Macs: use driver: vfkit")
-        if isinstance(spec.boot, EfiBoot):
-            raise NotSupported(
-                "boot.kind 'efi' is not implemented in vmkit's QEMU driver yet; "
-                "use a linux boot (kernel + initrd)"
-            )
         if self.arch not in ("x86_64", "aarch64"):
             raise NotSupported(
                 f"vmkit's QEMU driver supports x86_64 and aarch64 hosts, not {self.arch}"
             )
+        if isinstance(spec.boot, EfiBoot):
+            if not spec.disks:
+                raise InvalidInput("boot.kind 'efi' needs a bootable disk image in disks")
+            self.firmware(spec)  # no firmware installed: say which package, before create
         if spec.hugepages:
             raise NotSupported("hugepages: not wired for vmkit's QEMU driver yet; remove it")
         if spec.vsock_cid is not None:
@@ -191,14 +194,62 @@ class QemuDriver(Driver):
         if spec.accelerator == "hvf" and is_linux():
             raise InvalidInput("accelerator: 'hvf' exists only on macOS; use kvm or tcg on Linux")
 
+    def firmware(self, spec: MachineSpec) -> Firmware:
+        from vmkit.drivers.qemu_firmware import find_uefi, from_spec
+        from vmkit.spec import EfiBoot
+
+        assert isinstance(spec.boot, EfiBoot)
+        if spec.boot.firmware is not None:
+            return from_spec(spec.boot.firmware)
+        return find_uefi(self.arch)
+
+    def _ensure_efi_vars(self, spec: MachineSpec, vm_dir: Path) -> None:
+        """The VM's own UEFI variable store, copied from the template on first boot."""
+        from vmkit.spec import EfiBoot
+
+        if not isinstance(spec.boot, EfiBoot):
+            return
+        template = self.firmware(spec).vars_template
+        target = vm_dir / EFI_VARS
+        if template is not None and not target.exists():
+            tmp = target.with_name(f".{EFI_VARS}.tmp")
+            shutil.copyfile(template, tmp)
+            tmp.chmod(0o600)
+            tmp.replace(target)
+
+    def prepare(self, spec: MachineSpec, ctx: LaunchContext) -> None:
+        self._ensure_efi_vars(spec, ctx.vm_dir)
+
+    def boot_args(self, spec: MachineSpec, ctx: LaunchContext) -> list[str]:
+        """-kernel/-initrd/-append for a Linux boot; the firmware flash for an EFI boot."""
+        from vmkit.spec import LinuxBoot
+
+        if not isinstance(spec.boot, LinuxBoot):
+            fw = self.firmware(spec)
+            if fw.vars_template is None:
+                return ["-bios", str(fw.code)]
+            return [
+                "-drive",
+                f"if=pflash,format=raw,unit=0,readonly=on,file={qemu_escape(fw.code)}",
+                "-drive",
+                f"if=pflash,format=raw,unit=1,file={qemu_escape(ctx.vm_dir / EFI_VARS)}",
+            ]
+        cmdline = spec.boot.cmdline
+        if not re.search(r"(?:^|\s)console=", cmdline):
+            cmdline = f"console={self.console_device()} {cmdline}".strip()
+        argv = ["-kernel", str(spec.boot.kernel)]
+        if spec.boot.initrd is not None:
+            argv += ["-initrd", str(spec.boot.initrd)]
+        return [*argv, "-append", cmdline]
+
     def console_device(self) -> str:
         return "ttyAMA0" if self.arch == "aarch64" else "ttyS0"
 
     def plan(self, spec: MachineSpec, ctx: LaunchContext) -> LaunchPlan:
-        from vmkit.spec import LinuxBoot
+        from vmkit.spec import EfiBoot
 
         self.check(spec)
-        assert isinstance(spec.boot, LinuxBoot)
+        efi = isinstance(spec.boot, EfiBoot)
         accel = ctx.accelerator
         argv = [self.binary_or_name(), "-name", f"guest=vmkit-{spec.name},debug-threads=on"]
         if self.arch == "aarch64":
@@ -236,13 +287,7 @@ class QemuDriver(Driver):
             f"enable=qemu_system_shutdown_request,file={qemu_escape(ctx.events_log)}",
         ]
 
-        cmdline = spec.boot.cmdline
-        if not re.search(r"(?:^|\s)console=", cmdline):
-            cmdline = f"console={self.console_device()} {cmdline}".strip()
-        argv += ["-kernel", str(spec.boot.kernel)]
-        if spec.boot.initrd is not None:
-            argv += ["-initrd", str(spec.boot.initrd)]
-        argv += ["-append", cmdline]
+        argv += self.boot_args(spec, ctx)
 
         con, qmp = ctx.sockets["console"], ctx.sockets["qmp"]
         argv += [
@@ -264,7 +309,7 @@ class QemuDriver(Driver):
                 "-blockdev",
                 f"driver={disk.format},node-name=disk{i},file=file{i},read-only={ro}",
                 "-device",
-                f"virtio-blk-pci,drive=disk{i},id=vd{i}",
+                f"virtio-blk-pci,drive=disk{i},id=vd{i}" + (f",bootindex={i}" if efi else ""),
             ]
         sockets = dict(ctx.sockets)
         for i, net in enumerate(spec.networks):
@@ -358,6 +403,7 @@ class QemuDriver(Driver):
     def plan_restore(
         self, spec: MachineSpec, ctx: LaunchContext, state_dir: Path, meta: dict[str, Any]
     ) -> LaunchPlan:
+        self._ensure_efi_vars(spec, ctx.vm_dir)  # migrated with RAM; the file must exist
         plan = self.plan(spec, ctx)
         plan.argv += ["-incoming", "defer"]
         return plan
@@ -497,6 +543,7 @@ class QemuDriver(Driver):
         _hmp(sockets, f"hostfwd_remove net{nic} {proto}:{host_ip}:{host}", ok="removed")
 
     def plan_incoming(self, spec: MachineSpec, ctx: LaunchContext, uri: str) -> LaunchPlan:
+        self._ensure_efi_vars(spec, ctx.vm_dir)
         plan = self.plan(spec, ctx)
         plan.argv += ["-incoming", uri]
         return plan
