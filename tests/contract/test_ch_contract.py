@@ -537,3 +537,25 @@ def test_restored_config_repoints_every_per_vm_path(tmp_path):
     assert saved["disks"][0]["path"] == "/src/a.img"  # the snapshot's own copy is untouched
     with pytest.raises(Exception, match=r"config\.json has 2 disks, the VM spec 0"):
         restored_config(saved, make_spec({"networks": copy_spec.to_json()["networks"]}), c)
+
+
+@CAP("cloud-hypervisor", "boot_efi")
+def test_an_efi_boot_sends_the_firmware_as_the_payload(
+    openapi, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    from vmkit.drivers import cloud_hypervisor as chmod
+    from vmkit.errors import NotFound
+
+    fw = tmp_path / "CLOUDHV.fd"
+    fw.write_bytes(b"\0" * 4096)
+    spec = make_spec({"boot": {"kind": "efi"}, "disks": [{"path": "/d/cloud.raw"}]})
+    monkeypatch.setenv(chmod.FIRMWARE_ENV, str(fw))
+    body = CloudHypervisorDriver().plan(spec, ctx(tmp_path)).api_requests[0]["body"]
+    validate(openapi, request_schema(openapi, "vm.create"), body)
+    assert body["payload"] == {"firmware": str(fw)}
+    given = make_spec({"boot": {"kind": "efi", "firmware": str(fw)}, "disks": [{"path": "/d/x"}]})
+    monkeypatch.delenv(chmod.FIRMWARE_ENV)
+    monkeypatch.setattr(chmod, "FIRMWARE_DIRS", (str(tmp_path / "nowhere"),))
+    assert vm_config(given, ctx(tmp_path))["payload"] == {"firmware": str(fw)}
+    with pytest.raises(NotFound, match=r"CLOUDHV\.fd.*boot\.firmware or \$VMKIT_CH_FIRMWARE"):
+        CloudHypervisorDriver().check(spec)

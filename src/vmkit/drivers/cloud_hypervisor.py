@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from vmkit.drivers.base import Capabilities, Driver, ExitCause, LaunchContext, LaunchPlan
 from vmkit.drivers.ch_api import CHClient, CHError
-from vmkit.errors import InvalidInput, NotSupported, VMFailed, VmkitError
+from vmkit.errors import InvalidInput, NotFound, NotSupported, VMFailed, VmkitError
 from vmkit.hostinfo import machine_arch
 from vmkit.net.mac import stable_mac
 
@@ -42,18 +42,48 @@ _START_EVENTS = {"vm:booted", "vm:rebooted", "vm:restored"}
 HUGEPAGE = 2 << 20  # CH's default huge page size (the host's default, 2 MiB on x86 and arm64)
 
 
+FIRMWARE_ENV = "VMKIT_CH_FIRMWARE"
+FIRMWARE_DIRS = ("/usr/share/cloud-hypervisor", "/usr/local/share/cloud-hypervisor")
+FIRMWARE_NAMES = ("CLOUDHV.fd", "hypervisor-fw")  # edk2's CloudHv build; rust-hypervisor-fw
+
+
+def efi_firmware(spec: MachineSpec) -> Path:
+    """The firmware CH boots a disk with: boot.firmware, $VMKIT_CH_FIRMWARE, or a known
+    install location. Neither build is packaged in Debian, so say where to get one."""
+    from vmkit.spec import EfiBoot
+
+    assert isinstance(spec.boot, EfiBoot)
+    if spec.boot.firmware is not None:
+        return spec.boot.firmware
+    env = os.environ.get(FIRMWARE_ENV)
+    candidates = [Path(env)] if env else []
+    candidates += [Path(d) / n for d in FIRMWARE_DIRS for n in FIRMWARE_NAMES]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise NotFound(
+        "boot.kind 'efi' on Cloud Hypervisor needs its firmware: download CLOUDHV.fd "
+        "(github.com/cloud-hypervisor/edk2 releases) or hypervisor-fw "
+        "(github.com/cloud-hypervisor/rust-hypervisor-firmware releases) and give it as "
+        f"boot.firmware or ${FIRMWARE_ENV}"
+    )
+
+
 def vm_config(spec: MachineSpec, ctx: LaunchContext) -> dict[str, Any]:
     """The `vm.create` body (VmConfig) for `spec`."""
     from vmkit.spec import LinuxBoot
 
-    assert isinstance(spec.boot, LinuxBoot)
-    payload: dict[str, Any] = {"kernel": str(kernel_for(spec.boot.kernel, ctx))}
-    cmdline = spec.boot.cmdline
-    if "console=" not in cmdline:
-        cmdline = f"console={console_device()} {cmdline}".strip()
-    payload["cmdline"] = cmdline
-    if spec.boot.initrd is not None:
-        payload["initramfs"] = str(spec.boot.initrd)
+    payload: dict[str, Any]
+    if isinstance(spec.boot, LinuxBoot):
+        payload = {"kernel": str(kernel_for(spec.boot.kernel, ctx))}
+        cmdline = spec.boot.cmdline
+        if "console=" not in cmdline:
+            cmdline = f"console={console_device()} {cmdline}".strip()
+        payload["cmdline"] = cmdline
+        if spec.boot.initrd is not None:
+            payload["initramfs"] = str(spec.boot.initrd)
+    else:
+        payload = {"firmware": str(efi_firmware(spec))}
     config: dict[str, Any] = {
         "payload": payload,
         "cpus": {"boot_vcpus": spec.cpus, "max_vcpus": spec.max_cpus or spec.cpus},
@@ -220,6 +250,7 @@ class CloudHypervisorDriver(Driver):
     name = "cloud-hypervisor"
     capabilities = Capabilities(
         boot_linux=True,
+        boot_efi=True,  # payload.firmware: CLOUDHV.fd or hypervisor-fw (not packaged here)
         disk_raw=True,
         disk_qcow2=True,
         disk_clone=True,
@@ -260,7 +291,9 @@ class CloudHypervisorDriver(Driver):
         if isinstance(spec.boot, MacosBoot):
             raise NotSupported("macOS guests run only on Apple silicon Macs: use driver: vfkit")
         if isinstance(spec.boot, EfiBoot):
-            raise NotSupported("boot.kind 'efi' is not implemented for Cloud Hypervisor yet")
+            if not spec.disks:
+                raise InvalidInput("boot.kind 'efi' needs a bootable disk image in disks")
+            efi_firmware(spec)  # none found: say where to get it, before create
         if spec.accelerator in ("tcg", "hvf"):
             raise InvalidInput(
                 f"accelerator {spec.accelerator!r}: Cloud Hypervisor runs only on KVM"
