@@ -83,9 +83,7 @@ def main() -> int:
                 built = find_built()  # the arm64 tiny guest copied from a Debian build
                 if built is None:
                     ap.error(
-                        "--real needs --kernel/--initrd, or the tiny guest in the cache: "
-                        "`vmkit guest build --arch arm64` on Debian, copied to "
-                        "~/.cache/vmkit/guest/"
+                        "--real needs --kernel/--initrd, or the tiny guest: `vmkit guest build`"
                     )
                 kernel, initrd = str(built.kernel), str(built.initrd)
         else:

@@ -678,11 +678,7 @@ def guest_build(force: bool, arch: str | None, as_json: bool) -> None:
     from vmkit.guest.build import build
 
     t0 = time.monotonic()
-    img = build(
-        force=force,
-        arch=arch,
-        progress=(lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True)),
-    )
+    img = build(force=force, arch=arch, progress=(lambda m: None) if as_json else _build_progress)
     if as_json:
         _echo_json(
             {
@@ -697,6 +693,14 @@ def guest_build(force: bool, arch: str | None, as_json: bool) -> None:
             f"tiny guest ready in {time.monotonic() - t0:.1f}s: "
             f"kernel {img.kernel}, initrd {img.initrd}"
         )
+
+
+def _build_progress(message: str) -> None:
+    """One line per step; on a terminal, download percentages rewrite their own line."""
+    tty = sys.stderr.isatty()
+    live = tty and message.startswith("downloading ") and message.endswith(" MiB")
+    done = live and message.split()[-2].split("/")[0] == message.split()[-2].split("/")[1]
+    click.echo(f"\r  {message}" if tty else f"  {message}", err=True, nl=not live or done)
 
 
 @guest.command(name="path")

@@ -3,9 +3,9 @@ for readiness, pause/resume, stop, kill. Skipped everywhere else, with the reaso
 the tests that would turn the vfkit column from "contract-tested" into "supported".
 
 The guest comes from $VMKIT_TEST_KERNEL and $VMKIT_TEST_INITRD (a kernel and the tiny guest's
-initramfs for the Mac's CPU), or from the tiny-guest cache: build it on Debian with
-`vmkit guest build --arch arm64` (or amd64 for an Intel Mac) and copy the folder that
-`vmkit guest path --arch arm64` prints into ~/.cache/vmkit/guest/ on the Mac.
+initramfs for the Mac's CPU), or from the tiny-guest cache: `vmkit guest build` on the Mac
+(it reads the Debian archive directly), or a folder built on Debian with
+`vmkit guest build --arch arm64` copied into ~/.cache/vmkit/guest/.
 """
 
 from __future__ import annotations

@@ -11,12 +11,17 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from vmkit.errors import InvalidInput, VmkitError
 
 ARCHES = {"amd64": "amd64", "x86_64": "amd64", "arm64": "arm64", "aarch64": "arm64"}
 LIST_MAX_AGE = 24 * 3600.0  # refresh a private package list at most daily
+SOURCE_HINT = (
+    "VMKIT_GUEST_SOURCE=apt needs apt-get, apt-cache and dpkg-deb (Debian/Ubuntu); without "
+    "them vmkit reads the Debian archive itself (VMKIT_GUEST_SOURCE=archive, the default there)"
+)
 
 
 def debian_arch_name(name: str) -> str:
@@ -33,12 +38,7 @@ def debian_arch_name(name: str) -> str:
 def need(tool: str) -> str:
     found = shutil.which(tool)
     if not found:
-        raise VmkitError(
-            f"`{tool}` not found: the tiny guest is built from Debian packages with apt-get and "
-            "dpkg-deb (Debian/Ubuntu only). Elsewhere, build it on a Debian machine "
-            "(`vmkit guest build --arch arm64` for an Apple silicon Mac) and copy the folder "
-            "`vmkit guest path` prints, or pass your own --kernel and --initrd."
-        )
+        raise VmkitError(f"`{tool}` not found: {SOURCE_HINT}")
     return found
 
 
@@ -70,7 +70,7 @@ class Apt:
             "-o", "Dir::State::status=/dev/null",
         ]  # fmt: skip
 
-    def refresh(self, progress: object = None) -> None:
+    def refresh(self) -> None:
         """Fetch the private package list when missing or a day old (foreign arch only)."""
         if not self.foreign:
             return
@@ -105,3 +105,25 @@ class Apt:
         names = [f"{p}:{self.arch}" if self.foreign else p for p in packages]
         run([need("apt-get"), *self._opts(), "download", *names], cwd=into)
         return sorted(into.glob("*.deb"))
+
+    # ---- the PackageSource interface of guest.build ----------------------------------------
+    def prepare(self, progress: Callable[[str], None]) -> None:
+        if self.foreign:
+            progress(f"fetching the {self.arch} package list (a private apt list under "
+                     f"{self.state_dir})")  # fmt: skip
+        self.refresh()
+
+    def fetch(
+        self, packages: list[str], into: Path, progress: Callable[[str], None]
+    ) -> dict[str, tuple[str, Path]]:
+        """package -> (version, .deb) for each of `packages`, downloaded into `into`."""
+        progress(f"downloading {', '.join(packages)} ({self.arch}) with apt-get")
+        dpkg_deb = need("dpkg-deb")
+        out = {}
+        for deb in self.download(packages, into):
+            name = run([dpkg_deb, "-f", str(deb), "Package"]).strip()
+            out[name] = (run([dpkg_deb, "-f", str(deb), "Version"]).strip(), deb)
+        return out
+
+    def unpack(self, deb: Path, tree: Path) -> None:
+        run([need("dpkg-deb"), "-x", str(deb), str(tree)])

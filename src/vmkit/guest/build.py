@@ -22,10 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Protocol
 
-from vmkit.errors import VmkitError
+from vmkit.errors import InvalidInput, VmkitError
 from vmkit.guest import cpio
-from vmkit.guest.apt import ARCHES, Apt, debian_arch_name, need, run
+from vmkit.guest.apt import ARCHES, Apt, debian_arch_name
 from vmkit.paths import cache_dir
 from vmkit.storage import elf, kernel
 
@@ -131,21 +132,53 @@ def _load(d: Path) -> GuestImage:
     return GuestImage(d, d / "vmlinuz", d / "vmlinux", d / "initramfs.cpio.gz", manifest)
 
 
+class PackageSource(Protocol):
+    """Where the guest's Debian packages come from: apt (apt.Apt) or the archive itself
+    (debfetch.ArchiveSource, where there is no apt: macOS)."""
+
+    def prepare(self, progress: Callable[[str], None]) -> None: ...
+    def kernel_package(self) -> str: ...
+    def fetch(
+        self, packages: list[str], into: Path, progress: Callable[[str], None]
+    ) -> dict[str, tuple[str, Path]]: ...
+    def unpack(self, deb: Path, tree: Path) -> None: ...
+
+
+SOURCE_ENV = "VMKIT_GUEST_SOURCE"  # apt | archive (default: apt where it exists)
+
+
+def package_source(arch: str, state_dir: Path, name: str | None = None) -> PackageSource:
+    name = (
+        name
+        or os.environ.get(SOURCE_ENV)
+        or (
+            "apt"
+            if all(shutil.which(t) for t in ("apt-get", "apt-cache", "dpkg-deb"))
+            else "archive"
+        )
+    )
+    if name == "apt":
+        return Apt(arch, debian_arch(), state_dir)
+    if name == "archive":
+        from vmkit.guest.debfetch import ArchiveSource
+
+        return ArchiveSource(arch)
+    raise InvalidInput(f"{SOURCE_ENV}: {name!r} is not a package source; use apt or archive")
+
+
 def build(
     *,
     base: Path | None = None,
     force: bool = False,
     arch: str | None = None,
+    source_name: str | None = None,
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> GuestImage:
     arch = debian_arch_name(arch) if arch else debian_arch()
-    dpkg_deb = need("dpkg-deb")
     root = guest_root(base)
-    apt = Apt(arch, debian_arch(), root.parent)
-    if apt.foreign:
-        progress(f"fetching the {arch} package list (a private apt list under {apt.state_dir})")
-    apt.refresh()
-    kpkg = apt.kernel_package()
+    source = package_source(arch, root.parent, source_name)
+    source.prepare(progress)
+    kpkg = source.kernel_package()
     out_dir = root / f"{kpkg.removeprefix('linux-image-')}-{arch}-{recipe_id()}"
     if out_dir.joinpath("manifest.json").is_file() and not force:
         progress(f"already built: {out_dir}")
@@ -153,18 +186,12 @@ def build(
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp_s:
         tmp = Path(tmp_s)
-        progress(f"downloading {kpkg} and busybox-static ({arch})")
-        debs = apt.download([kpkg, "busybox-static"], tmp)
-        versions = {
-            run([dpkg_deb, "-f", str(d), "Package"]).strip(): run(
-                [dpkg_deb, "-f", str(d), "Version"]
-            ).strip()
-            for d in debs
-        }
+        fetched = source.fetch([kpkg, "busybox-static"], tmp, progress)
+        versions = {name: version for name, (version, _deb) in sorted(fetched.items())}
         tree = tmp / "tree"
-        for d in debs:
-            progress(f"unpacking {d.name}")
-            run([dpkg_deb, "-x", str(d), str(tree)])
+        for _version, deb in fetched.values():
+            progress(f"unpacking {deb.name}")
+            source.unpack(deb, tree)
         bzimage = next(iter(sorted((tree / "boot").glob("vmlinuz-*"))), None)
         if bzimage is None:
             raise VmkitError(f"{kpkg} holds no /boot/vmlinuz-*")
