@@ -210,7 +210,16 @@ class Machine:
         return st
 
     def _follow_readiness(self, rt: dict[str, Any]) -> dict[str, Any] | None:
-        """Look for the marker past the last offset seen; record it when found."""
+        """Look for the marker past the last offset seen (or ask the driver, for guests
+        that print none); record it when found."""
+        sockets = {k: str(v) for k, v in rt.get("sockets", {}).items()}
+        probe = self.driver.probe_readiness(self.record["spec"], sockets, self.dir)
+        if probe is not None:
+            if not probe.ready:
+                return None
+            ready = {"ip": probe.ip, "at": time.time(), "offset": int(rt.get("serial_offset", 0))}
+            self._update_runtime({"ready": ready}, wait=False)
+            return ready
         follower = ReadinessFollower(
             self.serial_log,
             self.record["spec"]["readiness"]["marker"],

@@ -413,3 +413,15 @@ def test_a_macos_guest_that_gets_no_lease_times_out_saying_what_was_awaited(
     with pytest.raises(ReadinessTimeout, match=r"was not running with a fresh DHCP lease for"):
         machine.wait_ready(1.5)
     machine.kill()
+
+
+def test_ls_sees_a_macos_guest_become_ready_without_anyone_waiting(
+    macos_vm: Callable[..., Machine],
+) -> None:
+    machine = macos_vm(networks=[{"mode": "user", "mac": "52:54:00:0a:0b:0d"}])
+    deadline = time.monotonic() + 10
+    while (st := Host().get(machine.name).status()).state != "ready":
+        assert time.monotonic() < deadline, st
+        time.sleep(0.1)
+    assert st.ip == "192.168.64.10"
+    machine.kill()
