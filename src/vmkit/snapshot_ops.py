@@ -61,6 +61,7 @@ def create_snapshot(machine: Machine, name: str) -> Snapshot:
                 state = driver.save_state(sockets, staging)
                 save_s = time.monotonic() - t_save
                 disks = _clone_disks(spec, staging)
+                files = _copy_state_files(machine.dir, staging / "files", driver.vm_state_files)
             finally:
                 if not was_paused:
                     driver.resume(sockets)
@@ -76,6 +77,7 @@ def create_snapshot(machine: Machine, name: str) -> Snapshot:
                 "accelerator": rt.get("accelerator"),
                 "state": state,
                 "disks": disks,
+                "files": files,
                 "devices": {
                     "disks": len(spec.disks),
                     "networks": len(spec.networks),
@@ -92,6 +94,18 @@ def create_snapshot(machine: Machine, name: str) -> Snapshot:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+
+def _copy_state_files(src_dir: Path, dst_dir: Path, names: tuple[str, ...]) -> list[str]:
+    """Copy the driver's machine-state files that exist (private, like the VM dir)."""
+    copied = []
+    for name in names:
+        if (src_dir / name).is_file():
+            dst_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            shutil.copyfile(src_dir / name, dst_dir / name)
+            (dst_dir / name).chmod(0o600)
+            copied.append(name)
+    return copied
 
 
 def _clone_disks(spec: MachineSpec, staging: Path) -> list[dict[str, Any]]:
@@ -199,6 +213,7 @@ def restore(
         for d in snap.record["disks"]:
             if not d["shared"]:
                 clone_file(snap.dir / d["file"], vm_dir / f"disk{d['index']}.{d['format']}")
+        _copy_state_files(snap.dir / "files", vm_dir, tuple(snap.record.get("files", [])))
         accel = str(snap.record.get("accelerator") or "tcg")
         plan = driver.plan_restore(spec, machine._context(accel), snap.dir, state)
         with machine._locked():
@@ -247,6 +262,9 @@ def _verify_snapshot_files(snap: Snapshot) -> None:
         path = Path(d["path"]) if d["shared"] else snap.dir / d["file"]
         if not path.is_file():
             raise VMFailed(f"snapshot {snap.name!r} is damaged: disk {path} is missing")
+    for name in snap.record.get("files", []):
+        if not (snap.dir / "files" / name).is_file():
+            raise VMFailed(f"snapshot {snap.name!r} is damaged: its {name} is missing")
 
 
 def migrate(machine: Machine, to: str, timeout: float) -> Machine:
@@ -298,6 +316,7 @@ def migrate(machine: Machine, to: str, timeout: float) -> Machine:
             uri_path.unlink(missing_ok=True)
             uri = f"unix:{uri_path}"
             accel = str(rt.get("accelerator") or "tcg")
+            _copy_state_files(machine.dir, target.dir, driver.vm_state_files)
             plan = driver.plan_incoming(spec, target._context(accel), uri)
             with target._locked():
                 proc = target._launch_unlocked(

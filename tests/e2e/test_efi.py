@@ -56,3 +56,25 @@ def test_efi_flags_that_contradict_are_refused(cli, efi_disk: Path) -> None:
     proc = cli("create", "e3", "--efi")
     assert proc.returncode == 2 and "needs a bootable disk image in disks" in proc.stderr
     assert cli.json("ls") == []
+
+
+def test_the_variable_store_is_the_vms_own_and_travels_with_its_snapshots(
+    cli, efi_disk: Path
+) -> None:
+    from vmkit.drivers.qemu_firmware import find_uefi
+
+    template = find_uefi("x86_64").vars_template
+    assert template is not None
+    cli.json(
+        "run", "efi2", "--efi", "--disk", str(efi_disk), "--accel", "tcg",
+        "--marker", "EFI_READY", "--timeout", "120",
+    )  # fmt: skip
+    own = cli.home / "vms" / "efi2" / "efi-vars.fd"
+    assert own.read_bytes() != template.read_bytes()  # the firmware wrote its boot options
+    cli.ok("snapshot", "create", "efi2", "s1")
+    saved = own.read_bytes()
+    cli.ok("restore", "s1", "--name", "efi3", "--timeout", "120")
+    assert (cli.home / "vms" / "efi3" / "efi-vars.fd").read_bytes() == saved
+    assert cli.json("inspect", "efi3")["status"]["state"] == "ready"
+    cli.ok("rm", "--force", "efi2", "efi3")
+    cli.ok("snapshot", "rm", "s1")

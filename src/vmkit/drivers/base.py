@@ -146,6 +146,9 @@ class Driver(abc.ABC):
     # docs/capabilities.md then shows its tested capabilities as "contract-tested, not yet
     # run on <that>", never as supported.
     not_yet_run_on: ClassVar[str | None] = None
+    # Files in the VM's folder that are machine state besides its disks (QEMU: the UEFI
+    # variable store): snapshots keep a copy, restored and migrated copies start from it.
+    vm_state_files: ClassVar[tuple[str, ...]] = ()
 
     # An environment variable naming the VMM binary explicitly (e.g. VMKIT_CLOUD_HYPERVISOR).
     binary_env: ClassVar[str | None] = None

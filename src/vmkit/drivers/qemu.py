@@ -129,6 +129,7 @@ def hotplug_port_args() -> list[str]:
 
 class QemuDriver(Driver):
     name = "qemu"
+    vm_state_files: ClassVar[tuple[str, ...]] = (EFI_VARS,)
     capabilities = Capabilities(
         boot_linux=True,
         boot_efi=True,  # UEFI (OVMF/AAVMF from QEMU's firmware descriptors) from disk0
