@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -701,6 +702,37 @@ def _build_progress(message: str) -> None:
     live = tty and message.startswith("downloading ") and message.endswith(" MiB")
     done = live and message.split()[-2].split("/")[0] == message.split()[-2].split("/")[1]
     click.echo(f"\r  {message}" if tty else f"  {message}", err=True, nl=not live or done)
+
+
+@guest.command(name="prune")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
+def guest_prune(dry_run: bool, as_json: bool) -> None:
+    """Remove tiny guests of older vmkit versions no VM or snapshot here boots from."""
+    from vmkit.guest.build import prune
+    from vmkit.snapshots import SnapshotStore
+
+    host = _host()
+    specs = []
+    for name in host.store.names():
+        with contextlib.suppress(VmkitError, OSError, ValueError, KeyError):
+            specs.append(host.store.load_machine(name)["spec"])
+    specs += [snap.record["spec"] for snap in SnapshotStore(host.store.home).all()]
+    in_use = {
+        Path(str(spec["boot"][key])).absolute()
+        for spec in specs
+        for key in ("kernel", "initrd")
+        if spec.get("boot", {}).get(key)
+    }
+    gone = prune(in_use, dry_run=dry_run)
+    if as_json:
+        _echo_json({"removed" if not dry_run else "would_remove": [str(d) for d in gone]})
+        return
+    verb = "would remove" if dry_run else "removed"
+    for d in gone:
+        click.echo(f"{verb} {d}")
+    if not gone:
+        click.echo("nothing to prune")
 
 
 @guest.command(name="path")

@@ -127,6 +127,28 @@ def find_built(base: Path | None = None, arch: str | None = None) -> GuestImage 
     return _load(built[-1]) if built else None
 
 
+def prune(in_use: set[Path], base: Path | None = None, dry_run: bool = False) -> list[Path]:
+    """Remove built guests of older recipes (a vmkit upgrade leaves them behind, ~130 MB
+    each) unless `in_use` names a file in them (a VM or snapshot boots from it). Returns
+    what was (or, with dry_run, would be) removed."""
+    root = guest_root(base)
+    if not root.is_dir():
+        return []
+    current = f"-{recipe_id()}"
+    gone = []
+    for d in sorted(root.iterdir()):
+        if not d.is_dir() or d.name.endswith(current) or d.name.startswith(".build-"):
+            continue
+        if not (d / "manifest.json").is_file():
+            continue  # not something `build` made
+        if any(p.is_relative_to(d) for p in in_use):
+            continue
+        gone.append(d)
+        if not dry_run:
+            shutil.rmtree(d)
+    return gone
+
+
 def _load(d: Path) -> GuestImage:
     manifest = json.loads((d / "manifest.json").read_text())
     return GuestImage(d, d / "vmlinuz", d / "vmlinux", d / "initramfs.cpio.gz", manifest)
