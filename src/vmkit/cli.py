@@ -57,6 +57,13 @@ def _spec_options(f: Any) -> Any:
         click.option("--initrd", type=click.Path(path_type=Path), help="Initramfs."),
         click.option("--cmdline", type=str, help="Kernel command line."),
         click.option(
+            "--arch",
+            "guest_arch",
+            type=str,
+            help="Guest architecture (x86_64/amd64, aarch64/arm64); another than the host's "
+            "is emulated by QEMU (TCG).",
+        ),
+        click.option(
             "--efi",
             is_flag=True,
             default=None,
@@ -154,6 +161,7 @@ def _build_spec(name: str | None, o: dict[str, Any]) -> Any:
         ("memory", "memory"),
         ("driver", "driver"),
         ("accel", "accelerator"),
+        ("guest_arch", "arch"),
     ):
         if o.get(key) is not None:
             over[field] = o[key]
@@ -273,14 +281,18 @@ def _disk(path: Path, readonly: bool) -> dict[str, Any]:
 
 def _tiny_guest_boot(over: dict[str, Any], boot_flags: dict[str, Any]) -> dict[str, Any]:
     from vmkit.guest.build import find_built
+    from vmkit.spec import ARCH_ALIASES
 
-    guest = find_built()
+    arch = ARCH_ALIASES.get(str(over.get("arch")), over.get("arch"))
+    wanted = {"x86_64": "amd64", "aarch64": "arm64"}.get(str(arch))  # None: this host's
+    guest = find_built(arch=wanted)
     if guest is None:
+        flag = f" --arch {wanted}" if wanted else ""
         raise InvalidInput(
-            "no --kernel given and the tiny guest is not built yet: run `vmkit guest build` "
+            f"no --kernel given and the tiny guest is not built yet: run `vmkit guest build{flag}` "
             "(or pass --kernel/--initrd, or -f spec.yaml)"
         )
-    cmdline = boot_flags.get("cmdline") or "console=ttyS0 quiet"
+    cmdline = boot_flags.get("cmdline") or "quiet"  # the driver adds its console=
     for share in over.get("shares", []):
         cmdline += f" vmkit.share={share['tag']}"
     networks = over.get("networks") or []

@@ -79,8 +79,16 @@ def accel_hint(accelerator: str) -> str | None:
     return None
 
 
-def resolve_accelerator(requested: str) -> str:
-    """`auto` -> kvm when it works, hvf on macOS, else tcg."""
+def foreign_arch(arch: str | None) -> bool:
+    """A guest architecture other than the host's (emulated: TCG only)."""
+    return arch not in (None, "auto", machine_arch())
+
+
+def resolve_accelerator(requested: str, guest_arch: str | None = None) -> str:
+    """`auto` -> kvm when it works, hvf on macOS, else tcg; always tcg for a guest of
+    another architecture (hardware virtualization runs only the host's)."""
+    if foreign_arch(guest_arch):
+        return "tcg"
     if requested != "auto":
         return requested
     if is_macos():

@@ -110,7 +110,7 @@ class Machine:
 
     @property
     def driver(self) -> Driver:
-        return get_driver(self.driver_name)
+        return get_driver(self.driver_name, self.record["spec"].get("arch"))
 
     @property
     def serial_log(self) -> Path:
@@ -271,7 +271,7 @@ class Machine:
         spec = self.spec
         driver = self.driver
         driver.check(spec)
-        accel = hostinfo.resolve_accelerator(spec.accelerator)
+        accel = hostinfo.resolve_accelerator(spec.accelerator, spec.arch)
         return driver.plan(spec, self._context(accel))
 
     def start(self) -> LaunchPlan:
@@ -928,7 +928,7 @@ class Host:
         if problems:
             raise SpecError(problems)
         driver_name = resolve_driver_name(spec.driver)
-        driver = get_driver(driver_name)
+        driver = get_driver(driver_name, spec.arch)
         if any(d.path is None for d in spec.disks) or spec.cloud_init is not None:
             from vmkit.storage.prepare import check_owned_files
 

@@ -174,7 +174,7 @@ def restore(
             f"{driver_name} driver cannot load its state (restore it with --driver "
             f"{snap.driver})"
         )
-    driver = get_driver(snap.driver)
+    driver = get_driver(snap.driver, snap.record["spec"].get("arch"))
     if not driver.capabilities.snapshot:
         raise InvalidInput(f"the {driver.name} driver cannot restore snapshots")
     _verify_snapshot_files(snap)

@@ -35,6 +35,8 @@ QCOW2_MAGIC = b"QFI\xfb"
 
 DriverName = Literal["auto", "qemu", "cloud-hypervisor", "vfkit", "krunkit"]
 AccelName = Literal["auto", "kvm", "hvf", "tcg"]
+ArchName = Literal["auto", "x86_64", "aarch64"]
+ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
 
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:
@@ -423,6 +425,15 @@ class MachineSpec(_Model):
     readiness: Readiness = Field(default_factory=Readiness)
     driver: DriverName = "auto"
     accelerator: AccelName = "auto"
+    arch: ArchName = Field(
+        default="auto",
+        description="guest CPU architecture; another than the host's runs emulated (QEMU TCG)",
+    )
+
+    @field_validator("arch", mode="before")
+    @classmethod
+    def _arch(cls, v: Any) -> Any:
+        return ARCH_ALIASES.get(v, v) if isinstance(v, str) else v
 
     @field_validator("name", mode="before")
     @classmethod

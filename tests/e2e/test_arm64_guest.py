@@ -20,11 +20,13 @@ from vmkit.drivers.base import LaunchContext
 from vmkit.drivers.qmp import QMP
 from vmkit.drivers.vfkit import VfkitDriver
 from vmkit.guest.build import GuestImage, build, find_built
+from vmkit.hostinfo import machine_arch
 from vmkit.paths import cache_dir
 from vmkit.readiness import ReadinessFollower
 from vmkit.spec import spec_from_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "contract"))
+from guestio import guest_run
 from vfkit_grammar import parse_argv  # the contract tests' vfkit grammar
 
 QEMU_ARM = "qemu-system-aarch64"
@@ -141,3 +143,26 @@ def test_what_the_vfkit_driver_prepares_boots_an_arm64_machine(
     proc, log, qmp = boot(Path(opts["kernel"]), Path(opts["initrd"]), opts["cmdline"], tmp_path)
     assert wait_ready(proc, log, "PREPARED") == "-"  # no vmkit.dhcp: no address asked for
     power_button_stops_it(proc, qmp, log)
+
+
+@pytest.mark.skipif(machine_arch() != "x86_64", reason="emulates arm64 on an x86_64 host")
+@pytest.mark.capability("qemu", "arch_emulation", "console")
+def test_vmkit_runs_the_arm64_guest_emulated_on_this_x86_64_host(cli, arm_guest) -> None:
+    ready = cli.json("run", "a64", "--arch", "arm64", "--net", "user", "--timeout", "120")
+    assert ready["state"] == "ready" and ready["ip"] == "10.0.2.15"
+    argv = cli.json("inspect", "a64")["runtime"]["argv"]
+    assert argv[0].endswith("qemu-system-aarch64") and argv[argv.index("-accel") + 1] == "tcg"
+    assert argv[argv.index("-kernel") + 1] == str(arm_guest.image)
+    guest_run(cli, "a64", "uname -m", r"aarch64")
+    stopped = cli.json("stop", "a64", "--timeout", "60")
+    assert stopped[0]["step"] == "acpi", stopped  # gpio-keys power button on `virt`
+
+
+def test_an_emulated_guest_refuses_hardware_acceleration_and_other_drivers(cli, arm_guest) -> None:
+    proc = cli("create", "k1", "--arch", "aarch64", "--accel", "kvm")
+    assert proc.returncode == 2 and "accelerator: 'kvm' runs only x86_64 guests" in proc.stderr
+    proc = cli("create", "c1", "--arch", "aarch64", "--driver", "cloud-hypervisor")
+    assert proc.returncode == 2 and "use driver: qemu to emulate aarch64" in proc.stderr
+    proc = cli("create", "m1", "--arch", "mips")
+    assert proc.returncode == 2 and "arch" in proc.stderr
+    assert cli.json("ls") == []

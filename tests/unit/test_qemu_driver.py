@@ -75,7 +75,7 @@ def test_x86_64_uses_q35(tmp_path: Path) -> None:
 def test_aarch64_uses_virt_and_ttyama0(tmp_path: Path) -> None:
     argv = plan_argv(tmp_path, arch="aarch64")
     assert one(argv, "-machine") == "virt"
-    assert one(argv, "-cpu") == "max"
+    assert one(argv, "-cpu") == "max,pauth-impdef=on"  # TCG: the cheap pointer-auth
     assert one(argv, "-append") == "console=ttyAMA0"
     assert Path(argv[0]).name == "qemu-system-aarch64"
 

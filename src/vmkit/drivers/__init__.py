@@ -5,18 +5,25 @@ from __future__ import annotations
 import shutil
 
 from vmkit.drivers.base import Driver
-from vmkit.errors import NotSupported
-from vmkit.hostinfo import is_macos, kvm_state
+from vmkit.errors import InvalidInput, NotSupported
+from vmkit.hostinfo import foreign_arch, is_macos, kvm_state, machine_arch
 
 # Drivers that do not exist in this version yet.
 PLANNED: dict[str, str] = {}
 
 
-def get_driver(name: str) -> Driver:
+def get_driver(name: str, arch: str | None = None) -> Driver:
+    """The driver `name` for guests of `arch` (None/auto: the host's). Only QEMU emulates
+    another architecture."""
     if name == "qemu":
         from vmkit.drivers.qemu import QemuDriver
 
-        return QemuDriver()
+        return QemuDriver(arch=None if arch in (None, "auto") else arch)
+    if foreign_arch(arch) and name in ("cloud-hypervisor", "vfkit", "krunkit"):
+        raise InvalidInput(
+            f"arch: {name} runs only {machine_arch()} guests (hardware virtualization); "
+            f"use driver: qemu to emulate {arch}"
+        )
     if name == "cloud-hypervisor":
         from vmkit.drivers.cloud_hypervisor import CloudHypervisorDriver
 

@@ -22,6 +22,7 @@ class Capabilities:
     boot_linux: bool = False
     boot_efi: bool = False
     boot_macos: bool = False
+    arch_emulation: bool = False
     disk_raw: bool = False
     disk_qcow2: bool = False
     disk_clone: bool = False
@@ -81,6 +82,7 @@ CAPABILITY_TEXT = {
     "pause": "Pause / resume",
     "snapshot": "Snapshot (memory + device state + disk clones) and restore into new VMs",
     "restore_readiness": "A restored VM announces readiness again",
+    "arch_emulation": "Guests of another CPU architecture, emulated (`arch:`: arm64 on x86_64)",
     "hotplug_disk": "Disk hotplug / unplug on a running VM",
     "hotplug_net": "NIC hotplug / unplug on a running VM",
     "hotplug_share": "virtio-fs share hotplug / unplug on a running VM",

@@ -132,6 +132,7 @@ class QemuDriver(Driver):
     vm_state_files: ClassVar[tuple[str, ...]] = (EFI_VARS,)
     capabilities = Capabilities(
         boot_linux=True,
+        arch_emulation=True,  # arch: another than the host's -> qemu-system-<arch>, TCG
         boot_efi=True,  # UEFI (OVMF/AAVMF from QEMU's firmware descriptors) from disk0
         disk_raw=True,
         disk_qcow2=True,
@@ -194,6 +195,11 @@ class QemuDriver(Driver):
                 )
         if spec.accelerator == "hvf" and is_linux():
             raise InvalidInput("accelerator: 'hvf' exists only on macOS; use kvm or tcg on Linux")
+        if self.arch != machine_arch() and spec.accelerator not in ("auto", "tcg"):
+            raise InvalidInput(
+                f"accelerator: {spec.accelerator!r} runs only {machine_arch()} guests; an "
+                f"{self.arch} guest (arch: {self.arch}) is emulated: use accelerator: tcg or auto"
+            )
 
     def firmware(self, spec: MachineSpec) -> Firmware:
         from vmkit.drivers.qemu_firmware import find_uefi, from_spec
@@ -254,7 +260,9 @@ class QemuDriver(Driver):
         accel = ctx.accelerator
         argv = [self.binary_or_name(), "-name", f"guest=vmkit-{spec.name},debug-threads=on"]
         if self.arch == "aarch64":
-            argv += ["-machine", "virt", "-cpu", "max" if accel == "tcg" else "host"]
+            # TCG: QEMU's own pointer-auth algorithm; the architected one is slow to emulate
+            cpu = "max,pauth-impdef=on" if accel == "tcg" else "host"
+            argv += ["-machine", "virt", "-cpu", cpu]
         else:
             argv += ["-machine", "q35"]
             if accel != "tcg":

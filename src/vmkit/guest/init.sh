@@ -15,6 +15,12 @@ while read -r mod; do
     insmod "/lib/modules/$mod" 2>/dev/null
 done < /etc/modules.order
 
+# The console the host reads: the kernel's primary one (ttyS0 on x86, ttyAMA0 on arm64
+# QEMU, hvc0 on vfkit), for the shell `vmkit console` talks to and the ticker.
+con=$(cat /sys/class/tty/console/active 2>/dev/null)
+con=${con##* }
+[ -n "$con" ] && [ -c "/dev/$con" ] || con=ttyS0
+
 ip_addr= gw= dhcp= marker=VMKIT_READY ticker= shares=
 for word in $(cat /proc/cmdline); do
     case "$word" in
@@ -120,7 +126,7 @@ if [ -n "$ticker" ]; then
         n=0
         while :; do
             n=$((n + 1))
-            echo "VMKIT_TICK $n" > /dev/ttyS0
+            echo "VMKIT_TICK $n" > "/dev/$con"
             sleep 0.5
         done
     ) &
@@ -129,7 +135,7 @@ fi
 # An interactive shell on the serial console for `vmkit console`, respawned on exit.
 (
     while :; do
-        setsid -c sh -l </dev/ttyS0 >/dev/ttyS0 2>&1
+        setsid -c sh -l <"/dev/$con" >"/dev/$con" 2>&1
         sleep 1
     done
 ) &
