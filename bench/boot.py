@@ -13,6 +13,7 @@ Runs are interleaved ABAB so slow drift of the machine affects both alike.
 
     python bench/boot.py --runs 15 --json bench/results/boot.json
     python bench/boot.py --driver cloud-hypervisor --runs 15    # where CH and KVM exist
+    python bench/boot.py --arch arm64 --runs 7                  # the arm64 guest, emulated
 """
 
 from __future__ import annotations
@@ -189,14 +190,14 @@ def started_since_boot(pid: int) -> float | None:
 
 
 def vmkit_boot(
-    sandbox: Sandbox, name: str, timeout: float, driver: str = "auto"
+    sandbox: Sandbox, name: str, timeout: float, driver: str = "auto", extra: tuple[str, ...] = ()
 ) -> tuple[float, float, float | None]:
     """(wall s, vmkit's seconds_to_ready, s from spawn until QEMU forked) of `vmkit run`."""
     b0 = since_boot()
     t0 = time.perf_counter()
     proc = sandbox.track(
         subprocess.Popen(
-            [sandbox.vmkit, "run", name, "--driver", driver, "--json"],
+            [sandbox.vmkit, "run", name, "--driver", driver, *extra, "--json"],
             env=sandbox.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -300,7 +301,9 @@ def main() -> int:
         default="auto",
         help="qemu (default here), or cloud-hypervisor where CH and KVM exist",
     )
+    ap.add_argument("--arch", help="guest architecture (another than the host's: emulated)")
     args = ap.parse_args()
+    extra = ("--arch", args.arch) if args.arch else ()
     if args.runs < 1 or args.warmup < 0:
         ap.error("--runs must be >= 1 and --warmup >= 0")
 
@@ -311,8 +314,8 @@ def main() -> int:
     with Sandbox(vmkit) as sb:
         env = environment(vmkit, sb)
         print_header(env)
-        sb.vmkit_json("guest", "path")  # fails early, with vmkit's hint, if not built
-        sb.vmkit_cmd("create", "raw-ref", "--driver", args.driver)
+        sb.vmkit_json("guest", "path", *extra)  # fails early, with vmkit's hint, if not built
+        sb.vmkit_cmd("create", "raw-ref", "--driver", args.driver, *extra)
         plan = sb.vmkit_json("start", "raw-ref", "--dry-run")
         raw = RawBoot(sb, plan, args.timeout)
         print(f"argv:   {plan['argv'][0]} ... (accel {plan['accelerator']})")
@@ -321,7 +324,7 @@ def main() -> int:
             warm = i < args.warmup
             tag = "warm-up" if warm else f"run {i - args.warmup + 1}/{args.runs}"
             name = f"boot-{i:02d}"
-            wall, reported, to_qemu = vmkit_boot(sb, name, args.timeout, args.driver)
+            wall, reported, to_qemu = vmkit_boot(sb, name, args.timeout, args.driver, extra)
             stop_and_remove(sb, name)
             raw_s = raw.run()
             print(
