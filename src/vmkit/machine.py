@@ -418,7 +418,9 @@ class Machine:
         started: list[dict[str, Any]] = []
         try:
             for i, share in enumerate(self.record["spec"].get("shares", [])):
-                sock = plan.sockets[f"fs{i}"]
+                sock = plan.sockets.get(f"fs{i}")
+                if sock is None:
+                    continue  # the VMM serves virtio-fs itself (vfkit, krunkit)
                 log = self.dir / f"virtiofsd-{share['tag']}.log"
                 started.append(virtiofsd.start(share, sock, log, self.dir))
         except BaseException:

@@ -541,6 +541,42 @@ def test_linux_only_and_unbuilt_network_modes_are_refused_by_field(
         VfkitDriver(arch="aarch64").check(spec(files, networks=[net]))
 
 
+# ---- shared folders --------------------------------------------------------------------------
+
+
+@pytest.mark.capability("vfkit", "shares")
+@pytest.mark.capability("krunkit", "shares")
+def test_shares_are_virtio_fs_devices_vfkit_serves_itself(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for driver, flavor, over in (
+        (VfkitDriver(arch="aarch64"), "vfkit", {}),
+        (KrunkitDriver(arch="aarch64", version=(0, 2, 1)), "krunkit",
+         {"boot": {"kind": "efi"}, "disks": [{"path": str(files["disk"])}]}),
+    ):  # fmt: skip
+        s = spec(files, shares=[{"host": str(src), "tag": "src"}], **over)
+        plan = driver.plan(s, ctx_for(tmp_path))
+        assert f"virtio-fs,sharedDir={src},mountTag=src" in plan.argv
+        parse_argv(plan.argv, flavor)
+        assert not any(k.startswith("fs") for k in plan.sockets)  # no virtiofsd to start
+
+
+def test_a_read_only_share_is_refused_rather_than_given_write_access(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    s = spec(files, shares=[{"host": str(tmp_path), "tag": "ro", "readonly": True}])
+    with pytest.raises(
+        NotSupported, match=r"shares\[0\] \(ro\): vfkit's virtio-fs has no read-only"
+    ):
+        VfkitDriver(arch="aarch64").check(s)
+    comma = tmp_path / "a,b"
+    comma.mkdir()
+    with pytest.raises(InvalidInput, match=r"shares\[0\]\.host"):
+        VfkitDriver(arch="aarch64").check(spec(files, shares=[{"host": str(comma), "tag": "c"}]))
+
+
 # ---- properties: any path either round-trips through vfkit's grammar or is refused -----------
 
 PATHS = st.text(

@@ -425,3 +425,16 @@ def test_ls_sees_a_macos_guest_become_ready_without_anyone_waiting(
         time.sleep(0.1)
     assert st.ip == "192.168.64.10"
     machine.kill()
+
+
+@pytest.mark.capability("vfkit", "shares")
+def test_a_vm_with_a_share_starts_no_virtiofsd(
+    fake_vfkit: Any, boot: dict[str, Any], tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    machine = start_vm(boot, shares=[{"host": str(src), "tag": "src"}])
+    rt = machine.runtime()
+    assert f"virtio-fs,sharedDir={src},mountTag=src" in rt["argv"]
+    assert not [h for h in rt.get("helpers") or [] if h.get("kind") == "virtiofsd"]
+    machine.kill()

@@ -334,6 +334,7 @@ class VfkitDriver(Driver):
         net_none=True,
         net_user=True,  # virtio-net,nat (vmnet's NAT and DHCP)
         net_switch=True,  # virtio-net,unixSocketPath= the switch's socket (vfkit sends VFKT)
+        shares=True,  # virtio-fs,sharedDir=,mountTag= served by vfkit (read-write only)
         rng=True,
         balloon=True,
         graceful_stop=True,  # Stop -> HardStop -> SIGTERM -> SIGKILL
@@ -448,6 +449,14 @@ class VfkitDriver(Driver):
                     f"networks[{i}].publish: vmkit's {self.name} driver cannot forward host "
                     "ports yet; reach the guest at its NAT address (`vmkit ip NAME`)"
                 )
+        for i, share in enumerate(spec.shares):
+            value(f"shares[{i}].host", share.host)
+            if share.readonly:
+                raise NotSupported(
+                    f"shares[{i}] ({share.tag}): {self.name}'s virtio-fs has no read-only "
+                    "option, and vmkit will not hand the guest write access you did not give; "
+                    "drop readonly, or mount it read-only in the guest (`mount -o ro`)"
+                )
         if spec.serial_log is not None:
             value("serial_log", spec.serial_log)
         if spec.balloon and not self.capabilities.balloon:
@@ -519,6 +528,8 @@ class VfkitDriver(Driver):
                 used.extend(self.switch_nic_features)
             else:
                 devs.append(virtio_net_nat(mac))
+        for share in spec.shares:
+            devs.append(virtio_fs(share.host, share.tag))
         devs.append(virtio_serial_log(ctx.serial_log))
         if spec.rng:
             devs.append(virtio_rng())
@@ -756,6 +767,7 @@ class KrunkitDriver(VfkitDriver):
         # no cloud_init: the seed ISO goes in read-only, and krunkit has no read-only disks
         net_none=True,
         net_switch=True,  # virtio-net,type=unixgram,path=<switch socket>,vfkitMagic=on
+        shares=True,  # virtio-fs,sharedDir=,mountTag= (read-write only)
         rng=True,
         graceful_stop=True,  # Stop -> SIGTERM -> SIGKILL (no HardStop in krunkit's REST)
         kill=True,
