@@ -929,7 +929,7 @@ class Host:
         problems = missing_files(spec)
         if problems:
             raise SpecError(problems)
-        driver_name = resolve_driver_name(spec.driver)
+        driver_name = resolve_driver_name(spec.driver, spec.arch)
         driver = get_driver(driver_name, spec.arch)
         if any(d.path is None for d in spec.disks) or spec.cloud_init is not None:
             from vmkit.storage.prepare import check_owned_files

@@ -41,11 +41,14 @@ def get_driver(name: str, arch: str | None = None) -> Driver:
     raise NotSupported(f"unknown driver {name!r}")
 
 
-def resolve_driver_name(requested: str) -> str:
-    """`auto`: vfkit on macOS when installed, Cloud Hypervisor when installed and KVM works,
-    else QEMU. Only implemented drivers are picked."""
+def resolve_driver_name(requested: str, arch: str | None = None) -> str:
+    """`auto`: QEMU for a guest of another architecture (only it emulates); else vfkit on
+    macOS when installed, Cloud Hypervisor when installed and KVM works, else QEMU. Only
+    implemented drivers are picked."""
     if requested != "auto":
         return requested
+    if foreign_arch(arch):
+        return "qemu"
     if is_macos() and shutil.which("vfkit") and "vfkit" not in PLANNED:
         return "vfkit"
     if (

@@ -447,7 +447,7 @@ class VfkitDriver(Driver):
             if net.publish:
                 raise NotSupported(
                     f"networks[{i}].publish: vmkit's {self.name} driver cannot forward host "
-                    "ports yet; reach the guest at its NAT address (`vmkit ip NAME`)"
+                    "ports yet; reach the guest at its NAT address (the IP `vmkit ls` shows)"
                 )
         for i, share in enumerate(spec.shares):
             value(f"shares[{i}].host", share.host)
