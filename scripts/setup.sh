@@ -15,6 +15,7 @@ pkgs=()
 command -v "$qemu_bin" >/dev/null || pkgs+=("$qemu_pkg")
 command -v qemu-system-aarch64 >/dev/null || pkgs+=(qemu-system-arm)  # the arm64 guest tests
 dpkg -s "$uefi_pkg" >/dev/null 2>&1 || pkgs+=("$uefi_pkg")  # UEFI firmware (boot.kind: efi)
+dpkg -s qemu-efi-aarch64 >/dev/null 2>&1 || pkgs+=(qemu-efi-aarch64)  # emulated arm64 EFI test
 # EFI boot tests build a GPT disk with systemd-boot on a FAT ESP (no root, no loop devices).
 [ -e "/usr/lib/systemd/boot/efi/systemd-boot${efi_arch}.efi" ] || pkgs+=(systemd-boot-efi)
 command -v mcopy >/dev/null || pkgs+=(mtools)

@@ -32,7 +32,28 @@ def _tool(name: str) -> str:
     return shutil.which(name) or f"/sbin/{name}"
 
 
-def make_esp(fat: Path, kernel: Path, initrd: Path, options: str) -> None:
+def fetch_systemd_boot(arch: str, work: Path) -> Path:
+    """systemd-boot for another architecture's ESP, from Debian (vmkit's package sources)."""
+    from vmkit.guest.build import package_source
+    from vmkit.paths import cache_dir
+
+    work.mkdir(parents=True, exist_ok=True)
+    source = package_source(arch, cache_dir())
+    source.prepare(lambda _m: None)
+    for _version, deb in source.fetch(["systemd-boot-efi"], work, lambda _m: None).values():
+        source.unpack(deb, work / "tree")
+    name = {"arm64": "aa64", "amd64": "x64"}[arch]
+    return work / "tree" / "usr/lib/systemd/boot/efi" / f"systemd-boot{name}.efi"
+
+
+def make_esp(
+    fat: Path,
+    kernel: Path,
+    initrd: Path,
+    options: str,
+    loader: Path = SYSTEMD_BOOT,
+    removable_name: str = "BOOTX64.EFI",
+) -> None:
     subprocess.run([_tool("mkfs.vfat"), "-C", str(fat), str(ESP_SECTORS // 2)], check=True,
                    capture_output=True)  # fmt: skip
     img = ["-i", str(fat)]
@@ -41,14 +62,14 @@ def make_esp(fat: Path, kernel: Path, initrd: Path, options: str) -> None:
     )
     entry = fat.with_name("vmkit.conf")
     entry.write_text(f"title vmkit tiny guest\nlinux /vmlinuz\ninitrd /initrd\noptions {options}\n")
-    loader = fat.with_name("loader.conf")
-    loader.write_text("default vmkit.conf\ntimeout 0\n")
+    loader_conf = fat.with_name("loader.conf")
+    loader_conf.write_text("default vmkit.conf\ntimeout 0\n")
     for src, dst in (
-        (SYSTEMD_BOOT, "::/EFI/BOOT/BOOTX64.EFI"),
+        (loader, f"::/EFI/BOOT/{removable_name}"),
         (kernel, "::/vmlinuz"),
         (initrd, "::/initrd"),
         (entry, "::/loader/entries/vmkit.conf"),
-        (loader, "::/loader/loader.conf"),
+        (loader_conf, "::/loader/loader.conf"),
     ):
         subprocess.run(["mcopy", *img, str(src), dst], check=True)
 
@@ -93,9 +114,16 @@ def write_gpt_disk(disk: Path, fat: Path) -> None:
         f.write(_header(total - 1, 1, total - 33, last, guid, crc))
 
 
-def make_bootable_disk(disk: Path, kernel: Path, initrd: Path, options: str) -> Path:
+def make_bootable_disk(
+    disk: Path,
+    kernel: Path,
+    initrd: Path,
+    options: str,
+    loader: Path = SYSTEMD_BOOT,
+    removable_name: str = "BOOTX64.EFI",
+) -> Path:
     fat = disk.with_suffix(".fat")
-    make_esp(fat, kernel, initrd, options)
+    make_esp(fat, kernel, initrd, options, loader, removable_name)
     write_gpt_disk(disk, fat)
     fat.unlink()
     return disk

@@ -78,3 +78,33 @@ def test_the_variable_store_is_the_vms_own_and_travels_with_its_snapshots(
     assert cli.json("inspect", "efi3")["status"]["state"] == "ready"
     cli.ok("rm", "--force", "efi2", "efi3")
     cli.ok("snapshot", "rm", "s1")
+
+
+@pytest.mark.skipif(
+    not Path("/usr/share/AAVMF/AAVMF_CODE.fd").exists(), reason="qemu-efi-aarch64 (setup.sh)"
+)
+@pytest.mark.capability("qemu", "boot_efi", "arch_emulation")
+def test_an_arm64_gpt_disk_boots_through_aavmf_emulated(cli, tmp_path: Path) -> None:
+    """The layout krunkit (EFI only) and vfkit's EFI boot take: an arm64 ESP with
+    systemd-boot, here through real AAVMF firmware under emulation."""
+    from esp_disk import fetch_systemd_boot
+
+    from vmkit.guest.build import build, find_built
+
+    arm = find_built(arch="arm64") or build(arch="arm64")
+    disk = make_bootable_disk(
+        tmp_path / "arm-esp.raw",
+        arm.bzimage,  # Debian's arm64 vmlinuz: an Image with the EFI stub
+        arm.initrd,
+        "quiet vmkit.marker=A64_EFI",
+        loader=fetch_systemd_boot("arm64", tmp_path / "sdboot"),
+        removable_name="BOOTAA64.EFI",
+    )
+    ready = cli.json(
+        "run", "ae", "--arch", "arm64", "--efi", "--disk", str(disk),
+        "--marker", "A64_EFI", "--timeout", "180",
+    )  # fmt: skip
+    assert ready["state"] == "ready"
+    argv = cli.json("inspect", "ae")["runtime"]["argv"]
+    assert "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd" in argv
+    assert cli.json("stop", "ae", "--timeout", "60")[0]["step"] == "acpi"
