@@ -619,6 +619,11 @@ def doctor(as_json: bool) -> None:
         "kvm_pvm": hostinfo.kvm_pvm_loaded(),
         "accelerator_auto": hostinfo.resolve_accelerator("auto"),
         "qemu": qemu,
+        "qemu_emulates": [  # arch: values this host can run emulated (TCG)
+            a
+            for a in ("x86_64", "aarch64")
+            if a != hostinfo.machine_arch() and shutil.which(f"qemu-system-{a}")
+        ],
         "cloud_hypervisor": os.environ.get("VMKIT_CLOUD_HYPERVISOR")
         or shutil.which("cloud-hypervisor"),
         "vfkit": shutil.which("vfkit"),
@@ -638,8 +643,11 @@ def doctor(as_json: bool) -> None:
         _echo_json(facts)
         return
     for key, value in facts.items():
-        if key != "macos":
-            click.echo(f"{key + ':':<18}{value if value is not None else '(not found)'}")
+        if key == "macos":
+            continue
+        if isinstance(value, list):
+            value = ", ".join(value) or "(none)"
+        click.echo(f"{key + ':':<18}{value if value is not None else '(not found)'}")
     if mac is not None:
         _echo_macos(mac)
     if not qemu:
