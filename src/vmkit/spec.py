@@ -422,6 +422,11 @@ class MachineSpec(_Model):
     serial_log: Path | None = None
     rng: bool = True
     balloon: bool = False
+    rosetta: bool = Field(
+        default=False,
+        description="vfkit on Apple silicon: share Rosetta with the guest (virtio-fs tag "
+        "`rosetta`) so it can run x86_64 Linux binaries",
+    )
     readiness: Readiness = Field(default_factory=Readiness)
     driver: DriverName = "auto"
     accelerator: AccelName = "auto"

@@ -577,6 +577,29 @@ def test_a_read_only_share_is_refused_rather_than_given_write_access(
         VfkitDriver(arch="aarch64").check(spec(files, shares=[{"host": str(comma), "tag": "c"}]))
 
 
+# ---- Rosetta ---------------------------------------------------------------------------------
+
+
+@pytest.mark.capability("vfkit", "rosetta")
+def test_rosetta_is_shared_on_apple_silicon_and_refused_elsewhere(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    from vmkit.drivers.qemu import QemuDriver
+
+    argv = plan(VfkitDriver(arch="aarch64"), tmp_path, spec(files, rosetta=True))
+    assert "rosetta,mountTag=rosetta" in argv
+    parse_argv(argv)
+    for driver, match in (
+        (VfkitDriver(arch="x86_64"), "Rosetta exists only on Apple silicon"),
+        (QemuDriver(arch="x86_64"), "the qemu driver cannot share Rosetta"),
+    ):
+        with pytest.raises(NotSupported, match=match):
+            driver.check(spec(files, rosetta=True))
+    efi = {"boot": {"kind": "efi"}, "disks": [{"path": str(files["disk"])}]}
+    with pytest.raises(NotSupported, match="the krunkit driver cannot share Rosetta"):
+        KrunkitDriver(arch="aarch64").check(spec(files, rosetta=True, **efi))
+
+
 # ---- properties: any path either round-trips through vfkit's grammar or is refused -----------
 
 PATHS = st.text(

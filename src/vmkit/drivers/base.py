@@ -23,6 +23,7 @@ class Capabilities:
     boot_efi: bool = False
     boot_macos: bool = False
     arch_emulation: bool = False
+    rosetta: bool = False
     disk_raw: bool = False
     disk_qcow2: bool = False
     disk_clone: bool = False
@@ -82,6 +83,7 @@ CAPABILITY_TEXT = {
     "pause": "Pause / resume",
     "snapshot": "Snapshot (memory + device state + disk clones) and restore into new VMs",
     "restore_readiness": "A restored VM announces readiness again",
+    "rosetta": "Rosetta shared with Linux guests for x86_64 binaries (Apple silicon, `rosetta:`)",
     "arch_emulation": "Guests of another CPU architecture, emulated (`arch:`: arm64 on x86_64)",
     "hotplug_disk": "Disk hotplug / unplug on a running VM",
     "hotplug_net": "NIC hotplug / unplug on a running VM",
@@ -222,6 +224,15 @@ class Driver(abc.ABC):
         """Make the files `plan` refers to (e.g. a decompressed kernel in the VM dir); runs
         right before launch, never on --dry-run."""
         return None
+
+    def check_rosetta(self, spec: MachineSpec) -> None:
+        """`rosetta: true` only where the driver can share it (vfkit on Apple silicon)."""
+        if spec.rosetta and not self.capabilities.rosetta:
+            raise NotSupported(
+                f"rosetta: the {self.name} driver cannot share Rosetta; it exists only with "
+                "driver: vfkit on an Apple silicon Mac (remove rosetta, or use arch: x86_64 "
+                "to emulate)"
+            )
 
     def probe_readiness(
         self, spec: dict[str, Any], sockets: dict[str, str], vm_dir: Path

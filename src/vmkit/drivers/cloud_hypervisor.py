@@ -290,6 +290,7 @@ class CloudHypervisorDriver(Driver):
 
         if isinstance(spec.boot, MacosBoot):
             raise NotSupported("macOS guests run only on Apple silicon Macs: use driver: vfkit")
+        self.check_rosetta(spec)
         if isinstance(spec.boot, EfiBoot):
             if not spec.disks:
                 raise InvalidInput("boot.kind 'efi' needs a bootable disk image in disks")

@@ -175,6 +175,7 @@ class QemuDriver(Driver):
 
         if isinstance(spec.boot, MacosBoot):
             raise NotSupported("macOS guests run only on Apple silicon Macs: use driver: vfkit")
+        self.check_rosetta(spec)
         if self.arch not in ("x86_64", "aarch64"):
             raise NotSupported(
                 f"vmkit's QEMU driver supports x86_64 and aarch64 hosts, not {self.arch}"

@@ -47,6 +47,7 @@ MAX_SOCKET_PATH = 104  # bytes, sun_path on macOS (including the NUL)
 # `vfkit-<pid hex>-<random hex>.sock` (pkg/vf/virtionet.go): at most this long (pid <= 99999).
 VFKIT_LOCAL_SOCKET_NAME = len("vfkit-1869f-ffff.sock")
 MAX_MACOS_GUESTS = 2  # running at once per Mac
+ROSETTA_TAG = "rosetta"  # the guest mounts it: mount -t virtiofs rosetta /mnt/rosetta
 Version = tuple[int, ...]
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 _FORBIDDEN_IN_VALUES = {",": "a comma", "\n": "a newline", "\0": "a NUL byte"}
@@ -335,6 +336,7 @@ class VfkitDriver(Driver):
         net_user=True,  # virtio-net,nat (vmnet's NAT and DHCP)
         net_switch=True,  # virtio-net,unixSocketPath= the switch's socket (vfkit sends VFKT)
         shares=True,  # virtio-fs,sharedDir=,mountTag= served by vfkit (read-write only)
+        rosetta=True,  # rosetta,mountTag=rosetta (Apple silicon)
         rng=True,
         balloon=True,
         graceful_stop=True,  # Stop -> HardStop -> SIGTERM -> SIGKILL
@@ -377,6 +379,11 @@ class VfkitDriver(Driver):
 
         if isinstance(spec.boot, MacosBoot):
             self._check_macos(spec)
+        self.check_rosetta(spec)
+        if spec.rosetta and self.arch != "aarch64":
+            raise NotSupported("rosetta: Rosetta exists only on Apple silicon Macs")
+        if spec.rosetta and isinstance(spec.boot, MacosBoot):
+            raise NotSupported("rosetta: shares Rosetta with Linux guests; macOS guests have it")
         for field, given in (
             ("hugepages", spec.hugepages),
             ("vsock_cid", spec.vsock_cid is not None),
@@ -530,6 +537,8 @@ class VfkitDriver(Driver):
                 devs.append(virtio_net_nat(mac))
         for share in spec.shares:
             devs.append(virtio_fs(share.host, share.tag))
+        if spec.rosetta:
+            devs.append(rosetta(ROSETTA_TAG))  # vfkit fails clearly if Rosetta is missing
         devs.append(virtio_serial_log(ctx.serial_log))
         if spec.rng:
             devs.append(virtio_rng())
