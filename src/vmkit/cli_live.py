@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from vmkit.cli_common import READ_HELP, echo_json, host, table
+from vmkit.errors import InvalidInput
 
 
 def register(main: click.Group) -> None:
@@ -213,12 +214,27 @@ def net_group() -> None:
 
 @net_group.command(name="add")
 @click.argument("vm")
-@click.option("--mode", type=click.Choice(["user"]), default="user", show_default=True)
+@click.option("--mode", type=click.Choice(["user", "tap"]), default="user", show_default=True)
+@click.option("--tap", "tap_name", help="The existing TAP (with --mode tap).")
+@click.option("--netns", help="The network namespace the TAP is in.")
+@click.option("--bridge", help="Enslave the TAP to this bridge.")
 @click.option("--mac", help="MAC address (default: derived from the VM name).")
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
-def net_add(vm: str, mode: str, mac: str | None, as_json: bool) -> None:
-    """Hot-plug a NIC into the running VM."""
-    entry = host().get(vm).attach_net(mode, mac)
+def net_add(
+    vm: str,
+    mode: str,
+    tap_name: str | None,
+    netns: str | None,
+    bridge: str | None,
+    mac: str | None,
+    as_json: bool,
+) -> None:
+    """Hot-plug a NIC into the running VM: NAT, or an existing TAP."""
+    if mode == "tap" and not tap_name:
+        raise InvalidInput("--mode tap needs --tap IFNAME (an existing TAP)")
+    if mode != "tap" and (tap_name or netns or bridge):
+        raise InvalidInput("--tap, --netns and --bridge go with --mode tap")
+    entry = host().get(vm).attach_net(mode, mac, tap_name, netns, bridge)
     if as_json:
         echo_json(entry)
     else:
@@ -335,7 +351,6 @@ def port_rm(vm: str, mapping: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
 def resize(vm: str, cpus: int | None, memory: str | None, as_json: bool) -> None:
     """Resize a running VM's vCPUs and memory (drivers that can: see capabilities)."""
-    from vmkit.errors import InvalidInput
     from vmkit.units import parse_size
 
     if cpus is None and memory is None:

@@ -35,13 +35,19 @@ def disk_from_path(path: Path, readonly: bool, fmt: str | None) -> Disk:
         raise SpecError([("disk", str(e["msg"])) for e in exc.errors()]) from None
 
 
-def network(mode: str, mac: str | None) -> Network:
+def network(
+    mode: str,
+    mac: str | None,
+    tap: str | None = None,
+    netns: str | None = None,
+    bridge: str | None = None,
+) -> Network:
     from pydantic import ValidationError
 
     from vmkit.spec import Network
 
     try:
-        return Network(mode=mode, mac=mac)  # type: ignore[arg-type]
+        return Network(mode=mode, mac=mac, tap=tap, netns=netns, bridge=bridge)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise SpecError(
             [(f"network.{'.'.join(map(str, e['loc']))}", str(e["msg"])) for e in exc.errors()]

@@ -690,19 +690,29 @@ class Machine:
             self._merge_runtime_unlocked({"hotplug": devices})
         return {"id": device_id, **entry}
 
-    def attach_net(self, mode: str = "user", mac: str | None = None) -> dict[str, Any]:
+    def attach_net(
+        self,
+        mode: str = "user",
+        mac: str | None = None,
+        tap: str | None = None,
+        netns: str | None = None,
+        bridge: str | None = None,
+    ) -> dict[str, Any]:
+        """Hot-plug a NIC: NAT, or an existing TAP (optionally in a netns / on a bridge)."""
         from vmkit import hotplug
         from vmkit.net.mac import stable_mac
 
         driver = self.require("hotplug_net", "hot-plug NICs")
-        net = hotplug.network(mode, mac)
+        net = hotplug.network(mode, mac, tap, netns, bridge)
         with self._locked():
             rt = self.live_runtime("hot-plug a NIC into")
             devices = dict(rt.get("hotplug", {}))
             device_id = hotplug.next_id(devices, "hn")
             mac = net.mac or stable_mac(self.name, 100 + int(device_id[2:]))
             driver.attach_net(rt["sockets"], net, device_id, mac)
-            entry = {"kind": "net", "mode": net.mode, "mac": mac}
+            entry: dict[str, Any] = {"kind": "net", "mode": net.mode, "mac": mac}
+            if net.mode == "tap":
+                entry.update(tap=net.tap, netns=net.netns)
             devices[device_id] = entry
             self._merge_runtime_unlocked({"hotplug": devices})
         return {"id": device_id, **entry}

@@ -174,3 +174,50 @@ def test_guest_on_a_tap_in_a_network_namespace_answers_pings_from_it(cli, guest)
         assert "vktap0" not in links  # vmkit made it, vmkit removed it
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+@capability("hotplug_net", "net_tap")
+def test_an_existing_tap_hot_plugged_into_a_running_guest_carries_pings(cli, guest):
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from guestio import guest_run
+
+    if os.geteuid() != 0:
+        pytest.skip("TAPs and network namespaces need root")
+    ns = f"vkh-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        cli.ok("run", "hot", *TCG)
+        proc = cli("net", "add", "hot", "--mode", "tap", "--tap", "vkhot0", "--netns", ns)
+        assert proc.returncode == 1 and "does not exist: create it first" in proc.stderr
+        links = subprocess.run(
+            ["ip", "netns", "exec", ns, "ip", "-o", "link"], capture_output=True, text=True
+        ).stdout
+        assert "vkhot0" not in links  # the refused attach made nothing
+        netns_ip = ["ip", "netns", "exec", ns, "ip"]
+        subprocess.run([*netns_ip, "tuntap", "add", "vkhot0", "mode", "tap"], check=True)
+        subprocess.run([*netns_ip, "addr", "add", "192.168.78.1/24", "dev", "vkhot0"], check=True)
+        nic = cli.json("net", "add", "hot", "--mode", "tap", "--tap", "vkhot0", "--netns", ns)
+        assert nic["mode"] == "tap" and nic["tap"] == "vkhot0" and nic["netns"] == ns
+        guest_run(
+            cli, "hot",
+            "sleep 1; ip addr add 192.168.78.2/24 dev eth0 && ip link set eth0 up && echo up",
+            r"\bup\b",
+        )  # fmt: skip
+        pinger = Path(__file__).with_name("icmp_ping.py")
+        ping = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, str(pinger), "192.168.78.2"], timeout=60
+        )
+        assert ping.returncode == 0, "no echo reply through the hot-plugged TAP"
+        cli.ok("net", "rm", "hot", nic["id"])
+        guest_run(cli, "hot", "ls /sys/class/net/eth0 2>&1", r"No such file")
+        cli.ok("kill", "hot")
+        links = subprocess.run(
+            ["ip", "netns", "exec", ns, "ip", "-o", "link"], capture_output=True, text=True
+        ).stdout
+        assert "vkhot0" in links  # the user's TAP: vmkit leaves it alone
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

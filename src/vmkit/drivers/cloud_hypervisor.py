@@ -383,13 +383,8 @@ class CloudHypervisorDriver(Driver):
         """PUT `body` with an fd of the existing TAP `tap` names (`missing`: why it must)."""
         from vmkit.net import tap as taps
 
-        name, netns = tap["tap"], tap.get("netns")
-        fd, created = taps.open_tap(name, netns, tap.get("bridge"))
+        fd = taps.open_existing_tap(tap["tap"], tap.get("netns"), tap.get("bridge"), missing)
         try:
-            if created:
-                taps.delete_tap(name, netns)
-                where = f" in network namespace {netns!r}" if netns else ""
-                raise VmkitError(f"TAP {name!r}{where} does not exist: {missing}")
             return api.put_with_fds(endpoint, body, [fd])
         finally:
             os.close(fd)

@@ -520,7 +520,21 @@ class QemuDriver(Driver):
     def attach_net(self, sockets: dict[str, str], net: Network, device_id: str, mac: str) -> None:
         with QMP(sockets["qmp"]) as q:
             port = self._free_port(q)
-            q.execute("netdev_add", {"type": "user", "id": f"{device_id}-net"})
+            if net.mode == "tap":
+                from vmkit.net import tap as taps
+
+                assert net.tap is not None
+                fd = taps.open_existing_tap(net.tap, net.netns, net.bridge)
+                try:  # QEMU gets its own copy of the fd over the QMP socket (SCM_RIGHTS)
+                    q.execute("getfd", {"fdname": f"{device_id}-fd"}, fd=fd)
+                finally:
+                    os.close(fd)
+                netdev = {"type": "tap", "id": f"{device_id}-net", "fd": f"{device_id}-fd"}
+            elif net.mode in ("user", "nat"):
+                netdev = {"type": "user", "id": f"{device_id}-net"}
+            else:
+                raise NotSupported(f"hot-plugging a {net.mode} NIC is not supported on QEMU yet")
+            q.execute("netdev_add", netdev)
             try:
                 q.execute(
                     "device_add",

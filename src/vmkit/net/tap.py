@@ -111,6 +111,23 @@ def open_tap(name: str, netns: str | None = None, bridge: str | None = None) -> 
     return fd, created
 
 
+HOTPLUG_NEEDS_EXISTING = "create it first (a hot-plugged NIC uses an existing TAP)"
+
+
+def open_existing_tap(
+    name: str, netns: str | None = None, bridge: str | None = None, why: str = ""
+) -> int:
+    """An fd on TAP `name`, which must exist already (`why`: the fix to name if not):
+    a TAP vmkit made here would outlive the NIC, so none is made."""
+    fd, created = open_tap(name, netns, bridge)
+    if created:
+        os.close(fd)
+        delete_tap(name, netns)
+        where = f" in network namespace {netns!r}" if netns else ""
+        raise VmkitError(f"TAP {name!r}{where} does not exist: {why or HOTPLUG_NEEDS_EXISTING}")
+    return fd
+
+
 def delete_tap(name: str, netns: str | None = None) -> None:
     try:
         with _ipr(netns) as ipr:
