@@ -214,7 +214,10 @@ def net_group() -> None:
 
 @net_group.command(name="add")
 @click.argument("vm")
-@click.option("--mode", type=click.Choice(["user", "tap"]), default="user", show_default=True)
+@click.option(
+    "--mode", type=click.Choice(["user", "tap", "switch"]), default="user", show_default=True
+)
+@click.option("--switch", "switch_name", help="vmkit switch to join (with --mode switch).")
 @click.option("--tap", "tap_name", help="The existing TAP (with --mode tap).")
 @click.option("--netns", help="The network namespace the TAP is in.")
 @click.option("--bridge", help="Enslave the TAP to this bridge.")
@@ -223,18 +226,21 @@ def net_group() -> None:
 def net_add(
     vm: str,
     mode: str,
+    switch_name: str | None,
     tap_name: str | None,
     netns: str | None,
     bridge: str | None,
     mac: str | None,
     as_json: bool,
 ) -> None:
-    """Hot-plug a NIC into the running VM: NAT, or an existing TAP."""
+    """Hot-plug a NIC into the running VM: NAT, an existing TAP, or a vmkit switch."""
     if mode == "tap" and not tap_name:
         raise InvalidInput("--mode tap needs --tap IFNAME (an existing TAP)")
     if mode != "tap" and (tap_name or netns or bridge):
         raise InvalidInput("--tap, --netns and --bridge go with --mode tap")
-    entry = host().get(vm).attach_net(mode, mac, tap_name, netns, bridge)
+    if (mode == "switch") != bool(switch_name):
+        raise InvalidInput("--mode switch goes with --switch NAME (and --switch with it)")
+    entry = host().get(vm).attach_net(mode, mac, tap_name, netns, bridge, switch_name)
     if as_json:
         echo_json(entry)
     else:

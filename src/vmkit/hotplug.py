@@ -41,13 +41,14 @@ def network(
     tap: str | None = None,
     netns: str | None = None,
     bridge: str | None = None,
+    switch: str | None = None,
 ) -> Network:
     from pydantic import ValidationError
 
     from vmkit.spec import Network
 
     try:
-        return Network(mode=mode, mac=mac, tap=tap, netns=netns, bridge=bridge)  # type: ignore[arg-type]
+        return Network(mode=mode, mac=mac, tap=tap, netns=netns, bridge=bridge, switch=switch)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise SpecError(
             [(f"network.{'.'.join(map(str, e['loc']))}", str(e["msg"])) for e in exc.errors()]

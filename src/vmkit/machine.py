@@ -444,7 +444,10 @@ class Machine:
                     tap.delete_tap(str(helper["name"]), helper.get("netns"))
         from vmkit.net import switches
 
-        for name in switches.names_of(self.record["spec"]):
+        hot = self.runtime().get("hotplug") or {}
+        names = set(switches.names_of(self.record["spec"]))
+        names |= {str(e["switch"]) for e in hot.values() if e.get("switch")}
+        for name in sorted(names):
             with contextlib.suppress(VmkitError):
                 switches.release(self.store, name, self.name)
 
@@ -697,20 +700,35 @@ class Machine:
         tap: str | None = None,
         netns: str | None = None,
         bridge: str | None = None,
+        switch: str | None = None,
     ) -> dict[str, Any]:
-        """Hot-plug a NIC: NAT, or an existing TAP (optionally in a netns / on a bridge)."""
+        """Hot-plug a NIC: NAT, an existing TAP (optionally in a netns / on a bridge), or a
+        port on vmkit's switch `switch` (started if it is not running)."""
         from vmkit import hotplug
+        from vmkit.net import switches
         from vmkit.net.mac import stable_mac
 
         driver = self.require("hotplug_net", "hot-plug NICs")
-        net = hotplug.network(mode, mac, tap, netns, bridge)
+        net = hotplug.network(mode, mac, tap, netns, bridge, switch)
         with self._locked():
             rt = self.live_runtime("hot-plug a NIC into")
             devices = dict(rt.get("hotplug", {}))
             device_id = hotplug.next_id(devices, "hn")
             mac = net.mac or stable_mac(self.name, 100 + int(device_id[2:]))
-            driver.attach_net(rt["sockets"], net, device_id, mac)
             entry: dict[str, Any] = {"kind": "net", "mode": net.mode, "mac": mac}
+            link = None
+            if net.mode == "switch":
+                assert net.switch is not None
+                port = self.store.socket_path(self.name, device_id)
+                info = switches.add_port(self.store, net.switch, self.name, str(port))
+                link = (Path(info["socket"]), port)
+                entry.update(switch=net.switch, port=str(port))
+            try:
+                driver.attach_net(rt["sockets"], net, device_id, mac, link)
+            except BaseException:
+                if link is not None:
+                    self._drop_switch_port(entry, devices)
+                raise
             if net.mode == "tap":
                 entry.update(tap=net.tap, netns=net.netns)
             devices[device_id] = entry
@@ -771,9 +789,25 @@ class Machine:
                 virtiofsd.stop(ProcessRef(int(h["pid"]), float(h["create_time"])))
             else:
                 self.require("hotplug_net", "unplug NICs").detach_net(rt["sockets"], device_id)
-            del devices[device_id]
+                if entry.get("switch"):
+                    del devices[device_id]
+                    self._drop_switch_port(entry, devices)
+            devices.pop(device_id, None)
             self._merge_runtime_unlocked({"hotplug": devices})
         return {"id": device_id, **entry}
+
+    def _drop_switch_port(self, entry: dict[str, Any], others: dict[str, Any]) -> None:
+        """A hot-plugged switch NIC is gone: its port leaves the switch's lease (and the
+        lease goes when no other NIC of this VM is on that switch)."""
+        from vmkit.net import switches
+
+        name = str(entry["switch"])
+        still = name in switches.names_of(self.record["spec"]) or any(
+            e.get("switch") == name for e in others.values()
+        )
+        with contextlib.suppress(VmkitError):
+            switches.drop_port(self.store, name, self.name, str(entry["port"]), still)
+        Path(entry["port"]).unlink(missing_ok=True)
 
     def resize(self, cpus: int | None = None, memory: int | None = None) -> Status:
         """Change vCPUs / memory of the running VM, within the spec's max_cpus / max_memory."""

@@ -62,6 +62,28 @@ def test_guests_on_one_switch_reach_each_other_and_not_another_switch(cli, guest
     assert leftovers == [], leftovers  # no VM socket, no switch dir
 
 
+@capability("hotplug_net", "net_switch")
+def test_a_nic_hot_plugged_onto_a_switch_reaches_the_guest_already_there(cli, guest):
+    cli.ok("run", "a", "--net", "switch:lan", "--ip", "10.10.0.2/24", *TCG)
+    cli.ok("run", "b", *TCG)
+    nic = cli.json("net", "add", "b", "--mode", "switch", "--switch", "lan")
+    assert nic["mode"] == "switch" and nic["switch"] == "lan"
+    lan = next(sw for sw in cli.json("switch", "ls") if sw["name"] == "lan")
+    assert sorted(lan["vms"]) == ["a", "b"]
+    guest_run(cli, "b", "sleep 1; ip addr add 10.10.0.3/24 dev eth0; ip link set eth0 up", "")
+    guest_run(cli, "b", "ping -c 2 -W 3 10.10.0.2", r" 0% packet loss")
+    cli.ok("net", "rm", "b", nic["id"])
+    lan = next(sw for sw in cli.json("switch", "ls") if sw["name"] == "lan")
+    assert lan["vms"] == ["a"]  # b's lease went with its only NIC on lan
+    assert not Path(nic["port"]).exists()
+    nic = cli.json("net", "add", "b", "--mode", "switch", "--switch", "other")
+    assert {sw["name"] for sw in cli.json("switch", "ls")} == {"lan", "other"}
+    cli.ok("kill", "b")  # a switch joined only by hot-plug stops with its VM too
+    assert {sw["name"] for sw in cli.json("switch", "ls")} == {"lan"}
+    cli.ok("kill", "a")
+    assert cli.json("switch", "ls") == []
+
+
 @capability("net_switch")
 def test_a_crashed_vm_s_switch_is_collected_by_gc(cli, guest):
     cli.ok("run", "lone", "--net", "switch:lan", "--ip", "10.10.0.2/24", *TCG)

@@ -300,7 +300,16 @@ class Driver(abc.ABC):
     def detach_disk(self, sockets: dict[str, str], device_id: str) -> None:
         raise self.unsupported("unplug disks")
 
-    def attach_net(self, sockets: dict[str, str], net: Network, device_id: str, mac: str) -> None:
+    def attach_net(
+        self,
+        sockets: dict[str, str],
+        net: Network,
+        device_id: str,
+        mac: str,
+        switch: tuple[Path, Path] | None = None,
+    ) -> None:
+        """Hot-plug `net`. `switch` (mode switch): (the switch's socket, the port socket the
+        VMM binds), set up by the Machine layer."""
         raise self.unsupported("hotplug NICs")
 
     def detach_net(self, sockets: dict[str, str], device_id: str) -> None:

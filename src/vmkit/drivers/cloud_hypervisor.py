@@ -531,7 +531,14 @@ class CloudHypervisorDriver(Driver):
     def detach_disk(self, sockets: dict[str, str], device_id: str) -> None:
         self._api(sockets).put("vm.remove-device", {"id": device_id})
 
-    def attach_net(self, sockets: dict[str, str], net: Network, device_id: str, mac: str) -> None:
+    def attach_net(
+        self,
+        sockets: dict[str, str],
+        net: Network,
+        device_id: str,
+        mac: str,
+        switch: tuple[Path, Path] | None = None,
+    ) -> None:
         body = net_config(net, device_id, mac)
         tap = {"tap": body.pop("tap"), "netns": net.netns, "bridge": net.bridge}
         missing = "create it first (a hot-plugged NIC uses an existing TAP)"

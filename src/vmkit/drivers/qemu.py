@@ -517,7 +517,14 @@ class QemuDriver(Driver):
             q.execute("blockdev-del", {"node-name": f"{device_id}-fmt"})
             q.execute("blockdev-del", {"node-name": f"{device_id}-file"})
 
-    def attach_net(self, sockets: dict[str, str], net: Network, device_id: str, mac: str) -> None:
+    def attach_net(
+        self,
+        sockets: dict[str, str],
+        net: Network,
+        device_id: str,
+        mac: str,
+        switch: tuple[Path, Path] | None = None,
+    ) -> None:
         with QMP(sockets["qmp"]) as q:
             port = self._free_port(q)
             if net.mode == "tap":
@@ -529,9 +536,22 @@ class QemuDriver(Driver):
                     q.execute("getfd", {"fdname": f"{device_id}-fd"}, fd=fd)
                 finally:
                     os.close(fd)
-                netdev = {"type": "tap", "id": f"{device_id}-net", "fd": f"{device_id}-fd"}
+                netdev: dict[str, Any] = {
+                    "type": "tap",
+                    "id": f"{device_id}-net",
+                    "fd": f"{device_id}-fd",
+                }
             elif net.mode in ("user", "nat"):
                 netdev = {"type": "user", "id": f"{device_id}-net"}
+            elif net.mode == "switch" and switch is not None:
+                remote, local = switch
+                local.unlink(missing_ok=True)
+                netdev = {
+                    "type": "dgram",
+                    "id": f"{device_id}-net",
+                    "local": {"type": "unix", "path": str(local)},
+                    "remote": {"type": "unix", "path": str(remote)},
+                }
             else:
                 raise NotSupported(f"hot-plugging a {net.mode} NIC is not supported on QEMU yet")
             q.execute("netdev_add", netdev)

@@ -64,6 +64,34 @@ def ensure(store: Store, name: str, vm: str, ports: list[str]) -> dict[str, Any]
         return {"kind": "switch", "name": name, "pid": proc.pid, "socket": str(sock)}
 
 
+def add_port(store: Store, name: str, vm: str, port: str) -> dict[str, Any]:
+    """`vm` joins switch `name` with one more port (a hot-plugged NIC): its lease keeps the
+    ports it has and the switch is started if it is not running."""
+    lease = switch_dir(store, name) / "leases" / vm
+    try:
+        ports = [str(p) for p in read_json(lease).get("ports", [])]
+    except (FileNotFoundError, ValueError, AttributeError):
+        ports = []
+    return ensure(store, name, vm, sorted({*ports, port}))
+
+
+def drop_port(store: Store, name: str, vm: str, port: str, still_member: bool) -> None:
+    """A hot-plugged NIC left: forget its port; without `still_member` (another NIC of the
+    VM on this switch) the VM's lease goes, and the switch with the last one."""
+    d = switch_dir(store, name)
+    lease = d / "leases" / vm
+    if still_member:
+        with file_lock(d / "lock", 30.0, f"switch {name!r}"):
+            try:
+                data = read_json(lease)
+            except (FileNotFoundError, ValueError):
+                return
+            data["ports"] = [p for p in data.get("ports", []) if p != port]
+            atomic_write_json(lease, data)
+        return
+    release(store, name, vm)
+
+
 def _start(d: Path, name: str, store: Store) -> ProcessRef:
     sock = d / "sock"
     sock.unlink(missing_ok=True)
