@@ -284,14 +284,22 @@ def _tiny_guest_boot(over: dict[str, Any], boot_flags: dict[str, Any]) -> dict[s
     from vmkit.spec import ARCH_ALIASES
 
     arch = ARCH_ALIASES.get(str(over.get("arch")), over.get("arch"))
+    if arch not in (None, "auto", "x86_64", "aarch64"):
+        raise InvalidInput(
+            f"arch: {over.get('arch')!r} is not one of auto, x86_64 (amd64), aarch64 (arm64)"
+        )
     wanted = {"x86_64": "amd64", "aarch64": "arm64"}.get(str(arch))  # None: this host's
     guest = find_built(arch=wanted)
     if guest is None:
+        from vmkit.guest.build import build
+
         flag = f" --arch {wanted}" if wanted else ""
-        raise InvalidInput(
-            f"no --kernel given and the tiny guest is not built yet: run `vmkit guest build{flag}` "
-            "(or pass --kernel/--initrd, or -f spec.yaml)"
+        click.echo(
+            f"no --kernel given and the tiny guest is not built yet: building it now "
+            f"(`vmkit guest build{flag}`, once; or pass --kernel/--initrd, or -f spec.yaml)",
+            err=True,
         )
+        guest = build(arch=wanted, progress=_build_progress)
     cmdline = boot_flags.get("cmdline") or "quiet"  # the driver adds its console=
     for share in over.get("shares", []):
         cmdline += f" vmkit.share={share['tag']}"
