@@ -347,6 +347,7 @@ class Machine:
         fds: list[int] = []
         try:
             helpers += self._start_shares(plan)
+            helpers += self._start_relay()
             argv, fds, taps = self._open_taps(plan.argv)
             helpers += taps
             proc = spawn_detached(argv, self.vmm_log, self.dir, tuple(fds))
@@ -411,6 +412,34 @@ class Machine:
             raise
         return argv, fds, helpers
 
+    def _start_relay(self) -> list[dict[str, Any]]:
+        """vmkit's port relay for published ports the VMM does not forward (net/portfwd),
+        listening before this returns."""
+        import sys
+
+        from vmkit.net import portfwd
+
+        maps = portfwd.proxied(self.record["spec"], self.driver)
+        if not maps:
+            return []
+        ready = self.dir / "portfwd.ready"
+        ready.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "vmkit.net.portfwd", "--home", str(self.store.home)]
+        argv += ["--vm", self.name, "--ready", str(ready)]
+        for host_ip, host, guest in maps:
+            argv += ["--map", f"{host_ip}:{host}:{guest}"]
+        proc = spawn_detached(argv, self.dir / "portfwd.log", self.dir)
+        deadline = time.monotonic() + 10
+        while not ready.exists():
+            if proc.wait_gone(0) or time.monotonic() > deadline:
+                proc.signal(signal.SIGKILL)
+                log = tail_lines(self.dir / "portfwd.log", TAIL)
+                raise VMFailed(
+                    f"VM {self.name!r}: the port relay did not start:\n" + "\n".join(log)
+                )
+            time.sleep(0.01)
+        return [{"kind": "portfwd", "pid": proc.pid, "create_time": proc.create_time}]
+
     def _start_shares(self, plan: LaunchPlan) -> list[dict[str, Any]]:
         """A virtiofsd per share, listening before the VMM connects."""
         from vmkit.shares import virtiofsd
@@ -437,6 +466,11 @@ class Machine:
         for helper in helpers:
             if helper.get("kind") == "virtiofsd":
                 virtiofsd.stop(ProcessRef(int(helper["pid"]), float(helper["create_time"])))
+            elif helper.get("kind") == "portfwd":
+                relay = ProcessRef(int(helper["pid"]), float(helper["create_time"]))
+                relay.signal(signal.SIGTERM)
+                if not relay.wait_gone(3):
+                    relay.signal(signal.SIGKILL)
             elif helper.get("kind") == "tap" and helper.get("created"):
                 from vmkit.net import tap
 
@@ -980,6 +1014,10 @@ class Host:
 
             check_owned_files(spec, driver)
         driver.check(spec)
+        if any(n.publish for n in spec.networks):
+            from vmkit.net import portfwd
+
+            portfwd.check(spec, driver)
         record: dict[str, Any] = {
             "spec": spec.to_json(),
             "driver": driver_name,

@@ -180,7 +180,7 @@ class Network(_Model):
     ip: str | None = Field(default=None, description="static guest IP/prefix; else DHCP")
     publish: list[str] = Field(
         default_factory=list,
-        description="port forwards HOST_PORT:GUEST_PORT[/tcp|udp] (NAT NICs only)",
+        description="port forwards HOST_PORT:GUEST_PORT[/tcp|udp] (NAT and TAP NICs)",
     )
 
     @field_validator("switch")
@@ -221,8 +221,14 @@ class Network(_Model):
             raise ValueError(
                 f"`tap`, `netns` and `bridge` are only for mode 'tap', not {self.mode!r}"
             )
-        if self.publish and self.mode not in ("user", "nat"):
-            raise ValueError("`publish` needs a NAT NIC (mode 'nat'); on a switch, reach the IP")
+        if self.publish and self.mode not in ("user", "nat", "tap"):
+            raise ValueError(
+                "`publish` needs a NAT or TAP NIC (mode 'nat' or 'tap'); on a switch, reach the IP"
+            )
+        if self.publish and self.netns is not None:
+            raise ValueError(
+                "`publish` on a TAP in a network namespace: the host cannot reach the guest there"
+            )
         return self
 
     @field_validator("mac")

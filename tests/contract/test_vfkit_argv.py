@@ -531,10 +531,9 @@ def test_a_switch_folder_too_long_for_vfkits_own_socket_is_refused(
     ("net", "match"),
     [
         ({"mode": "tap", "tap": "tap0"}, r"networks\[0\]: TAP devices exist only on Linux"),
-        ({"mode": "user", "publish": ["8080:80"]}, r"networks\[0\]\.publish: .* cannot forward"),
     ],
 )
-def test_linux_only_and_unbuilt_network_modes_are_refused_by_field(
+def test_linux_only_network_modes_are_refused_by_field(
     files: dict[str, Path], net: dict[str, Any], match: str
 ) -> None:
     with pytest.raises(NotSupported, match=match):

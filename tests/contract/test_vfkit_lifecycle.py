@@ -438,3 +438,47 @@ def test_a_vm_with_a_share_starts_no_virtiofsd(
     assert f"virtio-fs,sharedDir={src},mountTag=src" in rt["argv"]
     assert not [h for h in rt.get("helpers") or [] if h.get("kind") == "virtiofsd"]
     machine.kill()
+
+
+@pytest.mark.capability("vfkit", "publish")
+def test_a_published_port_reaches_the_nat_address_through_vmkits_relay(
+    fake_vfkit: Any, boot: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay is real; the guest's NAT address is a stand-in echo server on 127.0.0.1
+    that the double's bootpd leases to the NIC (vmnet cannot exist here)."""
+    import socket
+    import threading
+
+    leases = tmp_path / "dhcpd_leases"
+    for key, val in (("VMKIT_DHCPD_LEASES", str(leases)), ("VFKIT_DOUBLE_LEASES", str(leases)),
+                     ("VFKIT_DOUBLE_LEASE_IP", "127.0.0.1")):  # fmt: skip
+        monkeypatch.setenv(key, val)
+    guest = socket.create_server(("127.0.0.1", 0))
+
+    def echo() -> None:
+        conn, _ = guest.accept()
+        with conn:
+            conn.sendall(conn.recv(100))
+
+    threading.Thread(target=echo, daemon=True).start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        host_port = s.getsockname()[1]
+    publish = [f"{host_port}:{guest.getsockname()[1]}"]
+    machine = start_vm(boot, networks=[{"mode": "user", "publish": publish}])
+    deadline = time.monotonic() + 10
+    while machine.status().ip != "127.0.0.1":  # the lease is granted 0.3 s after start
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    with socket.create_connection(("127.0.0.1", host_port), timeout=5) as c:
+        c.sendall(b"through the relay")
+        assert c.recv(100) == b"through the relay"
+    relay = [h for h in machine.runtime()["helpers"] if h["kind"] == "portfwd"]
+    machine.kill()
+    import psutil
+
+    assert (
+        not psutil.pid_exists(relay[0]["pid"])
+        or psutil.Process(relay[0]["pid"]).status() == psutil.STATUS_ZOMBIE
+    )
+    guest.close()

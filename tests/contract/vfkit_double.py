@@ -208,13 +208,18 @@ def log(msg: str, level: str = "info") -> None:
     print(f'time="{stamp}" level={level} msg="{msg}"', flush=True)
 
 
+def lease_ip(n: int) -> str:
+    """192.168.64.(10+n), or $VFKIT_DOUBLE_LEASE_IP (tests reach a host-side stand-in)."""
+    return os.environ.get("VFKIT_DOUBLE_LEASE_IP") or f"192.168.64.{10 + n}"
+
+
 def grant_leases(path: Path, macs: list[str | None]) -> None:
     """Append a lease per MAC as bootpd writes them (leading zeros of octets dropped)."""
     with path.open("a") as f:
         for n, mac in enumerate(m for m in macs if m):
             short = ":".join(f"{int(o, 16):x}" for o in mac.split(":"))
             f.write(
-                f"{{\n\tname=mac-guest\n\tip_address=192.168.64.{10 + n}\n"
+                f"{{\n\tname=mac-guest\n\tip_address={lease_ip(n)}\n"
                 f"\thw_address=1,{short}\n\tidentifier=1,{short}\n"
                 f"\tlease={int(time.time()) + 86400:#x}\n}}\n"
             )

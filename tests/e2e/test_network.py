@@ -243,3 +243,53 @@ def test_an_existing_tap_hot_plugged_into_a_running_guest_carries_pings(cli, gue
         assert "vkhot0" in links  # the user's TAP: vmkit leaves it alone
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+@capability("publish", "net_tap")
+def test_a_port_published_on_a_tap_nic_goes_through_vmkits_relay(cli, guest, tmp_path):
+    import json as jsonlib
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("TAPs need root")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = tmp_path / "pub.json"
+    spec.write_text(
+        jsonlib.dumps(
+            {
+                "name": "pub",
+                "boot": {
+                    "kernel": str(guest.kernel),
+                    "initrd": str(guest.initrd),
+                    "cmdline": "console=ttyS0 quiet vmkit.ip=192.168.81.2/24",
+                },
+                "networks": [{"mode": "tap", "tap": "vkpub0", "publish": [f"{port}:80"]}],
+                "accelerator": "tcg",
+            }
+        )
+    )
+    cli.ok("create", "-f", str(spec))
+    cli.ok("start", "pub", "--wait")
+    try:
+        subprocess.run(["ip", "addr", "add", "192.168.81.1/24", "dev", "vkpub0"], check=True)
+        guest_run(
+            cli, "pub",
+            "mkdir -p /tmp/www; echo via-relay > /tmp/www/index.html; httpd -p 80 -h /tmp/www;"
+            " echo httpd-up",
+            r"httpd-up",
+        )  # fmt: skip
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read()
+        assert body == b"via-relay\n"
+        relay = [
+            h for h in cli.json("inspect", "pub")["runtime"]["helpers"] if h["kind"] == "portfwd"
+        ]
+        assert len(relay) == 1
+        cli.ok("stop", "pub")
+        assert _gone(relay[0]["pid"])
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # the host port is free again
+    finally:
+        cli("kill", "pub")

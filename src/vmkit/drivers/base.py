@@ -225,6 +225,11 @@ class Driver(abc.ABC):
         right before launch, never on --dry-run."""
         return None
 
+    def forwards_ports(self, net: dict[str, Any]) -> bool:
+        """Whether the VMM itself forwards this NIC's published ports (QEMU's user network);
+        else vmkit's relay (net/portfwd) does, to the guest's address."""
+        return False
+
     def check_rosetta(self, spec: MachineSpec) -> None:
         """`rosetta: true` only where the driver can share it (vfkit on Apple silicon)."""
         if spec.rosetta and not self.capabilities.rosetta:

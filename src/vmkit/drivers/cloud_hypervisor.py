@@ -266,6 +266,7 @@ class CloudHypervisorDriver(Driver):
         readopt=True,
         crash_detection=True,
         pause=True,
+        publish=True,  # TCP on TAP NICs, through vmkit's relay (net/portfwd)
         snapshot=True,
         hotplug_disk=True,
         hotplug_net=True,
@@ -304,10 +305,6 @@ class CloudHypervisorDriver(Driver):
                 net_config(net, f"net{i}", "52:54:00:00:00:00")
             except NotSupported as exc:
                 raise NotSupported(f"networks[{i}]: {exc}") from None
-            if net.publish:
-                raise NotSupported(
-                    f"networks[{i}].publish: Cloud Hypervisor has no port forwarding"
-                )
         for i, disk in enumerate(spec.disks):
             if disk.format == "qcow2" and disk.path is not None and disk.path.is_file():
                 from vmkit.storage import disk as diskmod

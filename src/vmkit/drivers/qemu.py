@@ -202,6 +202,9 @@ class QemuDriver(Driver):
                 f"{self.arch} guest (arch: {self.arch}) is emulated: use accelerator: tcg or auto"
             )
 
+    def forwards_ports(self, net: dict[str, Any]) -> bool:
+        return str(net.get("mode", "user")) in ("user", "nat")  # hostfwd; TAPs get the relay
+
     def firmware(self, spec: MachineSpec) -> Firmware:
         from vmkit.drivers.qemu_firmware import find_uefi, from_spec
         from vmkit.spec import EfiBoot

@@ -336,6 +336,7 @@ class VfkitDriver(Driver):
         net_user=True,  # virtio-net,nat (vmnet's NAT and DHCP)
         net_switch=True,  # virtio-net,unixSocketPath= the switch's socket (vfkit sends VFKT)
         shares=True,  # virtio-fs,sharedDir=,mountTag= served by vfkit (read-write only)
+        publish=True,  # TCP, through vmkit's relay to the NAT address (net/portfwd)
         rosetta=True,  # rosetta,mountTag=rosetta (Apple silicon)
         rng=True,
         balloon=True,
@@ -450,11 +451,6 @@ class VfkitDriver(Driver):
                 raise NotSupported(
                     f"networks[{i}]: TAP devices exist only on Linux; on a Mac use nat "
                     f"(vfkit) or a vmkit switch (--net switch:NAME)"
-                )
-            if net.publish:
-                raise NotSupported(
-                    f"networks[{i}].publish: vmkit's {self.name} driver cannot forward host "
-                    "ports yet; reach the guest at its NAT address (the IP `vmkit ls` shows)"
                 )
         for i, share in enumerate(spec.shares):
             value(f"shares[{i}].host", share.host)
