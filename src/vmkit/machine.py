@@ -457,8 +457,10 @@ class Machine:
             raise
         return started
 
-    def _release_helpers(self, helpers: list[dict[str, Any]] | None = None) -> None:
-        """Stop this VM's sidecars and the switches no other live VM uses."""
+    def _release_helpers(
+        self, helpers: list[dict[str, Any]] | None = None, with_switches: bool = True
+    ) -> None:
+        """Stop this VM's sidecars and (`with_switches`) the switches no other live VM uses."""
         from vmkit.shares import virtiofsd
 
         if helpers is None:
@@ -478,6 +480,8 @@ class Machine:
                     tap.delete_tap(str(helper["name"]), helper.get("netns"))
         from vmkit.net import switches
 
+        if not with_switches:
+            return
         hot = self.runtime().get("hotplug") or {}
         names = set(switches.names_of(self.record["spec"]))
         names |= {str(e["switch"]) for e in hot.values() if e.get("switch")}
@@ -1150,6 +1154,9 @@ class Host:
                     rt = machine.runtime()
                     if st.pid is None and "pid" in rt and not rt.get("gc_done"):
                         machine._remove_sockets(rt)
+                        with contextlib.suppress(VmkitError, OSError):
+                            # relays and TAPs vmkit made; switches.gc below does switches
+                            machine._release_helpers(with_switches=False)
                         machine._merge_runtime_unlocked({"gc_done": True})
                         report.finalized.append(machine.name)
                     if st.pid is not None:

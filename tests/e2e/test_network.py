@@ -290,6 +290,8 @@ def test_a_port_published_on_a_tap_nic_goes_through_vmkits_relay(cli, guest, tmp
         cli.ok("stop", "pub")
         assert _gone(relay[0]["pid"])
         with socket.socket() as s:
-            s.bind(("127.0.0.1", port))  # the host port is free again
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as vmkit's check does
+            s.bind(("127.0.0.1", port))  # the host port is free again: nobody listens
+            s.listen(1)
     finally:
         cli("kill", "pub")

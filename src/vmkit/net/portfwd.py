@@ -96,6 +96,32 @@ class Relay:
         _pump(client, upstream)
 
 
+class VmmWatch:
+    """Ends the relay once the VM's VMM has been seen running and is gone (a crash, or a
+    guest poweroff nobody has looked at yet), so the host port is not held for nothing."""
+
+    def __init__(self, home: Path, vm: str, every: float = 2.0):
+        self.home, self.vm, self.every = home, vm, every
+        self.seen = False
+        self.next = 0.0
+
+    def gone(self) -> bool:
+        now = time.monotonic()
+        if now < self.next:
+            return False
+        self.next = now + self.every
+        from vmkit.process import ProcessRef
+        from vmkit.store import Store
+
+        try:
+            rt = Store(self.home).load_runtime(self.vm)
+            alive = "pid" in rt and ProcessRef(int(rt["pid"]), float(rt["create_time"])).alive()
+        except Exception:
+            alive = False
+        self.seen = self.seen or alive
+        return self.seen and not alive
+
+
 def _pump(src: socket.socket, dst: socket.socket) -> None:
     try:
         while data := src.recv(CHUNK):
@@ -121,7 +147,8 @@ def serve(home: Path, vm: str, maps: list[tuple[str, int, int]], ready: Path) ->
     ready.write_text(f"{os.getpid()}\n")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    while not stop.is_set():
+    watch = VmmWatch(home, vm)
+    while not stop.is_set() and not watch.gone():
         for key, _ in sel.select(timeout=0.5):
             listener = key.fileobj
             assert isinstance(listener, socket.socket)

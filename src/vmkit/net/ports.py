@@ -28,6 +28,8 @@ def check_free(spec_json: dict[str, Any]) -> None:
     for host_ip, host, guest, proto in published(spec_json):
         kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
         with socket.socket(socket.AF_INET, kind) as s:
+            if proto == "tcp":  # as QEMU and the relay bind: old connections in TIME_WAIT
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # do not count
             try:
                 s.bind((host_ip, host))
             except OSError as exc:
