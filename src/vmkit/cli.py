@@ -280,6 +280,7 @@ def _disk(path: Path, readonly: bool) -> dict[str, Any]:
 
 
 def _tiny_guest_boot(over: dict[str, Any], boot_flags: dict[str, Any]) -> dict[str, Any]:
+    from vmkit.guest.apt import debian_arch_name
     from vmkit.guest.build import find_built
     from vmkit.spec import ARCH_ALIASES
 
@@ -288,7 +289,7 @@ def _tiny_guest_boot(over: dict[str, Any], boot_flags: dict[str, Any]) -> dict[s
         raise InvalidInput(
             f"arch: {over.get('arch')!r} is not one of auto, x86_64 (amd64), aarch64 (arm64)"
         )
-    wanted = {"x86_64": "amd64", "aarch64": "arm64"}.get(str(arch))  # None: this host's
+    wanted = debian_arch_name(arch) if arch in ("x86_64", "aarch64") else None  # None: host's
     guest = find_built(arch=wanted)
     if guest is None:
         from vmkit.guest.build import build

@@ -30,7 +30,13 @@ from vmkit.errors import (
     VmkitError,
     VMStateError,
 )
-from vmkit.process import ProcessRef, describe_exit, reap_child, spawn_detached
+from vmkit.process import (
+    ProcessRef,
+    describe_exit,
+    reap_child,
+    spawn_detached,
+    wait_for_path,
+)
 from vmkit.readiness import ReadinessFollower, tail_lines
 from vmkit.store import LockBusy, Store
 
@@ -429,15 +435,10 @@ class Machine:
         for host_ip, host, guest in maps:
             argv += ["--map", f"{host_ip}:{host}:{guest}"]
         proc = spawn_detached(argv, self.dir / "portfwd.log", self.dir)
-        deadline = time.monotonic() + 10
-        while not ready.exists():
-            if proc.wait_gone(0) or time.monotonic() > deadline:
-                proc.signal(signal.SIGKILL)
-                log = tail_lines(self.dir / "portfwd.log", TAIL)
-                raise VMFailed(
-                    f"VM {self.name!r}: the port relay did not start:\n" + "\n".join(log)
-                )
-            time.sleep(0.01)
+        if not wait_for_path(proc, ready, 10.0):
+            proc.signal(signal.SIGKILL)
+            log = tail_lines(self.dir / "portfwd.log", TAIL)
+            raise VMFailed(f"VM {self.name!r}: the port relay did not start:\n" + "\n".join(log))
         return [{"kind": "portfwd", "pid": proc.pid, "create_time": proc.create_time}]
 
     def _start_shares(self, plan: LaunchPlan) -> list[dict[str, Any]]:

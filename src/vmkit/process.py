@@ -103,3 +103,14 @@ def describe_exit(status: int | None) -> str:
             name = f"signal {-status}"
         return f"killed by {name}"
     return f"exited with status {status}"
+
+
+def wait_for_path(proc: ProcessRef, path: Path, timeout: float) -> bool:
+    """Until a helper `proc` makes `path` (its socket, its ready file): False if it exited
+    first or `timeout` passed."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.wait_gone(0) or time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

@@ -347,25 +347,10 @@ def macos_vm(
     leases = tmp_path / "dhcpd_leases"
     monkeypatch.setenv("VMKIT_DHCPD_LEASES", str(leases))
     monkeypatch.setenv("VFKIT_DOUBLE_LEASES", str(leases))
-    files = {k: tmp_path / k for k in ("machine-id", "hw-model", "aux.img", "disk.img")}
-    for path in files.values():
-        path.write_bytes(b"\0" * 512)
+    from test_vfkit_macos_guest import make as macos_spec  # the platform files, written
 
     def make(name: str = "mac1", **over: Any) -> Machine:
-        spec = spec_from_dict(
-            {
-                "name": name,
-                "driver": "vfkit",
-                "boot": {
-                    "kind": "macos",
-                    "machine_identifier": str(files["machine-id"]),
-                    "hardware_model": str(files["hw-model"]),
-                    "aux_image": str(files["aux.img"]),
-                },
-                "disks": [{"path": str(files["disk.img"])}],
-                **over,
-            }
-        )
+        spec = macos_spec(tmp_path, name, **over)
         machine = Host().create(spec)
         machine.start()
         return machine

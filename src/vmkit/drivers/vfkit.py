@@ -728,12 +728,7 @@ class VfkitDriver(Driver):
 
     def guest_ip(self, spec: dict[str, Any]) -> str | None:
         """From macOS's DHCP leases by the NIC's MAC (vfkit has no API for it)."""
-        from vmkit.net.mac import stable_mac
-
-        for i, net in enumerate(spec.get("networks") or []):
-            if net.get("mode", "user") not in ("user", "nat"):
-                continue  # vmnet's DHCP leases only NAT NICs
-            mac = net.get("mac") or stable_mac(str(spec["name"]), i)
+        for mac in self._nat_macs(spec):  # vmnet's DHCP leases only NAT NICs
             ip = dhcpd_leases.ip_for_mac(mac, self.leases)
             if ip is not None:
                 return ip

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from vmkit.errors import VmkitError
 from vmkit.paths import ensure_private_dir, runtime_dir
-from vmkit.process import ProcessRef, spawn_detached
+from vmkit.process import ProcessRef, spawn_detached, wait_for_path
 from vmkit.store import atomic_write_json, file_lock, read_json
 
 if TYPE_CHECKING:
@@ -98,12 +98,9 @@ def _start(d: Path, name: str, store: Store) -> ProcessRef:
     argv = [sys.executable, "-m", "vmkit.net.switch", "--socket", str(sock)]
     argv += ["--stats", str(d / "stats.json"), "--leases", str(d / "leases")]
     proc = spawn_detached(argv, d / "switch.log", d)
-    deadline = time.monotonic() + START_WAIT
-    while not sock.exists():
-        if proc.wait_gone(0) or time.monotonic() > deadline:
-            log = (d / "switch.log").read_text(errors="replace")[-2000:]
-            raise VmkitError(f"the switch {name!r} helper did not start:\n{log}")
-        time.sleep(0.01)
+    if not wait_for_path(proc, sock, START_WAIT):
+        log = (d / "switch.log").read_text(errors="replace")[-2000:]
+        raise VmkitError(f"the switch {name!r} helper did not start:\n{log}")
     atomic_write_json(
         d / "pid.json",
         {
