@@ -16,7 +16,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "capabilities.md"
-DRIVERS = ("qemu", "cloud-hypervisor", "vfkit", "krunkit")
 
 
 def collect() -> dict[str, dict[str, list[str]]]:
@@ -39,15 +38,16 @@ def collect() -> dict[str, dict[str, list[str]]]:
 
 def render(capmap: dict[str, dict[str, list[str]]]) -> str:
     sys.path.insert(0, str(ROOT / "src"))
-    from vmkit.drivers import PLANNED, get_driver
+    from vmkit.drivers import get_driver, names
     from vmkit.drivers.base import CAPABILITY_TEXT, Capabilities
 
     declared: dict[str, Capabilities | None] = {}
     not_run_on: dict[str, str | None] = {}
+    DRIVERS = names()
     for name in DRIVERS:
-        driver = None if name in PLANNED else get_driver(name)
-        declared[name] = driver.capabilities if driver else None
-        not_run_on[name] = driver.not_yet_run_on if driver else None
+        driver = get_driver(name)
+        declared[name] = driver.capabilities  # features + abilities its Control implements
+        not_run_on[name] = driver.not_yet_run_on
 
     def cell(driver: str, cap: str) -> str:
         caps = declared[driver]
@@ -93,13 +93,7 @@ def render(capmap: dict[str, dict[str, list[str]]]) -> str:
     for driver in DRIVERS:
         for cap, tests in sorted(capmap.get(driver, {}).items()):
             lines.append(f"- {driver} / {cap}: " + ", ".join(f"`{t}`" for t in sorted(tests)))
-    lines += [
-        "",
-        "## Planned drivers",
-        "",
-        *(f"- {name}: {why}" for name, why in PLANNED.items()),
-        "",
-    ]
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
 .venv/bin/mypy
+.venv/bin/lint-imports --no-cache  # the layer contract of docs/architecture.md (pyproject.toml)
 .venv/bin/python -m pytest -n 2 "$@"

@@ -13,11 +13,12 @@ from typing import Any, NoReturn
 import click
 
 from vmkit import __version__
-from vmkit.cli_common import READ_HELP
+from vmkit.cli_common import READ_HELP, build_progress
 from vmkit.cli_common import echo_json as _echo_json
 from vmkit.cli_common import host as _host
 from vmkit.cli_common import table as _table
 from vmkit.cli_image import clone_source
+from vmkit.drivers import names as driver_names
 from vmkit.errors import InvalidInput, VmkitError
 
 
@@ -136,9 +137,7 @@ def _spec_options(f: Any) -> Any:
             type=float,
             help="Seconds to wait for readiness (default 120).",
         ),
-        click.option(
-            "--driver", type=click.Choice(["auto", "qemu", "cloud-hypervisor", "vfkit", "krunkit"])
-        ),
+        click.option("--driver", type=click.Choice(["auto", *driver_names()])),
         click.option(
             "--accel",
             type=click.Choice(["auto", "kvm", "hvf", "tcg"]),
@@ -223,8 +222,8 @@ def _build_spec(name: str | None, o: dict[str, Any]) -> Any:
             "kind": "linux",
             **{k: str(v.absolute()) if isinstance(v, Path) else v for k, v in boot_flags.items()},
         }
-    else:
-        over["boot"] = _tiny_guest_boot(over, boot_flags)
+    else:  # the tiny guest (built on first use), with what the flags add
+        over["boot"] = {"kind": "tiny", **{k: str(v) for k, v in boot_flags.items()}}
     return specmod.spec_from_dict(over, base_dir=Path.cwd())
 
 
@@ -268,56 +267,12 @@ def _net_flag(value: str) -> dict[str, Any]:
 
 
 def _disk(path: Path, readonly: bool) -> dict[str, Any]:
-    from vmkit.spec import QCOW2_MAGIC
+    from vmkit.imagefmt import sniff_format
 
     fmt = "raw"
-    try:
-        with path.open("rb") as f:
-            fmt = "qcow2" if f.read(4) == QCOW2_MAGIC else "raw"
-    except OSError:
-        pass  # reported as a missing file by the spec check
+    with contextlib.suppress(OSError):  # a missing file is reported by the spec check
+        fmt = sniff_format(path)
     return {"path": str(path.absolute()), "readonly": readonly, "format": fmt}
-
-
-def _tiny_guest_boot(over: dict[str, Any], boot_flags: dict[str, Any]) -> dict[str, Any]:
-    from vmkit.guest.apt import debian_arch_name
-    from vmkit.guest.build import find_built
-    from vmkit.spec import ARCH_ALIASES
-
-    arch = ARCH_ALIASES.get(str(over.get("arch")), over.get("arch"))
-    if arch not in (None, "auto", "x86_64", "aarch64"):
-        raise InvalidInput(
-            f"arch: {over.get('arch')!r} is not one of auto, x86_64 (amd64), aarch64 (arm64)"
-        )
-    wanted = debian_arch_name(arch) if arch in ("x86_64", "aarch64") else None  # None: host's
-    guest = find_built(arch=wanted)
-    if guest is None:
-        from vmkit.guest.build import build
-
-        flag = f" --arch {wanted}" if wanted else ""
-        click.echo(
-            f"no --kernel given and the tiny guest is not built yet: building it now "
-            f"(`vmkit guest build{flag}`, once; or pass --kernel/--initrd, or -f spec.yaml)",
-            err=True,
-        )
-        guest = build(arch=wanted, progress=_build_progress)
-    cmdline = boot_flags.get("cmdline") or "quiet"  # the driver adds its console=
-    for share in over.get("shares", []):
-        cmdline += f" vmkit.share={share['tag']}"
-    networks = over.get("networks") or []
-    if networks and networks[0].get("ip"):
-        cmdline += f" vmkit.ip={networks[0]['ip']}"
-    elif networks:
-        cmdline += " vmkit.dhcp=1"
-    marker = over.get("readiness", {}).get("marker")
-    if marker:
-        cmdline += f" vmkit.marker={marker}"
-    return {
-        "kind": "linux",
-        "kernel": str(guest.kernel),
-        "initrd": str(boot_flags.get("initrd") or guest.initrd),
-        "cmdline": cmdline,
-    }
 
 
 # ---- lifecycle -------------------------------------------------------------------------
@@ -333,7 +288,7 @@ def create(name: str | None, as_json: bool, **o: Any) -> None:
         _echo_json(machine.inspect())
     else:
         click.echo(f"created {machine.name} (driver {machine.driver_name})")
-        for made in machine.record.get("disks_made", []):
+        for made in machine.record.disks_made:
             how = (
                 f"{made['method']} of {spec.disks[made['index']].clone}, {made['seconds']:.3f}s"
                 if made["made"] == "clone"
@@ -342,8 +297,8 @@ def create(name: str | None, as_json: bool, **o: Any) -> None:
             if made.get("method") == "qcow2-overlay":
                 how += "; it reads through to the base: keep the base unchanged"
             click.echo(f"  disk{made['index']}: {made['path']} ({how})")
-        if machine.record.get("seed_iso"):
-            click.echo(f"  cloud-init seed: {machine.record['seed_iso']} (read-only disk)")
+        if seed := machine.record.extra.get("seed_iso"):
+            click.echo(f"  cloud-init seed: {seed} (read-only disk)")
 
 
 @main.command()
@@ -469,7 +424,7 @@ def ls(as_json: bool) -> None:
     host = _host()
     items = []
     for m in host.machines():
-        spec = m.record["spec"]
+        spec = m.spec_json
         st = m.status()
         items.append((m, spec, st))
     if as_json:
@@ -571,14 +526,7 @@ def console(name: str) -> None:
     """Attach to the serial console (detach with Ctrl-])."""
     from vmkit.console import attach
 
-    machine = _host().get(name)
-    machine.require("console", f"attach an interactive console (follow `vmkit logs -f {name}`)")
-    st = machine.status()
-    if not st.alive:
-        raise InvalidInput(f"VM {name!r} is {st.state}; start it first")
-    sock = machine.runtime().get("sockets", {}).get("console")
-    if not sock:
-        raise VmkitError(f"VM {name!r} has no console socket")
+    sock = _host().get(name).console_socket()
     if sys.stdin.isatty():
         click.echo(f"attached to {name}'s console; detach with Ctrl-]", err=True)
     try:
@@ -708,7 +656,7 @@ def guest_build(force: bool, arch: str | None, as_json: bool) -> None:
     from vmkit.guest.build import build
 
     t0 = time.monotonic()
-    img = build(force=force, arch=arch, progress=(lambda m: None) if as_json else _build_progress)
+    img = build(force=force, arch=arch, progress=(lambda m: None) if as_json else build_progress)
     if as_json:
         _echo_json(
             {
@@ -723,14 +671,6 @@ def guest_build(force: bool, arch: str | None, as_json: bool) -> None:
             f"tiny guest ready in {time.monotonic() - t0:.1f}s: "
             f"kernel {img.kernel}, initrd {img.initrd}"
         )
-
-
-def _build_progress(message: str) -> None:
-    """One line per step; on a terminal, download percentages rewrite their own line."""
-    tty = sys.stderr.isatty()
-    live = tty and message.startswith("downloading ") and message.endswith(" MiB")
-    done = live and message.split()[-2].split("/")[0] == message.split()[-2].split("/")[1]
-    click.echo(f"\r  {message}" if tty else f"  {message}", err=True, nl=not live or done)
 
 
 @guest.command(name="prune")

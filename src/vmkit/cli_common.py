@@ -13,7 +13,17 @@ READ_HELP = "Print JSON for scripts."
 def host() -> Any:
     from vmkit.machine import Host
 
-    return Host()
+    return Host(progress=build_progress)
+
+
+def build_progress(message: str) -> None:
+    """One line per step; on a terminal, download percentages rewrite their own line."""
+    import sys
+
+    tty = sys.stderr.isatty()
+    live = tty and message.startswith("downloading ") and message.endswith(" MiB")
+    done = live and message.split()[-2].split("/")[0] == message.split()[-2].split("/")[1]
+    click.echo(f"\r  {message}" if tty else f"  {message}", err=True, nl=not live or done)
 
 
 def echo_json(obj: Any) -> None:

@@ -31,10 +31,12 @@ def _existing(path: Path) -> Path:
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
 def kernel_inspect(file: Path, as_json: bool) -> None:
     """Say what FILE is and which drivers can boot it."""
+    from vmkit.drivers import boot_support
     from vmkit.storage.kernel import describe
     from vmkit.units import format_size
 
     info = describe(_existing(file))
+    info.boot = boot_support(info)
     if as_json:
         echo_json(info.to_json())
         return

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from vmkit.cli_common import READ_HELP, echo_json, host, table
+from vmkit.drivers import names as driver_names
 from vmkit.errors import InvalidInput
 
 
@@ -144,7 +145,7 @@ def snapshot_rm(names: tuple[str, ...]) -> None:
 @click.option("--name", "new_name", help="Name of the new VM (default: SNAPSHOT-N).")
 @click.option(
     "--driver",
-    type=click.Choice(["auto", "qemu", "cloud-hypervisor", "vfkit", "krunkit"]),
+    type=click.Choice(["auto", *driver_names()]),
     help="Must match the driver the snapshot was taken with.",
 )
 @click.option("--wait/--no-wait", "wait_ready", default=True, help="Wait until ready.")

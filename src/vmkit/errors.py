@@ -1,4 +1,4 @@
-"""vmkit's exceptions. Each carries the CLI exit code DESIGN.md assigns it."""
+"""vmkit's exceptions. Each carries the CLI exit code (README: 0 ok, 1 failed, 2 bad input)."""
 
 from __future__ import annotations
 

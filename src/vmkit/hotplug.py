@@ -10,8 +10,6 @@ from vmkit.errors import InvalidInput, SpecError
 if TYPE_CHECKING:
     from vmkit.spec import Disk, Network
 
-QCOW2_MAGIC = b"QFI\xfb"
-
 
 def disk_from_path(path: Path, readonly: bool, fmt: str | None) -> Disk:
     """A checked Disk for `path`; the format is read from the file when not given."""
@@ -23,8 +21,9 @@ def disk_from_path(path: Path, readonly: bool, fmt: str | None) -> Disk:
     if not path.is_file():
         why = "is a directory" if path.is_dir() else "does not exist"
         raise InvalidInput(f"disk {str(path)!r} {why}")
-    with path.open("rb") as f:
-        sniffed = "qcow2" if f.read(4) == QCOW2_MAGIC else "raw"
+    from vmkit.imagefmt import sniff_format
+
+    sniffed = sniff_format(path)
     if fmt is not None and fmt != sniffed:
         raise InvalidInput(
             f"disk {str(path)!r} is a {sniffed} image, not {fmt}; use --format {sniffed}"

@@ -41,6 +41,15 @@ class ProcessRef:
             return False
         return True
 
+    def terminate(self, grace: float = 3.0) -> bool:
+        """SIGTERM, up to `grace` seconds to exit, then SIGKILL; True once it is gone."""
+        if not self.signal(signal.SIGTERM):
+            return True
+        if self.wait_gone(grace):
+            return True
+        self.signal(signal.SIGKILL)
+        return self.wait_gone(grace)
+
     def wait_gone(self, timeout: float, interval: float = 0.02) -> bool:
         deadline = time.monotonic() + timeout
         while True:
@@ -75,7 +84,8 @@ def spawn_detached(
 
     The process outlives us: vmkit is not a daemon.
     """
-    with log.open("ab") as out:
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "ab") as out:
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -91,6 +101,24 @@ def spawn_detached(
         return identify(proc.pid)
     except psutil.NoSuchProcess:
         return ProcessRef(proc.pid, 0.0)
+
+
+def find_by_tag(tag: str) -> ProcessRef | None:
+    """The live process of this user whose argv names `tag` (a VMM's own control socket
+    path, unique per VM): finds a VMM whose pid never reached its record."""
+    uid = os.getuid()
+    for proc in psutil.process_iter(["cmdline", "uids", "create_time"]):
+        try:
+            info = proc.info
+            if info["uids"] is None or info["uids"].real != uid or not info["cmdline"]:
+                continue
+            if any(tag in arg for arg in info["cmdline"]):
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                return ProcessRef(proc.pid, float(info["create_time"]))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return None
 
 
 def describe_exit(status: int | None) -> str:

@@ -14,7 +14,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vmkit.drivers.abilities import (
+    GuestChannel,
+    IncomingPlanner,
+    Migratable,
+    Pausable,
+    RestorePlanner,
+    Snapshottable,
+    ability,
+)
 from vmkit.errors import InvalidInput, VMFailed, VmkitError, VMStateError
+from vmkit.model import RuntimeRecord, State
+from vmkit.process import ProcessRef, wait_for_path
 from vmkit.snapshots import Snapshot, SnapshotStore, dir_bytes
 from vmkit.storage.clone import clone_file
 
@@ -25,14 +36,14 @@ if TYPE_CHECKING:
 RESTORE_TIMEOUT = 120.0
 
 
-def _refuse_hotplugged(machine: Machine, rt: dict[str, Any], verb: str) -> None:
-    if machine.record["spec"].get("shares"):
+def _refuse_hotplugged(machine: Machine, rt: RuntimeRecord, verb: str) -> None:
+    if machine.spec_json.get("shares"):
         raise VMStateError(
             f"cannot {verb} VM {machine.name!r}: it has virtio-fs shares, whose state lives "
             "in the virtiofsd sidecar and cannot be saved or moved (a QEMU/virtiofsd "
             "limitation); stop the VM, or run it without shares"
         )
-    devices = rt.get("hotplug") or {}
+    devices = rt.hotplug
     if devices:
         raise VMStateError(
             f"cannot {verb} VM {machine.name!r} while it has hot-plugged devices "
@@ -42,29 +53,30 @@ def _refuse_hotplugged(machine: Machine, rt: dict[str, Any], verb: str) -> None:
 
 
 def create_snapshot(machine: Machine, name: str) -> Snapshot:
-    driver = machine.require("snapshot", "snapshot")
+    machine.require(Snapshottable, "snapshot")
+    driver = machine.driver
     snaps = SnapshotStore(machine.store.home)
     snaps.path(name)  # a bad name is bad input, whatever state the VM is in
     t0 = time.monotonic()
-    with machine._locked():
-        rt = machine.live_runtime("snapshot")
+    with machine.locked():
+        saver, rt = machine.live_control(Snapshottable, "snapshot")
+        pauser = ability(machine.control(rt), Pausable)
         _refuse_hotplugged(machine, rt, "snapshot")
         spec = machine.spec
         staging = snaps.begin(name)
-        sockets = rt["sockets"]
-        was_paused = machine.status().state == "paused"
+        was_paused = machine.status().state == State.PAUSED
         try:
-            if not was_paused:
-                driver.pause(sockets)
+            if not was_paused and pauser is not None:
+                pauser.pause()
             try:
                 t_save = time.monotonic()
-                state = driver.save_state(sockets, staging)
+                state = saver.save_state(staging)
                 save_s = time.monotonic() - t_save
                 disks = _clone_disks(spec, staging)
                 files = _copy_state_files(machine.dir, staging / "files", driver.vm_state_files)
             finally:
-                if not was_paused:
-                    driver.resume(sockets)
+                if not was_paused and pauser is not None:
+                    pauser.resume()
             record = {
                 "format": 1,
                 "name": name,
@@ -73,8 +85,8 @@ def create_snapshot(machine: Machine, name: str) -> Snapshot:
                 "created_at": time.time(),
                 "spec": spec.to_json(),
                 "macs": _effective_macs(spec),
-                "ready": rt.get("ready"),
-                "accelerator": rt.get("accelerator"),
+                "ready": None if rt.ready is None else rt.ready.to_json(),
+                "accelerator": rt.accelerator,
                 "state": state,
                 "disks": disks,
                 "files": files,
@@ -132,9 +144,9 @@ def _clone_disks(spec: MachineSpec, staging: Path) -> list[dict[str, Any]]:
 
 
 def _effective_macs(spec: MachineSpec) -> list[str]:
-    from vmkit.net.mac import stable_mac
+    from vmkit.net.mac import nic_mac
 
-    return [net.mac or stable_mac(spec.name, i) for i, net in enumerate(spec.networks)]
+    return [nic_mac(spec.name, i, net.mac) for i, net in enumerate(spec.networks)]
 
 
 def _free_name(host: Host, base: str) -> str:
@@ -164,7 +176,6 @@ def restore(
     leaves nothing behind.
     """
     from vmkit.drivers import get_driver
-    from vmkit.machine import Machine
     from vmkit.spec import spec_from_dict
 
     snap = SnapshotStore(host.store.home).get(snapshot)
@@ -175,15 +186,17 @@ def restore(
             f"{snap.driver})"
         )
     driver = get_driver(snap.driver, snap.record["spec"].get("arch"))
-    if not driver.capabilities.snapshot:
+    planner = driver if isinstance(driver, RestorePlanner) else None
+    if planner is None or not driver.capabilities.snapshot:
         raise InvalidInput(f"the {driver.name} driver cannot restore snapshots")
     _verify_snapshot_files(snap)
     if memory_restore not in ("copy", "ondemand"):
         raise InvalidInput(f"memory restore {memory_restore!r}: use copy or ondemand")
-    if memory_restore == "ondemand" and driver.name != "cloud-hypervisor":
+    if memory_restore not in driver.memory_restore_modes:
         raise InvalidInput(
-            f"--memory-restore ondemand is a Cloud Hypervisor feature; the {driver.name} "
-            "driver loads the whole snapshot"
+            f"--memory-restore {memory_restore} is not something the {driver.name} driver "
+            f"can do (it can: {', '.join(driver.memory_restore_modes)}); "
+            "ondemand is a Cloud Hypervisor feature"
         )
     state = {**snap.state, "memory_restore": memory_restore}
     new_name = name or _free_name(host, snap.name)
@@ -191,51 +204,41 @@ def restore(
     spec_json = dict(snap.record["spec"])
     spec_json["name"] = new_name
     spec_json["networks"] = [{**net, "mac": None} for net in spec_json.get("networks", [])]
-    host._pin_macs(spec_json)  # fresh MACs, unique in the store
     vm_dir = host.store.vm_dir(new_name)
     for d in snap.record["disks"]:
         if not d["shared"]:
             spec_json["disks"][d["index"]]["path"] = str(vm_dir / f"disk{d['index']}.{d['format']}")
-    spec = spec_from_dict(spec_json, check_files=False)
-
-    host.store.create(
-        new_name,
-        {
-            "spec": spec.to_json(),
-            "driver": driver.name,
-            "created_at": time.time(),
-            "format": 1,
-            "restored_from": snap.name,
-        },
-    )
-    machine = Machine(host, new_name)
+    spec_json = spec_from_dict(spec_json, check_files=False).to_json()
+    machine = host.register(spec_json, driver.name, restored_from=snap.name)  # fresh MACs
+    spec = machine.spec
     try:
         for d in snap.record["disks"]:
             if not d["shared"]:
                 clone_file(snap.dir / d["file"], vm_dir / f"disk{d['index']}.{d['format']}")
         _copy_state_files(snap.dir / "files", vm_dir, tuple(snap.record.get("files", [])))
         accel = str(snap.record.get("accelerator") or "tcg")
-        plan = driver.plan_restore(spec, machine._context(accel), snap.dir, state)
-        with machine._locked():
-            proc = machine._launch_unlocked(plan, {"restored_from": snap.name})
-        machine._wait_control(proc)
-        sockets = machine.runtime()["sockets"]
+        plan = planner.plan_restore(spec, machine.context(accel), snap.dir, state)
+        with machine.locked():
+            proc = machine.launch(plan.launch, restored_from=snap.name)
+        ctl = machine.wait_control(proc)
+        loader = ability(ctl, Snapshottable)
+        assert loader is not None  # driver.capabilities.snapshot
         try:
-            driver.complete_restore(sockets, snap.dir, state, timeout or RESTORE_TIMEOUT)
+            plan.stage()
+            loader.complete_restore(plan, timeout or RESTORE_TIMEOUT)
         except VmkitError as exc:
             proc.wait_gone(2)
             raise VMFailed(
-                machine._failure_message(
+                machine.failure_message(
                     machine.status(), f"restoring snapshot {snap.name!r} failed: {exc}"
                 )
             ) from None
-        if driver.capabilities.restore_readiness:
-            driver.announce_readiness(sockets, [n["mac"] for n in spec_json["networks"]])
+        if (channel := ability(ctl, GuestChannel)) is not None:
+            channel.announce_readiness([n["mac"] for n in spec.to_json()["networks"]])
         elif snap.record.get("ready") is not None:
             # No channel to make the guest say it again (Cloud Hypervisor): it said so before
             # the snapshot and resumes exactly there, so that readiness carries over, marked.
-            ready = {**snap.record["ready"], "at": time.time(), "offset": 0}
-            machine._update_runtime({"ready": {**ready, "inherited_from": snap.name}})
+            machine.inherit_readiness(snap.record["ready"], snap.name)
         if wait:
             machine.wait_ready(timeout)
     except BaseException:
@@ -269,15 +272,16 @@ def _verify_snapshot_files(snap: Snapshot) -> None:
 
 def migrate(machine: Machine, to: str, timeout: float) -> Machine:
     """Live-migrate `machine` into a new VM `to` on this host; `machine` ends stopped."""
-    from vmkit.machine import Machine as MachineCls
     from vmkit.spec import spec_from_dict
 
-    driver = machine.require("migrate", "live-migrate")
+    machine.require(Migratable, "live-migrate")
+    driver = machine.driver
+    assert isinstance(driver, IncomingPlanner)  # capabilities.migrate needs both sides
     host = machine.host
-    with machine._locked():
-        rt = machine.live_runtime("migrate", ("running", "ready"))
+    with machine.locked():
+        sender, rt = machine.live_control(Migratable, "migrate", (State.RUNNING, State.READY))
         _refuse_hotplugged(machine, rt, "migrate")
-        if any(n.get("publish") for n in machine.record["spec"].get("networks", [])):
+        if any(n.get("publish") for n in machine.spec_json.get("networks", [])):
             raise VMStateError(
                 f"cannot migrate VM {machine.name!r} on this host while it publishes ports: "
                 "the new VMM cannot bind the host ports the old one holds"
@@ -300,36 +304,26 @@ def migrate(machine: Machine, to: str, timeout: float) -> Machine:
         record_json = spec.to_json()
         for i, _src, dst in owned:
             record_json["disks"][i]["path"] = str(dst)
-        host.store.create(
-            to,
-            {
-                "spec": record_json,
-                "driver": driver.name,
-                "created_at": time.time(),
-                "format": 1,
-                "migrated_from": machine.name,
-            },
-        )
-        target = MachineCls(host, to)
+        target = host.register(record_json, driver.name, True, migrated_from=machine.name)
         try:
             uri_path = host.store.socket_path(to, "mig")
             uri_path.unlink(missing_ok=True)
             uri = f"unix:{uri_path}"
-            accel = str(rt.get("accelerator") or "tcg")
+            accel = str(rt.accelerator or "tcg")
             _copy_state_files(machine.dir, target.dir, driver.vm_state_files)
-            plan = driver.plan_incoming(spec, target._context(accel), uri)
-            with target._locked():
-                proc = target._launch_unlocked(
-                    plan, {"migrated_from": machine.name, "ready": rt.get("ready")}
-                )
-            target._wait_control(proc)
-            driver.start_incoming({k: str(v) for k, v in target.runtime()["sockets"].items()}, uri)
+            plan = driver.plan_incoming(spec, target.context(accel), uri)
+            ready = None if rt.ready is None else rt.ready.to_json()
+            with target.locked():
+                proc = target.launch(plan, migrated_from=machine.name, ready=ready)
+            receiver = ability(target.wait_control(proc), Migratable)
+            assert receiver is not None
+            receiver.start_incoming(uri)
             _wait_listening(uri_path, proc)
-            src_proc = machine._proc(rt)
-            driver.send_migration(rt["sockets"], uri, timeout)
+            src_proc = machine.process(rt)
+            sender.send_migration(uri, timeout)
             if src_proc is not None:
                 src_proc.wait_gone(10)
-                machine._finish(rt, src_proc, "migrate", f"migrated to {to}")
+                machine.mark_ended(rt, src_proc, "migrate", f"migrated to {to}")
             uri_path.unlink(missing_ok=True)
             for _i, src, dst in owned:  # the target QEMU keeps its open fds across a rename
                 dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -341,11 +335,9 @@ def migrate(machine: Machine, to: str, timeout: float) -> Machine:
     return target
 
 
-def _wait_listening(path: Path, proc: Any, limit: float = 30.0) -> None:
-    deadline = time.monotonic() + limit
-    while not path.exists():
-        if proc.wait_gone(0):
-            raise VMFailed(f"the migration target exited before listening on {path}")
-        if time.monotonic() > deadline:
-            raise VMFailed(f"the migration target did not listen on {path} within {limit:g}s")
-        time.sleep(0.02)
+def _wait_listening(path: Path, proc: ProcessRef, limit: float = 30.0) -> None:
+    if wait_for_path(proc, path, limit):
+        return
+    if proc.wait_gone(0):
+        raise VMFailed(f"the migration target exited before listening on {path}")
+    raise VMFailed(f"the migration target did not listen on {path} within {limit:g}s")

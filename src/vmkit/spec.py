@@ -26,12 +26,12 @@ from pydantic import (
 )
 
 from vmkit.errors import SpecError
+from vmkit.imagefmt import sniff_format
 from vmkit.names import validate_name
 from vmkit.units import SIZE_HELP, format_size, parse_size
 
 MARKER_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 MIN_MEMORY = 16 << 20
-QCOW2_MAGIC = b"QFI\xfb"
 
 DriverName = Literal["auto", "qemu", "cloud-hypervisor", "vfkit", "krunkit"]
 AccelName = Literal["auto", "kvm", "hvf", "tcg"]
@@ -100,6 +100,25 @@ class MacosBoot(_Model):
         return _resolve(v, info)
 
 
+class TinyBoot(_Model):
+    """vmkit's tiny guest (Debian kernel + busybox initramfs, built on first use), with
+    `cmdline` added to the kernel command line and `initrd` instead of its own."""
+
+    kind: Literal["tiny"] = "tiny"
+    initrd: Path | None = None
+    cmdline: str = ""
+
+    @field_validator("initrd")
+    @classmethod
+    def _paths(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return None if v is None else _resolve(v, info)
+
+    @field_validator("cmdline")
+    @classmethod
+    def _cmdline(cls, v: str) -> str:
+        return LinuxBoot._cmdline(v)
+
+
 def _boot_kind(v: Any) -> str:
     if isinstance(v, dict):
         return str(v.get("kind", "linux"))
@@ -109,7 +128,8 @@ def _boot_kind(v: Any) -> str:
 Boot = Annotated[
     Annotated[LinuxBoot, Tag("linux")]
     | Annotated[EfiBoot, Tag("efi")]
-    | Annotated[MacosBoot, Tag("macos")],
+    | Annotated[MacosBoot, Tag("macos")]
+    | Annotated[TinyBoot, Tag("tiny")],
     Discriminator(_boot_kind),
 ]
 
@@ -191,7 +211,7 @@ class Network(_Model):
     @field_validator("tap", "bridge")
     @classmethod
     def _ifname(cls, v: str | None) -> str | None:
-        from vmkit.net.tap import check_ifname
+        from vmkit.names import check_ifname
 
         return None if v is None else check_ifname(v)
 
@@ -420,7 +440,7 @@ class MachineSpec(_Model):
     hugepages: bool = Field(default=False, description="back guest RAM with huge pages")
     vsock_cid: int | None = Field(default=None, ge=3, description="virtio-vsock guest CID")
     max_memory: int | None = Field(default=None, description="memory ceiling for resize")
-    boot: Boot
+    boot: Boot = Field(default_factory=TinyBoot, description="default: the tiny guest")
     disks: list[Disk] = Field(default_factory=list)
     networks: list[Network] = Field(default_factory=list)
     shares: list[Share] = Field(default_factory=list)
@@ -544,7 +564,7 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
         elif kind == "missing":
             msg = "is required"
         elif kind == "union_tag_invalid":
-            msg = f"{err['ctx']['tag']!r} is not a boot kind; use 'linux' (or 'efi')"
+            msg = f"{err['ctx']['tag']!r} is not a boot kind; use 'linux', 'efi' or 'tiny'"
         else:
             msg = f"{value!r}: {err['msg']}"
         out.append((field, msg))
@@ -584,6 +604,8 @@ def missing_files(spec: MachineSpec) -> list[tuple[str, str]]:
         need("boot.machine_identifier", spec.boot.machine_identifier)
         need("boot.hardware_model", spec.boot.hardware_model)
         need("boot.aux_image", spec.boot.aux_image)
+    elif isinstance(spec.boot, TinyBoot):
+        need("boot.initrd", spec.boot.initrd)
     elif spec.boot.firmware is not None:
         need("boot.firmware", spec.boot.firmware)
     for i, disk in enumerate(spec.disks):
@@ -591,16 +613,13 @@ def missing_files(spec: MachineSpec) -> list[tuple[str, str]]:
         if disk.path is None:
             continue
         need(f"disks[{i}].path", disk.path)
-        if disk.path.is_file():
-            with disk.path.open("rb") as f:
-                is_qcow2 = f.read(4) == QCOW2_MAGIC
-            if is_qcow2 and disk.format == "raw":
-                problems.append(
-                    (
-                        f"disks[{i}].format",
-                        f"{str(disk.path)!r} is a qcow2 image; set format: qcow2",
-                    )
+        if disk.path.is_file() and disk.format == "raw" and sniff_format(disk.path) == "qcow2":
+            problems.append(
+                (
+                    f"disks[{i}].format",
+                    f"{str(disk.path)!r} is a qcow2 image; set format: qcow2",
                 )
+            )
     for i, share in enumerate(spec.shares):
         if not share.host.is_dir():
             why = "is a file, not a directory" if share.host.exists() else "does not exist"

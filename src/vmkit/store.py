@@ -147,6 +147,17 @@ class Store:
         with file_lock(d / LOCK_FILE, timeout, f"VM {name!r}", create=False):
             yield
 
+    def lock_busy(self, name: str) -> bool:
+        """Whether some vmkit process holds `name`'s lock right now (a probe: it takes the
+        lock only if free, and lets go at once)."""
+        try:
+            with file_lock(self.vm_dir(name) / LOCK_FILE, 0.0, f"VM {name!r}", create=False):
+                return False
+        except LockBusy:
+            return True
+        except NotFound:
+            return False
+
     def create(self, name: str, machine: dict[str, Any]) -> Path:
         """Claim `name` and write its record atomically: the dir appears complete or not at all."""
         with self.store_lock():

@@ -128,7 +128,7 @@ def make_spec(extra: dict[str, Any]) -> Any:
 def test_vm_create_bodies_validate_against_the_openapi_spec(openapi, tmp_path, extra):
     spec = make_spec(extra)
     plan = CloudHypervisorDriver().plan(spec, ctx(tmp_path))
-    reqs = plan.api_requests
+    reqs = [r.to_json() for r in plan.api_requests]
     nics = ["vm.add-net"] * len(spec.networks)  # each with its TAP's fd, before the boot
     assert [r["endpoint"] for r in reqs] == ["vm.create", *nics, "vm.boot"]
     assert [r["pass_fd"]["tap"] for r in reqs if "pass_fd" in r] == [n.tap for n in spec.networks]
@@ -145,7 +145,7 @@ def test_vm_create_bodies_validate_against_the_openapi_spec(openapi, tmp_path, e
     assert body["cpus"]["boot_vcpus"] == spec.cpus and body["memory"]["size"] == spec.memory
     assert "net" not in body  # a TAP named here would be opened (and addressed) by CH itself
     assert all("tap" not in r["body"] for r in reqs[1:-1])
-    sockets = {k: str(v) for k, v in plan.sockets.items()}
+    sockets = {k: str(v) for k, v in plan.all_sockets().items()}
     for i, share in enumerate(body.get("fs", [])):
         assert share["socket"] == sockets[f"fs{i}"]  # where vmkit starts that virtiofsd
     if "vsock" in body:
@@ -192,19 +192,19 @@ def test_control_against_the_double(openapi, tmp_path):
     c = ctx(tmp_path)
     plan = drv.plan(make_spec({}), c)
     sockets = {"api": str(c.sockets["api"])}
-    assert drv.control_state(sockets) is None  # nothing listening yet
+    assert drv.bind(sockets, Path(".")).state() is None  # nothing listening yet
     with CHDouble(c.sockets["api"]) as ch:
-        assert drv.control_state(sockets) == "starting"  # VMM up, no VM yet
-        drv.after_launch(sockets, plan)
-        assert ch.state == "Running" and drv.control_state(sockets) == "running"
-        drv.pause(sockets)
-        assert drv.control_state(sockets) == "paused"
-        drv.resume(sockets)
-        drv.reboot(sockets)
+        assert drv.bind(sockets, Path(".")).state() == "starting"  # VMM up, no VM yet
+        drv.bind(sockets, Path(".")).after_launch(plan)
+        assert ch.state == "Running" and drv.bind(sockets, Path(".")).state() == "running"
+        drv.bind(sockets, Path(".")).pause()
+        assert drv.bind(sockets, Path(".")).state() == "paused"
+        drv.bind(sockets, Path(".")).resume()
+        drv.bind(sockets, Path(".")).reboot()
         ch.ignore_power_button = True
-        drv.request_powerdown(sockets)
-        assert drv.control_state(sockets) == "running"  # the guest ignored it
-        assert drv.force_shutdown(sockets) == "vm.shutdown"
+        drv.bind(sockets, Path(".")).power_button()
+        assert drv.bind(sockets, Path(".")).state() == "running"  # the guest ignored it
+        assert drv.bind(sockets, Path(".")).hard_stop() == "vm.shutdown"
         assert [e for _m, e, _b in ch.requests][-2:] == ["vm.shutdown", "vmm.shutdown"]
         for method, endpoint, _body in ch.requests:
             assert f"/{endpoint}" in openapi["paths"]
@@ -217,10 +217,10 @@ def test_ch_errors_carry_its_text(tmp_path):
     sockets = {"api": str(c.sockets["api"])}
     with CHDouble(c.sockets["api"]) as ch:
         with pytest.raises(CHError, match="HTTP 404: VmNotCreated"):
-            drv.pause(sockets)
+            drv.bind(sockets, Path(".")).pause()
         ch.fail["vm.create"] = (500, "Error creating VM: Cannot open kernel")
         with pytest.raises(CHError, match="Cannot open kernel"):
-            drv.after_launch(sockets, drv.plan(make_spec({}), c))
+            drv.bind(sockets, Path(".")).after_launch(drv.plan(make_spec({}), c))
 
 
 @CAP(
@@ -239,19 +239,23 @@ def test_advanced_verb_bodies_validate(openapi, tmp_path):
     state = tmp_path / "snap"
     state.mkdir()
     with CHDouble(c.sockets["api"]) as ch:
-        drv.after_launch(sockets, drv.plan(make_spec({}), c))
-        drv.attach_disk(sockets, Disk(path=Path("/d/x.qcow2"), format="qcow2"), "hd0")
-        drv.attach_share(sockets, "docs", "/tmp/vk/x.hs0", "hs0")
-        drv.detach_share(sockets, "hs0")
-        drv.detach_disk(sockets, "hd0")
-        drv.detach_net(sockets, "hd0")
-        drv.pause(sockets)
-        meta = drv.save_state(sockets, state)
+        drv.bind(sockets, Path(".")).after_launch(drv.plan(make_spec({}), c))
+        drv.bind(sockets, Path(".")).attach_disk(
+            Disk(path=Path("/d/x.qcow2"), format="qcow2"), "hd0"
+        )
+        drv.bind(sockets, Path(".")).attach_share("docs", "/tmp/vk/x.hs0", "hs0")
+        drv.bind(sockets, Path(".")).detach_share("hs0")
+        drv.bind(sockets, Path(".")).detach_disk("hd0")
+        drv.bind(sockets, Path(".")).detach_net("hd0")
+        drv.bind(sockets, Path(".")).pause()
+        meta = drv.bind(sockets, Path(".")).save_state(state)
         assert meta["files"] == ["config.json", "memory-ranges", "state.json"]
-        drv.resume(sockets)
-        drv.resize(sockets, 4, 1 << 30)
-        assert drv.counters(sockets) == {"_disk0": {"read_bytes": 4096, "write_bytes": 0}}
-        drv.send_migration(sockets, "unix:/tmp/x.mig", 30)
+        drv.bind(sockets, Path(".")).resume()
+        drv.bind(sockets, Path(".")).resize(4, 1 << 30)
+        assert drv.bind(sockets, Path(".")).counters() == {
+            "_disk0": {"read_bytes": 4096, "write_bytes": 0}
+        }
+        drv.bind(sockets, Path(".")).send_migration("unix:/tmp/x.mig", 30)
         for method, endpoint, body in ch.requests:
             if method == "PUT" and body is not None:
                 name = request_schema(openapi, endpoint)
@@ -261,9 +265,11 @@ def test_advanced_verb_bodies_validate(openapi, tmp_path):
     c2 = ctx(tmp_path / "r")
     spec2 = make_spec({"name": "chvm-1"})
     plan = drv.plan_restore(spec2, c2, state, meta)
-    assert plan.argv == drv.plan(spec2, c2).argv  # a bare VMM: the VM comes from the snapshot
+    # a bare VMM: the VM comes from the snapshot
+    assert plan.launch.argv == drv.plan(spec2, c2).argv
     with CHDouble(c2.sockets["api"]) as ch2:
-        drv.complete_restore({"api": str(c2.sockets["api"])}, state, meta, 30)
+        plan.stage()
+        drv.bind({"api": str(c2.sockets["api"])}, Path(".")).complete_restore(plan, 30)
         assert [e for _m, e, _b in ch2.requests] == ["vm.restore", "vm.info"]
         validate(openapi, "RestoreConfig", ch2.bodies("vm.restore")[0])
         assert ch2.state == "Running"  # `resume: true`: no vm.resume round trip
@@ -321,10 +327,10 @@ def test_force_shutdown_reports_the_step_that_worked(tmp_path):
         ch.state = "Created"  # never booted: vm.shutdown has nothing to stop (405)
         ch.config = {}
         ch.fail["vm.shutdown"] = (405, "VmNotRunning")
-        assert drv.force_shutdown(sockets) == "vmm.shutdown"
+        assert drv.bind(sockets, Path(".")).hard_stop() == "vmm.shutdown"
         assert [e for _m, e, _b in ch.requests] == ["vm.shutdown", "vmm.shutdown"]
     with pytest.raises(CHError, match="no answer"):  # nobody there: SIGTERM comes next
-        drv.force_shutdown(sockets)
+        drv.bind(sockets, Path(".")).hard_stop()
 
 
 def test_a_bzimage_is_booted_as_its_extracted_pvh_vmlinux(openapi, tmp_path):
@@ -340,7 +346,7 @@ def test_a_bzimage_is_booted_as_its_extracted_pvh_vmlinux(openapi, tmp_path):
     )
     c = ctx(tmp_path)
     drv = CloudHypervisorDriver()
-    body = drv.plan(spec, c).api_requests[0]["body"]
+    body = drv.plan(spec, c).api_requests[0].body
     assert body["payload"]["kernel"] == str(tmp_path / "vmlinux")
     validate(openapi, "VmConfig", body)
     assert not (tmp_path / "vmlinux").exists()  # planning (--dry-run) makes nothing
@@ -373,9 +379,10 @@ def test_on_demand_restore_body(openapi, tmp_path):
     (snap / "state.json").write_text("{}")
     c = ctx(tmp_path)
     meta = {"memory_restore": "ondemand", "files": ["config.json", "state.json"]}
-    drv.plan_restore(make_spec({}), c, snap, meta)
+    plan = drv.plan_restore(make_spec({}), c, snap, meta)
     with CHDouble(c.sockets["api"]) as ch:
-        drv.complete_restore({"api": str(c.sockets["api"])}, snap, meta, 30)
+        plan.stage()
+        drv.bind({"api": str(c.sockets["api"])}, Path(".")).complete_restore(plan, 30)
         body = ch.bodies("vm.restore")[0]
     assert body["memory_restore_mode"] == "OnDemand"
     validate(openapi, "RestoreConfig", body)
@@ -448,20 +455,20 @@ def test_tap_nics_reach_ch_as_fds_even_from_another_namespace(openapi, tmp_path,
     spec = make_spec({"networks": [{"mode": "tap", "tap": name, "netns": ns}]})
     plan = drv.plan(spec, c)
     with CHDouble(c.sockets["api"]) as ch:
-        drv.after_launch(sockets, plan)
+        drv.bind(sockets, Path(".")).after_launch(plan)
         assert ch.state == "Running" and ch.received_taps == [name]
         (add,) = ch.bodies("vm.add-net")
         assert "tap" not in add and add["id"] == "net0"
         validate(openapi, "NetConfig", add)
         # hot-plug: the same, into the running VM
         hot = Network(mode="tap", tap=f"{name}h", netns=ns)
-        drv.attach_net(sockets, hot, "hn0", "52:54:00:aa:bb:cc")
+        drv.bind(sockets, Path(".")).attach_net(hot, "hn0", "52:54:00:aa:bb:cc")
         assert ch.received_taps == [name, f"{name}h"]
         validate(openapi, "NetConfig", ch.bodies("vm.add-net")[-1])
-        drv.detach_net(sockets, "hn0")
+        drv.bind(sockets, Path(".")).detach_net("hn0")
         with pytest.raises(Exception, match=r"'nope' in network namespace .* does not exist"):
-            drv.attach_net(
-                sockets, Network(mode="tap", tap="nope", netns=ns), "hn1", "52:54:00:aa:bb:cd"
+            drv.bind(sockets, Path(".")).attach_net(
+                Network(mode="tap", tap="nope", netns=ns), "hn1", "52:54:00:aa:bb:cd"
             )
     # what CH would do with the TAP named in its config while vmkit holds an fd to it
     fd, _created = taps.open_tap(name, ns)
@@ -487,7 +494,10 @@ def test_every_vm_state_in_the_spec_maps_to_a_vmkit_state(openapi, tmp_path, ch_
     c = ctx(tmp_path)
     with CHDouble(c.sockets["api"]) as ch:
         ch.state, ch.config = ch_state, {}
-        assert CloudHypervisorDriver().control_state({"api": str(c.sockets["api"])}) == vmkit_state
+        assert (
+            CloudHypervisorDriver().bind({"api": str(c.sockets["api"])}, Path(".")).state()
+            == vmkit_state
+        )
 
 
 def test_memory_that_is_not_whole_huge_pages_is_refused_before_launch():
@@ -550,7 +560,7 @@ def test_an_efi_boot_sends_the_firmware_as_the_payload(
     fw.write_bytes(b"\0" * 4096)
     spec = make_spec({"boot": {"kind": "efi"}, "disks": [{"path": "/d/cloud.raw"}]})
     monkeypatch.setenv(chmod.FIRMWARE_ENV, str(fw))
-    body = CloudHypervisorDriver().plan(spec, ctx(tmp_path)).api_requests[0]["body"]
+    body = CloudHypervisorDriver().plan(spec, ctx(tmp_path)).api_requests[0].body
     validate(openapi, request_schema(openapi, "vm.create"), body)
     assert body["payload"] == {"firmware": str(fw)}
     given = make_spec({"boot": {"kind": "efi", "firmware": str(fw)}, "disks": [{"path": "/d/x"}]})

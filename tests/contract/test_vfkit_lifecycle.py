@@ -72,7 +72,7 @@ def start_vm(boot: dict[str, Any], name: str = "mac1", **over: Any) -> Machine:
 @pytest.mark.capability("vfkit", "boot_linux", "readiness", "graceful_stop", "crash_detection")
 def test_start_ready_and_stop_via_the_stop_request(fake_vfkit: Any, boot: dict[str, Any]) -> None:
     machine = start_vm(boot)
-    rt = machine.runtime()
+    rt = machine.runtime().to_json()
     assert rt["argv"][0].endswith("/vfkit")
     assert (machine.dir / "vmm.pid").read_text().strip() == str(rt["pid"])
     result = machine.stop(timeout=10)
@@ -98,7 +98,7 @@ def test_stop_escalates_and_says_which_step_ended_it(
     result = machine.stop(timeout=0.3)
     assert result.step == step
     assert machine.status().state == "stopped"
-    assert not Path(machine.runtime()["sockets"]["rest"]).exists()
+    assert not Path(machine.runtime().to_json()["sockets"]["rest"]).exists()
 
 
 @pytest.mark.capability("vfkit", "pause")
@@ -133,7 +133,7 @@ def test_a_second_process_sees_inspects_and_stops_it(
 def test_guest_poweroff_is_a_clean_stop(fake_vfkit: Any, boot: dict[str, Any]) -> None:
     fake_vfkit("poweroff-after-ready")
     machine = start_vm(boot)
-    rt = machine.runtime()
+    rt = machine.runtime().to_json()
     from vmkit.process import ProcessRef
 
     assert ProcessRef(rt["pid"], rt["create_time"]).wait_gone(10)
@@ -146,7 +146,7 @@ def test_guest_poweroff_is_a_clean_stop(fake_vfkit: Any, boot: dict[str, Any]) -
 def test_a_vmm_error_is_failed_with_the_log_line(fake_vfkit: Any, boot: dict[str, Any]) -> None:
     fake_vfkit("crash-after-ready")
     machine = start_vm(boot)
-    rt = machine.runtime()
+    rt = machine.runtime().to_json()
     from vmkit.process import ProcessRef
 
     assert ProcessRef(rt["pid"], rt["create_time"]).wait_gone(10)
@@ -171,10 +171,10 @@ def test_the_guest_ip_comes_from_the_dhcp_leases_when_the_guest_did_not_say(
 
 def test_a_killed_vmm_is_failed(fake_vfkit: Any, boot: dict[str, Any]) -> None:
     machine = start_vm(boot)
-    os.kill(machine.runtime()["pid"], signal.SIGKILL)
+    os.kill(machine.runtime().to_json()["pid"], signal.SIGKILL)
     from vmkit.process import ProcessRef
 
-    rt = machine.runtime()
+    rt = machine.runtime().to_json()
     assert ProcessRef(rt["pid"], rt["create_time"]).wait_gone(10)
     st = machine.status()
     assert st.state == "failed" and "VMM exited unexpectedly" in (st.reason or "")
@@ -255,7 +255,7 @@ def test_krunkit_efi_boot_with_raw_and_qcow2_then_stop(
     fake_vfkit: Any, tmp_path: Path, cli: Any
 ) -> None:
     machine = start_krunkit(tmp_path)
-    argv = machine.runtime()["argv"]
+    argv = machine.runtime().to_json()["argv"]
     assert argv[0].endswith("/krunkit") and "--pidfile" not in argv
     assert [v["state"] for v in cli.json("ls")] == ["ready"]
     assert "inspect" not in cli.json("inspect", "kr1")["vmm"]
@@ -295,7 +295,9 @@ def test_vm_owned_disks_and_the_seed_iso_reach_vfkit_as_raw_files(
         disks=[{"clone": str(base)}, {"size": "16M"}],
         cloud_init={"hostname": "mac-1"},
     )
-    devices = [a for a in machine.runtime()["argv"] if a.startswith(("virtio-blk", "usb-mass"))]
+    devices = [
+        a for a in machine.runtime().to_json()["argv"] if a.startswith(("virtio-blk", "usb-mass"))
+    ]
     d0, d1, seed = machine.dir / "disk0.raw", machine.dir / "disk1.raw", machine.dir / "seed.iso"
     assert devices == [
         f"virtio-blk,path={d0},deviceId=vmkit-disk0",
@@ -326,9 +328,9 @@ def test_krunkit_gets_a_qcow2_clone_as_qcow2(fake_vfkit: Any, tmp_path: Path) ->
     machine = Host().create(spec)
     machine.start()
     assert machine.wait_ready(20).state == "ready"
-    made = Path(machine.record["spec"]["disks"][0]["path"])
+    made = Path(machine.spec_json["disks"][0]["path"])
     assert made.parent == machine.dir and disk.sniff_format(made) == "qcow2"
-    assert f"virtio-blk,path={made},format=qcow2" in machine.runtime()["argv"]
+    assert f"virtio-blk,path={made},format=qcow2" in machine.runtime().to_json()["argv"]
     machine.kill()
     machine.delete()
 
@@ -419,7 +421,7 @@ def test_a_vm_with_a_share_starts_no_virtiofsd(
     src = tmp_path / "src"
     src.mkdir()
     machine = start_vm(boot, shares=[{"host": str(src), "tag": "src"}])
-    rt = machine.runtime()
+    rt = machine.runtime().to_json()
     assert f"virtio-fs,sharedDir={src},mountTag=src" in rt["argv"]
     assert not [h for h in rt.get("helpers") or [] if h.get("kind") == "virtiofsd"]
     machine.kill()
@@ -458,7 +460,7 @@ def test_a_published_port_reaches_the_nat_address_through_vmkits_relay(
     with socket.create_connection(("127.0.0.1", host_port), timeout=5) as c:
         c.sendall(b"through the relay")
         assert c.recv(100) == b"through the relay"
-    rt = machine.runtime()
+    rt = machine.runtime().to_json()
     (relay,) = [h for h in rt["helpers"] if h["kind"] == "portfwd"]
     os.kill(rt["pid"], signal.SIGKILL)  # the VMM dies behind vmkit's back
     from vmkit.process import ProcessRef

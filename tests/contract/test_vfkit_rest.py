@@ -53,10 +53,10 @@ def test_pause_and_resume_post_202_and_change_state(sock: Path) -> None:
     with DoubleServer(sock) as double:
         driver = VfkitDriver()
         sockets = {"rest": str(sock)}
-        driver.pause(sockets)
-        assert driver.control_state(sockets) == "paused"
-        driver.resume(sockets)
-        assert driver.control_state(sockets) == "running"
+        driver.bind(sockets, Path(".")).pause()
+        assert driver.bind(sockets, Path(".")).state() == "paused"
+        driver.bind(sockets, Path(".")).resume()
+        assert driver.bind(sockets, Path(".")).state() == "running"
         assert double.vm.requests == ["Pause", "Resume"]
 
 
@@ -78,17 +78,17 @@ def test_stop_then_hardstop(sock: Path) -> None:
     with DoubleServer(sock, {"ignore-stop"}) as double:
         driver = VfkitDriver()
         sockets = {"rest": str(sock)}
-        driver.request_powerdown(sockets)
-        assert driver.control_state(sockets) == "running"  # the guest ignored it
-        assert driver.force_shutdown(sockets) == "HardStop"
-        assert driver.control_state(sockets) == "stopping"  # Stopped, process still there
+        driver.bind(sockets, Path(".")).power_button()
+        assert driver.bind(sockets, Path(".")).state() == "running"  # the guest ignored it
+        assert driver.bind(sockets, Path(".")).hard_stop() == "HardStop"
+        assert driver.bind(sockets, Path(".")).state() == "stopping"  # Stopped, process still there
         assert double.vm.requests == ["Stop", "HardStop"]
 
 
 def test_inspect_extra_has_state_and_inspect(sock: Path) -> None:
     config = {"vcpus": 2, "memoryBytes": 1 << 30, "devices": [{"kind": "virtio-rng"}]}
     with DoubleServer(sock, config=config):
-        extra = VfkitDriver().inspect_extra({"rest": str(sock)})
+        extra = VfkitDriver().bind({"rest": str(sock)}, Path(".")).inspect_extra()
     assert extra["inspect"] == config
     assert extra["state"]["state"] == "VirtualMachineStateRunning"
 
@@ -96,8 +96,11 @@ def test_inspect_extra_has_state_and_inspect(sock: Path) -> None:
 def test_no_socket_means_unreachable_and_no_state(sock: Path) -> None:
     with pytest.raises(VfkitUnreachable, match=r"does not answer.*exited"):
         VfkitAPI(str(sock)).state()
-    assert VfkitDriver().control_state({"rest": str(sock)}) is None
-    assert "does not answer" in VfkitDriver().inspect_extra({"rest": str(sock)})["error"]
+    assert VfkitDriver().bind({"rest": str(sock)}, Path(".")).state() is None
+    assert (
+        "does not answer"
+        in VfkitDriver().bind({"rest": str(sock)}, Path(".")).inspect_extra()["error"]
+    )
 
 
 def test_a_refused_connection_is_unreachable(sock: Path) -> None:
@@ -125,12 +128,14 @@ def test_krunkit_has_no_hardstop_pause_or_inspect(sock: Path) -> None:
     with DoubleServer(sock, flavor="krunkit") as double:
         driver = KrunkitDriver()
         sockets = {"rest": str(sock)}
-        assert driver.control_state(sockets) == "running"
-        assert driver.force_shutdown(sockets) is None
-        with pytest.raises(Exception, match=r"cannot pause"):
-            driver.pause(sockets)
-        assert "inspect" not in driver.inspect_extra(sockets)
-        driver.request_powerdown(sockets)
+        assert driver.bind(sockets, Path(".")).state() == "running"
+        assert driver.bind(sockets, Path(".")).hard_stop() is None
+        from vmkit.drivers.abilities import Pausable
+
+        assert not isinstance(driver.bind(sockets, Path(".")), Pausable)
+        assert not driver.capabilities.pause
+        assert "inspect" not in driver.bind(sockets, Path(".")).inspect_extra()
+        driver.bind(sockets, Path(".")).power_button()
         assert double.vm.requests == ["Stop"]
 
 
@@ -166,9 +171,13 @@ def _drop_after_headers(sock: Path) -> tuple[socket.socket, list[bytes]]:
 def test_krunkit_stop_counts_as_sent_when_krunkit_closes_after_the_post(sock: Path) -> None:
     srv, seen = _drop_after_headers(sock)
     try:
-        KrunkitDriver().request_powerdown({"rest": str(sock)})  # no error: krunkit saw POST
+        KrunkitDriver().bind(
+            {"rest": str(sock)}, Path(".")
+        ).power_button()  # no error: krunkit saw POST
         with pytest.raises(VfkitAPIError, match="closed the connection"):
-            VfkitDriver().request_powerdown({"rest": str(sock)})  # vfkit must answer 202
+            VfkitDriver().bind(
+                {"rest": str(sock)}, Path(".")
+            ).power_button()  # vfkit must answer 202
     finally:
         srv.close()
     assert all(s.startswith(b"POST /vm/state HTTP/1.1") for s in seen)

@@ -12,8 +12,12 @@ OTHER = "aarch64" if machine_arch() == "x86_64" else "x86_64"
 
 
 def test_auto_picks_qemu_for_another_architecture(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(drivers.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(drivers, "is_macos", lambda: True)  # vfkit would win otherwise
+    import shutil
+
+    from vmkit import hostinfo
+
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(hostinfo, "is_macos", lambda: True)  # vfkit would win otherwise
     assert drivers.resolve_driver_name("auto") == "vfkit"
     assert drivers.resolve_driver_name("auto", OTHER) == "qemu"
     assert drivers.resolve_driver_name("auto", machine_arch()) == "vfkit"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from vmkit.drivers import boot_support
 from vmkit.storage import kernel
 from vmkit.storage.kernel import KernelFormat, KernelFormatError
 
@@ -41,7 +42,7 @@ def test_the_real_arm64_image(kernels: Path, raw: bytes) -> None:
     assert kernel.detect(kernels / "Image") == KernelFormat.ARM64_IMAGE
     info = kernel.describe(kernels / "Image")
     assert (info.arch, info.layers, info.inner) == ("aarch64", [], None)
-    assert info.boot["vfkit/aarch64"] == "yes"
+    assert boot_support(info)["vfkit/aarch64"] == "yes"
     assert kernel.arm64_image(raw) is raw
 
 
@@ -57,7 +58,7 @@ def test_compressed_vmlinuz_unpacks_to_the_same_image(kernels: Path, raw: bytes,
         "aarch64",
         len(raw),
     )
-    assert info.boot["vfkit/aarch64"].startswith("yes: vmkit decompresses it")
+    assert boot_support(info)["vfkit/aarch64"].startswith("yes: vmkit decompresses it")
     assert kernel.arm64_image(path.read_bytes()) == raw
 
 
@@ -157,7 +158,7 @@ def guest_bzimage() -> Path:
 def test_the_real_amd64_kernels_describe_as_x86(guest_bzimage: Path) -> None:
     info = kernel.describe(guest_bzimage)
     assert (info.format, info.arch) == (KernelFormat.BZIMAGE, "x86_64")
-    assert info.boot["qemu/x86_64"] == "yes"
+    assert boot_support(info)["qemu/x86_64"] == "yes"
     vmlinux = guest_bzimage.with_name("vmlinux")
     if vmlinux.is_file():
         info = kernel.describe(vmlinux)

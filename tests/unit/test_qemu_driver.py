@@ -11,9 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vmkit.drivers.base import ExitCause, LaunchContext
-from vmkit.drivers.qemu import QemuDriver, qemu_escape, stable_mac
+from vmkit.drivers.qemu import QemuDriver, qemu_escape
 from vmkit.errors import InvalidInput, NotSupported
 from vmkit.hostinfo import is_linux
+from vmkit.net.mac import stable_mac
 from vmkit.spec import MachineSpec, spec_from_dict
 
 
@@ -425,14 +426,14 @@ def test_restore_and_incoming_plans_add_incoming_and_change_nothing_else(tmp_pat
     driver = QemuDriver(arch="x86_64")
     spec, ctx = make_spec(), make_ctx(tmp_path)
     base = driver.plan(spec, ctx).argv
-    restore = driver.plan_restore(spec, ctx, tmp_path, {"state_file": "state.qemu"}).argv
+    restore = driver.plan_restore(spec, ctx, tmp_path, {"state_file": "state.qemu"}).launch.argv
     assert restore == [*base, "-incoming", "defer"]
     incoming = driver.plan_incoming(spec, ctx, "unix:/tmp/x.mig").argv
     assert incoming == [*base, "-incoming", "unix:/tmp/x.mig"]
 
 
 def test_qemu_declares_the_advanced_verbs() -> None:
-    caps = QemuDriver.capabilities
+    caps = QemuDriver().capabilities
     assert caps.pause and caps.snapshot and caps.migrate and caps.reboot
     assert caps.hotplug_disk and caps.hotplug_net and caps.restore_readiness
 

@@ -123,7 +123,7 @@ def test_macs_are_pinned_unique_within_a_store(tmp_path: Path) -> None:
                 "driver": "qemu",
             }
         )
-        return host.create(spec).record["spec"]
+        return host.create(spec).spec_json
 
     a = make("a", ["nat", "nat"])
     assert [n["mac"] for n in a["networks"]] == [stable_mac("a", 0), stable_mac("a", 1)]

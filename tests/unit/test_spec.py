@@ -204,8 +204,14 @@ def test_unknown_fields_are_rejected_by_path(data: dict[str, Any], field: str) -
     assert "unknown field" in _problems(data, check_files=False)[field]
 
 
-def test_missing_boot_is_required() -> None:
-    assert _problems({"name": "vm"}, check_files=False) == {"boot": "is required"}
+def test_missing_boot_means_the_tiny_guest() -> None:
+    """A spec without `boot` boots vmkit's tiny guest (resolved by Host.create), so the
+    Python API and `vmkit run` boot the same guest."""
+    from vmkit.spec import TinyBoot
+
+    spec = spec_from_dict({"name": "vm"}, check_files=False)
+    assert isinstance(spec.boot, TinyBoot)
+    assert spec.to_json()["boot"] == {"kind": "tiny", "initrd": None, "cmdline": ""}
 
 
 def test_missing_kernel_is_required() -> None:
@@ -359,12 +365,12 @@ def test_load_spec_file_reports_an_unreadable_file(tmp_path: Path) -> None:
         load_spec_file(tmp_path / "nope.yaml")
 
 
-def test_load_spec_file_of_an_empty_file_asks_for_name_and_boot(tmp_path: Path) -> None:
+def test_load_spec_file_of_an_empty_file_asks_for_a_name(tmp_path: Path) -> None:
     path = tmp_path / "empty.yaml"
     path.write_text("")
     with pytest.raises(SpecError) as exc:
         load_spec_file(path)
-    assert dict(exc.value.problems) == {"name": "is required", "boot": "is required"}
+    assert dict(exc.value.problems) == {"name": "is required"}
 
 
 def test_missing_kernel_initrd_and_disk_reported_by_path(tmp_path: Path) -> None:

@@ -418,7 +418,7 @@ def test_a_driver_without_owned_disks_or_seeds_refuses_them_by_name(tmp_path: Pa
     assert host.store.names() == []
 
     class NoOwnedDisks(KrunkitDriver):
-        capabilities = dataclasses.replace(KrunkitDriver.capabilities, disk_clone=False)
+        features = dataclasses.replace(KrunkitDriver.features, disk_clone=False)
 
     for extra, words in (
         ({"disks": [{"clone": str(base)}]}, ["disks[0] (clone: ", "krunkit", "path:"]),

@@ -1,60 +1,85 @@
-"""VMM drivers and driver selection."""
+"""The driver registry and driver selection.
+
+Each driver module registers its Driver class (`@register`); `MODULES` says which module
+defines which driver, so a lookup imports only that one. Adding a driver is one line here
+plus its own module or folder.
+"""
 
 from __future__ import annotations
 
-import shutil
+import importlib
+from typing import TYPE_CHECKING, TypeVar
 
 from vmkit.drivers.base import Driver
 from vmkit.errors import InvalidInput, NotSupported
-from vmkit.hostinfo import foreign_arch, is_macos, kvm_state, machine_arch
+from vmkit.hostinfo import foreign_arch, machine_arch
 
-# Drivers that do not exist in this version yet.
-PLANNED: dict[str, str] = {}
+if TYPE_CHECKING:
+    from vmkit.storage.kernel import KernelInfo
+
+# driver name -> the module that registers it, in the order `driver: auto` prefers them.
+MODULES: dict[str, str] = {
+    "vfkit": "vmkit.drivers.vfkit",
+    "krunkit": "vmkit.drivers.vfkit",
+    "cloud-hypervisor": "vmkit.drivers.cloud_hypervisor",
+    "qemu": "vmkit.drivers.qemu",
+}
+
+_registered: dict[str, type[Driver]] = {}
+D = TypeVar("D", bound=type[Driver])
+
+
+def register(cls: D) -> D:
+    """Class decorator: make `cls` the driver named `cls.name`."""
+    _registered[cls.name] = cls
+    return cls
+
+
+def names() -> list[str]:
+    """Every driver name, in `driver: auto`'s order of preference."""
+    return list(MODULES)
+
+
+def driver_class(name: str) -> type[Driver]:
+    module = MODULES.get(name)
+    if module is None:
+        raise NotSupported(f"unknown driver {name!r} (known: {', '.join(MODULES)})")
+    importlib.import_module(module)
+    return _registered[name]
 
 
 def get_driver(name: str, arch: str | None = None) -> Driver:
-    """The driver `name` for guests of `arch` (None/auto: the host's). Only QEMU emulates
-    another architecture."""
-    if name == "qemu":
-        from vmkit.drivers.qemu import QemuDriver
-
-        return QemuDriver(arch=None if arch in (None, "auto") else arch)
-    if foreign_arch(arch) and name in ("cloud-hypervisor", "vfkit", "krunkit"):
+    """The driver `name` for guests of `arch` (None/auto: the host's). Only a driver that
+    `emulates` runs another architecture."""
+    cls = driver_class(name)
+    if foreign_arch(arch) and not cls.emulates:
         raise InvalidInput(
             f"arch: {name} runs only {machine_arch()} guests (hardware virtualization); "
             f"use driver: qemu to emulate {arch}"
         )
-    if name == "cloud-hypervisor":
-        from vmkit.drivers.cloud_hypervisor import CloudHypervisorDriver
-
-        return CloudHypervisorDriver()
-    if name == "vfkit":
-        from vmkit.drivers.vfkit import VfkitDriver
-
-        return VfkitDriver()
-    if name == "krunkit":
-        from vmkit.drivers.vfkit import KrunkitDriver
-
-        return KrunkitDriver()
-    if name in PLANNED:
-        raise NotSupported(PLANNED[name])
-    raise NotSupported(f"unknown driver {name!r}")
+    return cls(arch=None if arch in (None, "auto") else arch)
 
 
 def resolve_driver_name(requested: str, arch: str | None = None) -> str:
-    """`auto`: QEMU for a guest of another architecture (only it emulates); else vfkit on
-    macOS when installed, Cloud Hypervisor when installed and KVM works, else QEMU. Only
-    implemented drivers are picked."""
+    """`auto`: for a guest of another architecture the driver that emulates (QEMU); else
+    the first driver, in `MODULES` order, whose `auto_usable()` says it runs here (vfkit on
+    a Mac that has it, Cloud Hypervisor where it is installed and KVM works, else QEMU)."""
     if requested != "auto":
         return requested
-    if foreign_arch(arch):
-        return "qemu"
-    if is_macos() and shutil.which("vfkit") and "vfkit" not in PLANNED:
-        return "vfkit"
-    if (
-        shutil.which("cloud-hypervisor")
-        and kvm_state().usable
-        and "cloud-hypervisor" not in PLANNED
-    ):
-        return "cloud-hypervisor"
-    return "qemu"
+    foreign = foreign_arch(arch)
+    for name in MODULES:
+        cls = driver_class(name)
+        if (cls.emulates if foreign else cls.auto_usable()) and cls.auto_pick:
+            return name
+    raise NotSupported("no driver can run this guest here (see `vmkit doctor`)")
+
+
+def boot_support(info: KernelInfo) -> dict[str, str]:
+    """How each driver can boot the kernel `info` describes ("driver/arch" -> how)."""
+    out: dict[str, str] = {}
+    for name in MODULES:
+        if info.arch is None:
+            out[name] = "no: not a kernel vmkit recognises"
+        else:
+            out.update(driver_class(name).kernel_support(info))
+    return out

@@ -1,18 +1,28 @@
-"""The Driver protocol and Capabilities: what a VMM driver must do and what it declares."""
+"""A driver plans; a Control drives one running VMM.
+
+`Driver` checks a spec and turns it into a typed `LaunchPlan` (pure: runs nothing), and
+`bind(sockets, vm_dir)` returns the `Control` of a running VMM, which holds its own sockets.
+What a driver can do beyond start/stop is the set of ability protocols
+(`drivers/abilities.py`) its Control (or, for planning a restore, the driver) implements;
+`Driver.capabilities` derives those from the classes, so there is one answer to "can it?".
+"""
 
 from __future__ import annotations
 
 import abc
 import os
 import shutil
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from vmkit.errors import NotSupported, VmkitError
+from vmkit.hostinfo import machine_arch
 
 if TYPE_CHECKING:
-    from vmkit.spec import Disk, MachineSpec, Network
+    from vmkit.spec import MachineSpec
+    from vmkit.storage.kernel import KernelInfo
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,22 @@ class Capabilities:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+# Capabilities that are verbs on a running VM: derived from the ability protocols a
+# driver's Control implements (drivers/abilities.py), never declared by hand.
+DERIVED = (
+    "pause",
+    "reboot",
+    "snapshot",
+    "restore_readiness",
+    "hotplug_disk",
+    "hotplug_net",
+    "hotplug_share",
+    "migrate",
+    "resize",
+    "counters",
+)
 
 
 CAPABILITY_TEXT = {
@@ -114,20 +140,111 @@ class ReadinessProbe:
     waiting_for: str  # what ready means for this guest, for the timeout message
 
 
+@dataclass(frozen=True)
+class TapFd:
+    """NIC `index` is a TAP whose open fd the VMM inherits; `placeholder` stands for the
+    fd number in the argv until the launch opens it (shown as is by --dry-run)."""
+
+    index: int
+    placeholder: str
+
+
+@dataclass(frozen=True)
+class ShareServer:
+    """Share `index` is served by a virtiofsd that must listen on `socket` before launch."""
+
+    index: int
+    socket: Path
+
+
+@dataclass(frozen=True)
+class SwitchPort:
+    """The VMM binds `port` and sends to the socket of vmkit's switch `switch`."""
+
+    switch: str
+    port: Path
+
+
+@dataclass(frozen=True)
+class TapRef:
+    """An existing TAP the launch opens (in `netns`, on `bridge`) and hands over as an fd."""
+
+    tap: str
+    netns: str | None = None
+    bridge: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One REST request sent once the VMM answers (API-driven VMMs); `tap`: an existing
+    TAP whose fd goes with it (SCM_RIGHTS)."""
+
+    method: str
+    endpoint: str
+    body: Any = None
+    tap: TapRef | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method, "endpoint": self.endpoint}
+        out["body"] = self.body
+        if self.tap is not None:
+            out["pass_fd"] = asdict(self.tap)
+        return out
+
+
 @dataclass
 class LaunchPlan:
+    """Everything a launch needs, typed: the argv, the control sockets, the REST requests
+    that follow, and the file descriptors and sidecars the launch must provide."""
+
     argv: list[str]
     sockets: dict[str, Path]
     accelerator: str
-    api_requests: list[dict[str, Any]] = field(default_factory=list)  # for API-driven VMMs
+    api_requests: list[ApiRequest] = field(default_factory=list)
+    tap_fds: list[TapFd] = field(default_factory=list)
+    shares: list[ShareServer] = field(default_factory=list)
+    switch_ports: list[SwitchPort] = field(default_factory=list)
+
+    def all_sockets(self) -> dict[str, Path]:
+        """Control sockets plus the sockets the sidecars and VMM bind (removed at stop)."""
+        out = dict(self.sockets)
+        out.update({f"fs{s.index}": s.socket for s in self.shares})
+        out.update({f"port{i}": p.port for i, p in enumerate(self.switch_ports)})
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {
             "argv": self.argv,
-            "sockets": {k: str(v) for k, v in self.sockets.items()},
+            "sockets": {k: str(v) for k, v in self.all_sockets().items()},
             "accelerator": self.accelerator,
-            "api_requests": self.api_requests,
+            "api_requests": [r.to_json() for r in self.api_requests],
         }
+
+
+@dataclass
+class RestorePlan:
+    """A VMM that takes in a saved state (`launch`), and what `Control.complete_restore`
+    does once it answers: stage `files` and `links` (path -> text / target) and load the
+    state from `state_dir`, with the snapshot's driver metadata `meta`."""
+
+    launch: LaunchPlan
+    state_dir: Path
+    meta: dict[str, Any]
+    files: dict[Path, str] = field(default_factory=dict)
+    links: dict[Path, Path] = field(default_factory=dict)
+    request: dict[str, Any] | None = None
+
+    def stage(self) -> None:
+        """Write `files` (0600, folders 0700) and `links` before the state is loaded."""
+        for path, text in self.files.items():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
+        for link, target in self.links.items():
+            link.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
 
 
 @dataclass(frozen=True)
@@ -138,9 +255,55 @@ class ExitCause:
     reason: str
 
 
+class Control(abc.ABC):
+    """One running VMM, bound to its control sockets. Cheap: made per operation.
+
+    The optional verbs (pause, snapshot, hot-plug, ...) are ability protocols
+    (drivers/abilities.py): a subclass implements the methods of those it can do.
+    """
+
+    def __init__(self, driver: Driver, sockets: Mapping[str, str | Path], vm_dir: Path):
+        self.driver = driver
+        self.sockets = {k: str(v) for k, v in sockets.items()}
+        self.vm_dir = vm_dir
+
+    @abc.abstractmethod
+    def state(self, timeout: float = 2.0) -> str | None:
+        """The VMM's own view of the guest (running, paused, ...); None if not answering."""
+
+    @abc.abstractmethod
+    def power_button(self) -> None:
+        """Press the ACPI power button (or the VMM's equivalent)."""
+
+    def hard_stop(self) -> str | None:
+        """A VMM-level hard stop, tried after the guest ignored the power button and before
+        SIGTERM (Cloud Hypervisor `vm.shutdown`, vfkit `HardStop`). Returns the name of the
+        step (reported by `vmkit stop`), or None when the VMM has none (QEMU: SIGTERM
+        already makes it shut down cleanly)."""
+        return None
+
+    def after_launch(self, plan: LaunchPlan) -> None:
+        """Once the control socket answers: send `plan.api_requests` (Cloud Hypervisor
+        creates and boots the VM this way). Default: nothing."""
+        return None
+
+    def probe_readiness(self, spec: dict[str, Any]) -> ReadinessProbe | None:
+        """For guests that cannot print vmkit's readiness line (macOS guests): whether the
+        guest is ready by other signs, polled while waiting. None: the guest prints the
+        line on its serial console (the default)."""
+        return None
+
+    def inspect_extra(self) -> dict[str, Any]:
+        """Extra facts for `vmkit inspect` from the running VMM (vfkit: GET /vm/inspect)."""
+        return {}
+
+
 class Driver(abc.ABC):
     name: ClassVar[str]
-    capabilities: ClassVar[Capabilities]
+    # Declared features (boot kinds, disk formats, NIC modes, ...). The verbs in DERIVED
+    # are not declared: `capabilities` derives them from the Control's abilities.
+    features: ClassVar[Capabilities]
+    control_class: ClassVar[type[Control]]
     binary_names: tuple[str, ...]
     install_hint: ClassVar[str]
     # Control sockets the VMM needs, role -> short file suffix in the runtime dir.
@@ -153,9 +316,33 @@ class Driver(abc.ABC):
     # Files in the VM's folder that are machine state besides its disks (QEMU: the UEFI
     # variable store): snapshots keep a copy, restored and migrated copies start from it.
     vm_state_files: ClassVar[tuple[str, ...]] = ()
+    # Whether `plan_restore` of this driver can map the snapshot's memory on demand.
+    memory_restore_modes: ClassVar[tuple[str, ...]] = ("copy",)
 
     # An environment variable naming the VMM binary explicitly (e.g. VMKIT_CLOUD_HYPERVISOR).
     binary_env: ClassVar[str | None] = None
+    # Runs guests of another CPU architecture (QEMU's TCG); `driver: auto` picks it for them.
+    emulates: ClassVar[bool] = False
+    # Whether `driver: auto` may pick this driver at all (krunkit is only ever asked for).
+    auto_pick: ClassVar[bool] = True
+
+    def __init__(self, arch: str | None = None):
+        self.arch = arch or machine_arch()
+
+    @classmethod
+    def auto_usable(cls) -> bool:
+        """Whether `driver: auto` should pick this driver on this host (cheap checks)."""
+        return False
+
+    @property
+    def capabilities(self) -> Capabilities:
+        from vmkit.drivers.abilities import derived_capabilities
+
+        return replace(self.features, **derived_capabilities(self))
+
+    def bind(self, sockets: Mapping[str, str | Path], vm_dir: Path) -> Control:
+        """The Control of this driver's VMM listening on `sockets`."""
+        return self.control_class(self, sockets, vm_dir)
 
     def find_binary(self) -> str:
         if self.binary_env and (explicit := os.environ.get(self.binary_env)):
@@ -177,6 +364,9 @@ class Driver(abc.ABC):
         except VmkitError:
             return self.binary_names[0]
 
+    def unsupported(self, verb: str) -> NotSupported:
+        return NotSupported(f"the {self.name} driver cannot {verb}")
+
     @abc.abstractmethod
     def check(self, spec: MachineSpec) -> None:
         """Raise NotSupported/InvalidInput for what this driver cannot do with `spec`."""
@@ -186,38 +376,12 @@ class Driver(abc.ABC):
         """The exact argv (and API requests) that launch `spec`; pure, runs nothing."""
 
     @abc.abstractmethod
-    def control_state(self, sockets: dict[str, str], timeout: float = 2.0) -> str | None:
-        """The VMM's own view of the guest (running, paused, ...); None if not answering."""
-
-    @abc.abstractmethod
-    def request_powerdown(self, sockets: dict[str, str]) -> None:
-        """Press the ACPI power button (or the VMM's equivalent)."""
-
-    def force_shutdown(self, sockets: dict[str, str]) -> str | None:
-        """A VMM-level hard stop, tried after the guest ignored the power button and before
-        SIGTERM (Cloud Hypervisor `vm.shutdown`, vfkit `HardStop`).
-
-        Returns the name of the step (reported by `vmkit stop`), or None when the driver has
-        no such step (QEMU: SIGTERM already makes it shut down cleanly).
-        """
-        return None
-
-    @abc.abstractmethod
     def exit_cause(self, ctx: LaunchContext) -> ExitCause | None:
         """Read the VMM's logs after it exited; None when they say nothing."""
 
     def host_limits(self, spec: MachineSpec, running: list[dict[str, Any]]) -> None:
         """Refuse a launch the host cannot take, given the specs of this driver's running
         VMs (e.g. vfkit: at most 2 macOS guests per Mac). Default: no limit."""
-        return None
-
-    def after_launch(self, sockets: dict[str, str], plan: LaunchPlan) -> None:
-        """Once the VMM's control socket answers: send `plan.api_requests` (API-driven VMMs
-        such as Cloud Hypervisor create and boot the VM this way). Default: nothing."""
-        return None
-
-    def start_incoming(self, sockets: dict[str, str], uri: str) -> None:
-        """Tell a migration target VMM to listen on `uri` (QEMU does it from its argv)."""
         return None
 
     def prepare(self, spec: MachineSpec, ctx: LaunchContext) -> None:
@@ -232,125 +396,21 @@ class Driver(abc.ABC):
 
     def check_rosetta(self, spec: MachineSpec) -> None:
         """`rosetta: true` only where the driver can share it (vfkit on Apple silicon)."""
-        if spec.rosetta and not self.capabilities.rosetta:
+        if spec.rosetta and not self.features.rosetta:
             raise NotSupported(
                 f"rosetta: the {self.name} driver cannot share Rosetta; it exists only with "
                 "driver: vfkit on an Apple silicon Mac (remove rosetta, or use arch: x86_64 "
                 "to emulate)"
             )
 
-    def probe_readiness(
-        self, spec: dict[str, Any], sockets: dict[str, str], vm_dir: Path
-    ) -> ReadinessProbe | None:
-        """For guests that cannot print vmkit's readiness line (macOS guests): whether the
-        guest is ready by other signs, polled while waiting. None: the guest prints the
-        line on its serial console (the default)."""
-        return None
+    @classmethod
+    def kernel_support(cls, info: KernelInfo) -> dict[str, str]:
+        """How this driver boots the kernel `info` describes ("driver/arch" -> "yes",
+        or "no: why"), following the VMM's documented loaders."""
+        return {cls.name: "no: this driver boots no kernel directly"}
 
     def guest_ip(self, spec: dict[str, Any]) -> str | None:
         """The guest's IP when the VMM or host knows it (vfkit: the macOS DHCP leases);
         used only when the readiness line gave none. `spec` is the stored spec JSON (no
         validation: this runs on every `vmkit ls`)."""
         return None
-
-    def inspect_extra(self, sockets: dict[str, str]) -> dict[str, Any]:
-        """Extra facts for `vmkit inspect` from the running VMM (vfkit: GET /vm/inspect)."""
-        return {}
-
-    # ---- advanced lifecycle ----------------------------------------------------------
-    # The Machine layer checks `capabilities` before calling any of these, so a driver
-    # that cannot do a verb says so before the VM is touched. The defaults exist only so a
-    # driver without the capability need not implement the method.
-    def unsupported(self, verb: str) -> NotSupported:
-        return NotSupported(f"the {self.name} driver cannot {verb}")
-
-    def pause(self, sockets: dict[str, str]) -> None:
-        """Freeze the guest's vCPUs; the VMM keeps running."""
-        raise self.unsupported("pause")
-
-    def resume(self, sockets: dict[str, str]) -> None:
-        raise self.unsupported("resume")
-
-    def reboot(self, sockets: dict[str, str]) -> None:
-        raise self.unsupported("reboot")
-
-    def save_state(self, sockets: dict[str, str], state_dir: Path) -> dict[str, Any]:
-        """Write the paused guest's RAM + device state into `state_dir` (which exists).
-
-        Returns driver-specific metadata stored in the snapshot record (file names, sizes).
-        Disks are not the driver's business: the Machine layer clones them.
-        """
-        raise self.unsupported("snapshot")
-
-    def plan_restore(
-        self, spec: MachineSpec, ctx: LaunchContext, state_dir: Path, meta: dict[str, Any]
-    ) -> LaunchPlan:
-        """The argv of a VMM that will take in the state saved in `state_dir`."""
-        raise self.unsupported("restore")
-
-    def complete_restore(
-        self, sockets: dict[str, str], state_dir: Path, meta: dict[str, Any], timeout: float
-    ) -> None:
-        """After `plan_restore`'s VMM answers: load the state and let the guest run."""
-        raise self.unsupported("restore")
-
-    def announce_readiness(self, sockets: dict[str, str], macs: list[str]) -> None:
-        """Tell a restored guest it was restored (with its new MACs) so it prints its
-        readiness line again; no-op for drivers without a guest channel."""
-        return None
-
-    def attach_disk(self, sockets: dict[str, str], disk: Disk, device_id: str) -> None:
-        raise self.unsupported("hotplug disks")
-
-    def detach_disk(self, sockets: dict[str, str], device_id: str) -> None:
-        raise self.unsupported("unplug disks")
-
-    def attach_net(
-        self,
-        sockets: dict[str, str],
-        net: Network,
-        device_id: str,
-        mac: str,
-        switch: tuple[Path, Path] | None = None,
-    ) -> None:
-        """Hot-plug `net`. `switch` (mode switch): (the switch's socket, the port socket the
-        VMM binds), set up by the Machine layer."""
-        raise self.unsupported("hotplug NICs")
-
-    def detach_net(self, sockets: dict[str, str], device_id: str) -> None:
-        raise self.unsupported("unplug NICs")
-
-    def attach_share(
-        self, sockets: dict[str, str], tag: str, socket_path: str, device_id: str
-    ) -> None:
-        """Plug a virtio-fs device served by the virtiofsd listening on `socket_path`."""
-        raise self.unsupported("hot-plug shares")
-
-    def detach_share(self, sockets: dict[str, str], device_id: str) -> None:
-        raise self.unsupported("unplug shares")
-
-    def resize(self, sockets: dict[str, str], cpus: int | None, memory: int | None) -> None:
-        raise self.unsupported("resize a running VM")
-
-    def counters(self, sockets: dict[str, str]) -> dict[str, Any]:
-        raise self.unsupported("report device counters")
-
-    def add_port(
-        self, sockets: dict[str, str], nic: int, host_ip: str, host: int, guest: int, proto: str
-    ) -> None:
-        """Forward host_ip:host to the guest's port on NAT NIC `nic` while running."""
-        raise self.unsupported("publish ports on a running VM")
-
-    def remove_port(
-        self, sockets: dict[str, str], nic: int, host_ip: str, host: int, proto: str
-    ) -> None:
-        raise self.unsupported("unpublish ports on a running VM")
-
-    def plan_incoming(self, spec: MachineSpec, ctx: LaunchContext, uri: str) -> LaunchPlan:
-        """The argv of a VMM that waits for a live migration on `uri` (unix:PATH)."""
-        raise self.unsupported("receive a migration")
-
-    def send_migration(self, sockets: dict[str, str], uri: str, timeout: float) -> None:
-        """Live-migrate the running guest to the VMM listening on `uri`; blocks until the
-        target has the guest, and leaves the source VMM exiting (QEMU: `quit`)."""
-        raise self.unsupported("migrate")

@@ -19,14 +19,27 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from vmkit.drivers.base import Capabilities, Driver, ExitCause, LaunchContext, LaunchPlan
+from vmkit.drivers import register
+from vmkit.drivers.base import (
+    ApiRequest,
+    Capabilities,
+    Control,
+    Driver,
+    ExitCause,
+    LaunchContext,
+    LaunchPlan,
+    RestorePlan,
+    ShareServer,
+    TapRef,
+)
 from vmkit.drivers.ch_api import CHClient, CHError
-from vmkit.errors import InvalidInput, NotFound, NotSupported, VMFailed, VmkitError
+from vmkit.errors import InvalidInput, NotFound, NotSupported, VMFailed
 from vmkit.hostinfo import machine_arch
-from vmkit.net.mac import stable_mac
+from vmkit.net.mac import nic_mac
 
 if TYPE_CHECKING:
     from vmkit.spec import Disk, MachineSpec, Network
+    from vmkit.storage.kernel import KernelInfo
 
 STATES = {
     "Created": "starting",
@@ -114,12 +127,12 @@ def vm_config(spec: MachineSpec, ctx: LaunchContext) -> dict[str, Any]:
         config["fs"] = [
             {
                 "tag": s.tag,
-                "socket": str(extra_sockets(spec, ctx)[f"fs{i}"]),
+                "socket": str(server.socket),
                 "num_queues": 1,
                 "queue_size": 1024,
                 "id": f"fs{i}",
             }
-            for i, s in enumerate(spec.shares)
+            for (i, s), server in zip(enumerate(spec.shares), share_servers(spec, ctx), strict=True)
         ]
     return config
 
@@ -129,25 +142,27 @@ def console_device() -> str:
     return "ttyAMA0" if machine_arch() == "aarch64" else "ttyS0"
 
 
-def extra_sockets(spec: MachineSpec, ctx: LaunchContext) -> dict[str, Path]:
-    """Sockets besides the API's, next to it: one per virtiofsd (`fs<i>`, vmkit starts the
-    virtiofsd there before launch) and the vsock's (CH listens on it)."""
-    out: dict[str, Path] = {}
+def share_servers(spec: MachineSpec, ctx: LaunchContext) -> list[ShareServer]:
+    """One virtiofsd socket per share, next to the API's (vmkit starts each virtiofsd
+    there before launch)."""
     api = ctx.sockets["api"]
-    for i in range(len(spec.shares)):
-        out[f"fs{i}"] = api.with_suffix(f".fs{i}")
+    return [ShareServer(i, api.with_suffix(f".fs{i}")) for i in range(len(spec.shares))]
+
+
+def extra_sockets(spec: MachineSpec, ctx: LaunchContext) -> dict[str, Path]:
+    """Sockets besides the API's, next to it: the vsock's (CH listens on it)."""
     if spec.vsock_cid is not None:
-        out["vsock"] = api.with_suffix(".vsock")
-    return out
+        return {"vsock": ctx.sockets["api"].with_suffix(".vsock")}
+    return {}
 
 
-def net_requests(spec: MachineSpec) -> list[dict[str, Any]]:
-    """One `vm.add-net` per NIC, each carrying its TAP's fd (`pass_fd` says which TAP)."""
-    out: list[dict[str, Any]] = []
+def net_requests(spec: MachineSpec) -> list[ApiRequest]:
+    """One `vm.add-net` per NIC, each carrying its TAP's fd."""
+    out: list[ApiRequest] = []
     for i, net in enumerate(spec.networks):
-        body = net_config(net, f"net{i}", net.mac or stable_mac(spec.name, i))
-        tap = {"tap": body.pop("tap"), "netns": net.netns, "bridge": net.bridge}
-        out.append({"method": "PUT", "endpoint": "vm.add-net", "body": body, "pass_fd": tap})
+        body = net_config(net, f"net{i}", nic_mac(spec.name, i, net.mac))
+        tap = TapRef(body.pop("tap"), net.netns, net.bridge)
+        out.append(ApiRequest("PUT", "vm.add-net", body, tap))
     return out
 
 
@@ -216,7 +231,7 @@ def restored_config(saved: dict[str, Any], spec: MachineSpec, ctx: LaunchContext
     for i, (item, net) in enumerate(zip(nets, spec.networks, strict=True)):
         item.pop("fds", None)  # the saved fds mean nothing in a new process
         item["tap"] = net.tap
-        item["mac"] = net.mac or stable_mac(spec.name, i)
+        item["mac"] = nic_mac(spec.name, i, net.mac)
     sockets = extra_sockets(spec, ctx)
     for i, item in enumerate(same_count("fs", len(spec.shares), "shares")):
         item["socket"] = str(sockets[f"fs{i}"])
@@ -246,9 +261,12 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return events
 
 
+@register
 class CloudHypervisorDriver(Driver):
     name = "cloud-hypervisor"
-    capabilities = Capabilities(
+    control_class: ClassVar[type[Control]]
+    memory_restore_modes: ClassVar[tuple[str, ...]] = ("copy", "ondemand")
+    features = Capabilities(
         boot_linux=True,
         boot_efi=True,  # payload.firmware: CLOUDHV.fd or hypervisor-fw (not packaged here)
         disk_raw=True,
@@ -265,16 +283,7 @@ class CloudHypervisorDriver(Driver):
         readiness=True,
         readopt=True,
         crash_detection=True,
-        pause=True,
         publish=True,  # TCP on TAP NICs, through vmkit's relay (net/portfwd)
-        snapshot=True,
-        hotplug_disk=True,
-        hotplug_net=True,
-        hotplug_share=True,
-        migrate=True,
-        reboot=True,
-        resize=True,
-        counters=True,
     )
     not_yet_run_on: ClassVar[str | None] = "a host with Cloud Hypervisor and working KVM"
     socket_roles: ClassVar[dict[str, str]] = {"api": "api"}
@@ -285,6 +294,29 @@ class CloudHypervisorDriver(Driver):
         "binary from https://github.com/cloud-hypervisor/cloud-hypervisor/releases onto PATH "
         "(it needs a usable /dev/kvm)"
     )
+
+    @classmethod
+    def kernel_support(cls, info: KernelInfo) -> dict[str, str]:
+        from vmkit.storage.kernel import KernelFormat, arm64_decompressible
+
+        if info.arch == "x86_64":
+            ok = info.format in (KernelFormat.BZIMAGE, KernelFormat.ELF_PVH)
+            why = "no: Cloud Hypervisor needs a PVH ELF or a bzImage"
+            return {"cloud-hypervisor/x86_64": "yes" if ok else why}
+        if info.format == KernelFormat.ARM64_IMAGE:
+            return {"cloud-hypervisor/aarch64": "yes"}
+        if arm64_decompressible(info):
+            how = "yes, once unpacked with `vmkit kernel extract FILE Image`"
+            return {"cloud-hypervisor/aarch64": how}
+        return {"cloud-hypervisor/aarch64": "no: not an arm64 Image"}
+
+    @classmethod
+    def auto_usable(cls) -> bool:
+        import shutil
+
+        from vmkit.hostinfo import kvm_state
+
+        return shutil.which("cloud-hypervisor") is not None and kvm_state().usable
 
     def check(self, spec: MachineSpec) -> None:
         from vmkit.spec import EfiBoot, MacosBoot
@@ -358,72 +390,12 @@ class CloudHypervisorDriver(Driver):
             sockets={**ctx.sockets, **extra_sockets(spec, ctx)},
             accelerator="kvm",
             api_requests=[
-                {"method": "PUT", "endpoint": "vm.create", "body": vm_config(spec, ctx)},
+                ApiRequest("PUT", "vm.create", vm_config(spec, ctx)),
                 *net_requests(spec),
-                {"method": "PUT", "endpoint": "vm.boot", "body": None},
+                ApiRequest("PUT", "vm.boot"),
             ],
+            shares=share_servers(spec, ctx),
         )
-
-    def after_launch(self, sockets: dict[str, str], plan: LaunchPlan) -> None:
-        api = CHClient(sockets["api"])
-        for req in plan.api_requests:
-            if "pass_fd" in req:
-                missing = "it was there at launch and was removed while the VM was starting"
-                self._put_with_tap(api, str(req["endpoint"]), req["body"], req["pass_fd"], missing)
-            else:
-                api.request(str(req["method"]), str(req["endpoint"]), req.get("body"))
-
-    @staticmethod
-    def _put_with_tap(
-        api: CHClient, endpoint: str, body: dict[str, Any], tap: dict[str, Any], missing: str
-    ) -> Any:
-        """PUT `body` with an fd of the existing TAP `tap` names (`missing`: why it must)."""
-        from vmkit.net import tap as taps
-
-        fd = taps.open_existing_tap(tap["tap"], tap.get("netns"), tap.get("bridge"), missing)
-        try:
-            return api.put_with_fds(endpoint, body, [fd])
-        finally:
-            os.close(fd)
-
-    def _api(self, sockets: dict[str, str], timeout: float = 10.0) -> CHClient:
-        return CHClient(sockets["api"], timeout)
-
-    def control_state(self, sockets: dict[str, str], timeout: float = 2.0) -> str | None:
-        api = self._api(sockets, timeout)
-        try:
-            info = api.get("vm.info")
-        except CHError as exc:
-            if exc.status is None:
-                return None  # not answering
-            try:  # the VMM answers but has no VM yet (between launch and vm.create)
-                api.get("vmm.ping")
-            except CHError:
-                return None
-            return "starting"
-        return STATES.get(str(info.get("state")), "running")
-
-    def request_powerdown(self, sockets: dict[str, str]) -> None:
-        self._api(sockets).put("vm.power-button")
-
-    def force_shutdown(self, sockets: dict[str, str]) -> str | None:
-        """`vm.shutdown` stops the vCPUs whatever the guest does; the VMM stays until
-        `vmm.shutdown`. Returns the step that ended the guest."""
-        api = self._api(sockets)
-        step = "vm.shutdown"
-        try:
-            api.put("vm.shutdown")
-        except CHError as exc:
-            if exc.status is None:
-                raise  # not answering at all: SIGTERM is next
-            step = "vmm.shutdown"  # no running VM to stop (e.g. 405); the VMM must still go
-        try:
-            api.put("vmm.shutdown")
-        except CHError as exc:
-            if exc.status is not None:
-                raise
-            # CH exits right after answering: a dropped connection means it is going
-        return step
 
     def exit_cause(self, ctx: LaunchContext) -> ExitCause | None:
         """From the event monitor. A guest poweroff, `vm.shutdown` and `vmm.shutdown` all end
@@ -440,39 +412,13 @@ class CloudHypervisorDriver(Driver):
             return ExitCause(True, "guest shutdown" if "vm:shutdown" in final else "VMM shutdown")
         return None
 
-    def pause(self, sockets: dict[str, str]) -> None:
-        self._api(sockets).put("vm.pause")
-
-    def resume(self, sockets: dict[str, str]) -> None:
-        self._api(sockets).put("vm.resume")
-
-    def reboot(self, sockets: dict[str, str]) -> None:
-        self._api(sockets).put("vm.reboot")
-
-    def save_state(self, sockets: dict[str, str], state_dir: Path) -> dict[str, Any]:
-        """vm.snapshot writes config.json, state.json and the memory ranges into the dir."""
-        info = self._api(sockets).get("vm.info")
-        if info.get("config", {}).get("fs"):
-            raise NotSupported("Cloud Hypervisor cannot snapshot a VM with virtio-fs attached")
-        self._api(sockets, 600.0).put("vm.snapshot", {"destination_url": f"file://{state_dir}"})
-        files = sorted(p.name for p in state_dir.iterdir())
-        missing = {"config.json", "state.json"} - set(files)
-        if missing:
-            raise VMFailed(f"vm.snapshot left no {', '.join(sorted(missing))} in {state_dir}")
-        return {
-            "files": files,
-            "state_file": "state.json",  # restore checks its size against state_bytes
-            "state_bytes": (state_dir / "state.json").stat().st_size,
-            "bytes": sum((state_dir / f).stat().st_size for f in files),
-        }
-
     def plan_restore(
         self, spec: MachineSpec, ctx: LaunchContext, state_dir: Path, meta: dict[str, Any]
-    ) -> LaunchPlan:
+    ) -> RestorePlan:
         """A bare VMM, plus the `vm.restore` that `complete_restore` sends: from a folder in
         the new VM's dir holding the snapshot's config.json re-pointed at the new VM's disks,
         serial log, TAPs and sockets (see `restored_config`), next to links to the saved
-        state and memory. The plan travels to `complete_restore` in `meta["ch_restore"]`."""
+        state and memory."""
         try:
             saved = json.loads((state_dir / "config.json").read_text())
         except (OSError, ValueError) as exc:
@@ -488,88 +434,23 @@ class CloudHypervisorDriver(Driver):
         files = [
             f for f in meta.get("files", ["state.json", "memory-ranges"]) if f != "config.json"
         ]
-        meta["ch_restore"] = {
-            "dir": str(restore_dir),
-            "config": restored_config(saved, spec, ctx),
-            "links": {f: str(state_dir / f) for f in files},
-            "body": body,
-        }
-        return LaunchPlan(
+        launch = LaunchPlan(
             argv=self._argv(ctx),
             sockets={**ctx.sockets, **extra_sockets(spec, ctx)},
             accelerator="kvm",
-            api_requests=[{"method": "PUT", "endpoint": "vm.restore", "body": body}],
+            api_requests=[ApiRequest("PUT", "vm.restore", body)],
+            shares=share_servers(spec, ctx),
         )
-
-    def complete_restore(
-        self, sockets: dict[str, str], state_dir: Path, meta: dict[str, Any], timeout: float
-    ) -> None:
-        plan = meta.get("ch_restore")
-        if plan is None:
-            raise VmkitError(
-                "Cloud Hypervisor restore needs plan_restore first (meta['ch_restore'])"
-            )
-        restore_dir = Path(plan["dir"])
-        restore_dir.mkdir(mode=0o700, exist_ok=True)
-        (restore_dir / "config.json").write_text(json.dumps(plan["config"], indent=1))
-        for name, target in plan["links"].items():
-            link = restore_dir / name
-            link.unlink(missing_ok=True)
-            link.symlink_to(target)
-        api = self._api(sockets, timeout)
-        api.put("vm.restore", plan["body"])
-        # `resume` is recent: a CH that ignores it leaves the restored VM paused
-        if api.get("vm.info").get("state") == "Paused":
-            api.put("vm.resume")
-
-    def attach_disk(self, sockets: dict[str, str], disk: Disk, device_id: str) -> None:
-        self._api(sockets).put("vm.add-disk", disk_config(disk, device_id))
-
-    def detach_disk(self, sockets: dict[str, str], device_id: str) -> None:
-        self._api(sockets).put("vm.remove-device", {"id": device_id})
-
-    def attach_net(
-        self,
-        sockets: dict[str, str],
-        net: Network,
-        device_id: str,
-        mac: str,
-        switch: tuple[Path, Path] | None = None,
-    ) -> None:
-        body = net_config(net, device_id, mac)
-        tap = {"tap": body.pop("tap"), "netns": net.netns, "bridge": net.bridge}
-        missing = "create it first (a hot-plugged NIC uses an existing TAP)"
-        self._put_with_tap(self._api(sockets), "vm.add-net", body, tap, missing)
-
-    def detach_net(self, sockets: dict[str, str], device_id: str) -> None:
-        self._api(sockets).put("vm.remove-device", {"id": device_id})
-
-    def resize(self, sockets: dict[str, str], cpus: int | None, memory: int | None) -> None:
-        body: dict[str, Any] = {}
-        if cpus is not None:
-            body["desired_vcpus"] = cpus
-        if memory is not None:
-            body["desired_ram"] = memory
-        self._api(sockets).put("vm.resize", body)
-
-    def counters(self, sockets: dict[str, str]) -> dict[str, Any]:
-        data: dict[str, Any] = self._api(sockets).get("vm.counters") or {}
-        return data
-
-    def attach_share(
-        self, sockets: dict[str, str], tag: str, socket_path: str, device_id: str
-    ) -> None:
-        body = {
-            "tag": tag,
-            "socket": socket_path,
-            "num_queues": 1,
-            "queue_size": 1024,
-            "id": device_id,
-        }
-        self._api(sockets).put("vm.add-fs", body)
-
-    def detach_share(self, sockets: dict[str, str], device_id: str) -> None:
-        self._api(sockets).put("vm.remove-device", {"id": device_id})
+        return RestorePlan(
+            launch,
+            state_dir,
+            meta,
+            files={
+                restore_dir / "config.json": json.dumps(restored_config(saved, spec, ctx), indent=1)
+            },
+            links={restore_dir / f: state_dir / f for f in files},
+            request=body,
+        )
 
     def plan_incoming(self, spec: MachineSpec, ctx: LaunchContext, uri: str) -> LaunchPlan:
         """A bare VMM; the VM's config arrives with the migration, from the source."""
@@ -583,20 +464,163 @@ class CloudHypervisorDriver(Driver):
             argv=self._argv(ctx),
             sockets={**ctx.sockets, **extra_sockets(spec, ctx)},
             accelerator="kvm",
+            shares=share_servers(spec, ctx),
         )
 
-    def start_incoming(self, sockets: dict[str, str], uri: str) -> None:
+
+class CloudHypervisorControl(Control):
+    def after_launch(self, plan: LaunchPlan) -> None:
+        api = self._api()
+        for req in plan.api_requests:
+            if req.tap is not None:
+                missing = "it was there at launch and was removed while the VM was starting"
+                self._put_with_tap(api, req.endpoint, req.body, req.tap, missing)
+            else:
+                api.request(req.method, req.endpoint, req.body)
+
+    @staticmethod
+    def _put_with_tap(
+        api: CHClient, endpoint: str, body: dict[str, Any], tap: TapRef, missing: str
+    ) -> Any:
+        """PUT `body` with an fd of the existing TAP `tap` names (`missing`: why it must)."""
+        from vmkit.net import tap as taps
+
+        fd = taps.open_existing_tap(tap.tap, tap.netns, tap.bridge, missing)
+        try:
+            return api.put_with_fds(endpoint, body, [fd])
+        finally:
+            os.close(fd)
+
+    def _api(self, timeout: float = 10.0) -> CHClient:
+        return CHClient(self.sockets["api"], timeout)
+
+    def state(self, timeout: float = 2.0) -> str | None:
+        api = self._api(timeout)
+        try:
+            info = api.get("vm.info")
+        except CHError as exc:
+            if exc.status is None:
+                return None  # not answering
+            try:  # the VMM answers but has no VM yet (between launch and vm.create)
+                api.get("vmm.ping")
+            except CHError:
+                return None
+            return "starting"
+        return STATES.get(str(info.get("state")), "running")
+
+    def power_button(self) -> None:
+        self._api().put("vm.power-button")
+
+    def hard_stop(self) -> str | None:
+        """`vm.shutdown` stops the vCPUs whatever the guest does; the VMM stays until
+        `vmm.shutdown`. Returns the step that ended the guest."""
+        api = self._api()
+        step = "vm.shutdown"
+        try:
+            api.put("vm.shutdown")
+        except CHError as exc:
+            if exc.status is None:
+                raise  # not answering at all: SIGTERM is next
+            step = "vmm.shutdown"  # no running VM to stop (e.g. 405); the VMM must still go
+        try:
+            api.put("vmm.shutdown")
+        except CHError as exc:
+            if exc.status is not None:
+                raise
+            # CH exits right after answering: a dropped connection means it is going
+        return step
+
+    def pause(self) -> None:
+        self._api().put("vm.pause")
+
+    def resume(self) -> None:
+        self._api().put("vm.resume")
+
+    def reboot(self) -> None:
+        self._api().put("vm.reboot")
+
+    def save_state(self, state_dir: Path) -> dict[str, Any]:
+        """vm.snapshot writes config.json, state.json and the memory ranges into the dir."""
+        info = self._api().get("vm.info")
+        if info.get("config", {}).get("fs"):
+            raise NotSupported("Cloud Hypervisor cannot snapshot a VM with virtio-fs attached")
+        self._api(600.0).put("vm.snapshot", {"destination_url": f"file://{state_dir}"})
+        files = sorted(p.name for p in state_dir.iterdir())
+        missing = {"config.json", "state.json"} - set(files)
+        if missing:
+            raise VMFailed(f"vm.snapshot left no {', '.join(sorted(missing))} in {state_dir}")
+        return {
+            "files": files,
+            "state_file": "state.json",  # restore checks its size against state_bytes
+            "state_bytes": (state_dir / "state.json").stat().st_size,
+            "bytes": sum((state_dir / f).stat().st_size for f in files),
+        }
+
+    def complete_restore(self, plan: RestorePlan, timeout: float) -> None:
+        """`vm.restore` from the folder the plan staged (config.json + links to the state)."""
+        api = self._api(timeout)
+        api.put("vm.restore", plan.request)
+        # `resume` is recent: a CH that ignores it leaves the restored VM paused
+        if api.get("vm.info").get("state") == "Paused":
+            api.put("vm.resume")
+
+    def attach_disk(self, disk: Disk, device_id: str) -> None:
+        self._api().put("vm.add-disk", disk_config(disk, device_id))
+
+    def detach_disk(self, device_id: str) -> None:
+        self._api().put("vm.remove-device", {"id": device_id})
+
+    def attach_net(
+        self,
+        net: Network,
+        device_id: str,
+        mac: str,
+        switch: tuple[Path, Path] | None = None,
+    ) -> None:
+        body = net_config(net, device_id, mac)
+        tap = TapRef(body.pop("tap"), net.netns, net.bridge)
+        missing = "create it first (a hot-plugged NIC uses an existing TAP)"
+        self._put_with_tap(self._api(), "vm.add-net", body, tap, missing)
+
+    def detach_net(self, device_id: str) -> None:
+        self._api().put("vm.remove-device", {"id": device_id})
+
+    def resize(self, cpus: int | None, memory: int | None) -> None:
+        body: dict[str, Any] = {}
+        if cpus is not None:
+            body["desired_vcpus"] = cpus
+        if memory is not None:
+            body["desired_ram"] = memory
+        self._api().put("vm.resize", body)
+
+    def counters(self) -> dict[str, Any]:
+        data: dict[str, Any] = self._api().get("vm.counters") or {}
+        return data
+
+    def attach_share(self, tag: str, socket_path: str, device_id: str) -> None:
+        body = {
+            "tag": tag,
+            "socket": socket_path,
+            "num_queues": 1,
+            "queue_size": 1024,
+            "id": device_id,
+        }
+        self._api().put("vm.add-fs", body)
+
+    def detach_share(self, device_id: str) -> None:
+        self._api().put("vm.remove-device", {"id": device_id})
+
+    def start_incoming(self, uri: str) -> None:
         # Blocks in CH until the migration arrives, so it is sent without waiting for it.
         import threading
 
         threading.Thread(
-            target=lambda: self._api(sockets, 600.0).put(
-                "vm.receive-migration", {"receiver_url": uri}
-            ),
+            target=lambda: self._api(600.0).put("vm.receive-migration", {"receiver_url": uri}),
             daemon=True,
         ).start()
 
-    def send_migration(self, sockets: dict[str, str], uri: str, timeout: float) -> None:
-        self._api(sockets, timeout).put(
-            "vm.send-migration", {"destination_url": uri, "local": True}
-        )
+    def send_migration(self, uri: str, timeout: float) -> None:
+        self._api(timeout).put("vm.send-migration", {"destination_url": uri, "local": True})
+
+
+CloudHypervisorDriver.control_class = CloudHypervisorControl

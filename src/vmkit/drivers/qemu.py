@@ -17,15 +17,28 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from vmkit.drivers.base import Capabilities, Driver, ExitCause, LaunchContext, LaunchPlan
+from vmkit.drivers import register
+from vmkit.drivers.base import (
+    Capabilities,
+    Control,
+    Driver,
+    ExitCause,
+    LaunchContext,
+    LaunchPlan,
+    RestorePlan,
+    ShareServer,
+    SwitchPort,
+    TapFd,
+)
 from vmkit.drivers.qmp import QMP, QMPError
 from vmkit.errors import InvalidInput, NotSupported, VmkitError
 from vmkit.hostinfo import is_linux, machine_arch
-from vmkit.net.mac import stable_mac
+from vmkit.net.mac import nic_mac
 
 if TYPE_CHECKING:
     from vmkit.drivers.qemu_firmware import Firmware
     from vmkit.spec import Disk, MachineSpec, Network
+    from vmkit.storage.kernel import KernelInfo
 
 # QEMU's ShutdownCause enum (qapi/run-state.json), as the trace event prints it.
 SHUTDOWN_CAUSES = {
@@ -127,10 +140,12 @@ def hotplug_port_args() -> list[str]:
     return argv
 
 
+@register
 class QemuDriver(Driver):
     name = "qemu"
+    emulates = True  # another architecture than the host's, with TCG
     vm_state_files: ClassVar[tuple[str, ...]] = (EFI_VARS,)
-    capabilities = Capabilities(
+    features = Capabilities(
         boot_linux=True,
         arch_emulation=True,  # arch: another than the host's -> qemu-system-<arch>, TCG
         boot_efi=True,  # UEFI (OVMF/AAVMF from QEMU's firmware descriptors) from disk0
@@ -152,23 +167,36 @@ class QemuDriver(Driver):
         readiness=True,
         readopt=True,
         crash_detection=True,
-        pause=True,
-        snapshot=True,
-        restore_readiness=True,
-        hotplug_disk=True,
-        hotplug_net=True,
-        migrate=True,
-        reboot=True,
     )
     socket_roles: ClassVar[dict[str, str]] = {"qmp": "qmp", "console": "con", "ctl": "ctl"}
+    control_class: ClassVar[type[Control]]
     install_hint: ClassVar[str] = (
         "install QEMU (Debian/Ubuntu: `apt-get install qemu-system-x86` or "
         "`qemu-system-arm`; macOS: `brew install qemu`)"
     )
 
     def __init__(self, arch: str | None = None):
-        self.arch = arch or machine_arch()
+        super().__init__(arch)
         self.binary_names = (f"qemu-system-{self.arch}",)
+
+    @classmethod
+    def auto_usable(cls) -> bool:
+        return True  # the fallback: KVM where it works, else TCG
+
+    @classmethod
+    def kernel_support(cls, info: KernelInfo) -> dict[str, str]:
+        from vmkit.storage.kernel import KernelFormat, arm64_decompressible
+
+        if info.arch == "x86_64":
+            ok = info.format in (KernelFormat.BZIMAGE, KernelFormat.ELF_PVH)
+            return {
+                "qemu/x86_64": "yes" if ok else "no: QEMU boots an x86 ELF only with a PVH note"
+            }
+        if info.format == KernelFormat.ARM64_IMAGE:
+            return {"qemu/aarch64": "yes"}
+        if arm64_decompressible(info):
+            return {"qemu/aarch64": "yes, once unpacked with `vmkit kernel extract FILE Image`"}
+        return {"qemu/aarch64": "no: not an arm64 Image"}
 
     def check(self, spec: MachineSpec) -> None:
         from vmkit.spec import EfiBoot, MacosBoot
@@ -324,12 +352,15 @@ class QemuDriver(Driver):
                 "-device",
                 f"virtio-blk-pci,drive=disk{i},id=vd{i}" + (f",bootindex={i}" if efi else ""),
             ]
-        sockets = dict(ctx.sockets)
+        plan = LaunchPlan(argv=argv, sockets=dict(ctx.sockets), accelerator=accel)
         for i, net in enumerate(spec.networks):
-            mac = net.mac or stable_mac(spec.name, i)
+            mac = nic_mac(spec.name, i, net.mac)
             netdev, local = netdev_arg(net, i, ctx)
             if local is not None:
-                sockets[f"net{i}"] = local
+                assert net.switch is not None
+                plan.switch_ports.append(SwitchPort(net.switch, local))
+            if net.mode == "tap":
+                plan.tap_fds.append(TapFd(i, tap_fd_placeholder(i)))
             argv += [
                 "-netdev",
                 netdev,
@@ -342,7 +373,7 @@ class QemuDriver(Driver):
             argv += ["-device", "virtio-balloon-pci"]
         for i, share in enumerate(spec.shares):
             path = ctx.sockets["qmp"].with_suffix(f".fs{i}")
-            sockets[f"fs{i}"] = path
+            plan.shares.append(ShareServer(i, path))
             argv += [
                 "-chardev",
                 f"socket,id=fs{i},path={qemu_escape(path)}",
@@ -351,19 +382,7 @@ class QemuDriver(Driver):
             ]
         argv += control_port_args(ctx.sockets["ctl"])
         argv += hotplug_port_args()
-        return LaunchPlan(argv=argv, sockets=sockets, accelerator=accel)
-
-    def control_state(self, sockets: dict[str, str], timeout: float = 2.0) -> str | None:
-        try:
-            with QMP(sockets["qmp"], timeout=timeout) as q:
-                status = q.execute("query-status")
-        except (QMPError, OSError):
-            return None
-        return RUN_STATES.get(str(status.get("status")), "running")
-
-    def request_powerdown(self, sockets: dict[str, str]) -> None:
-        with QMP(sockets["qmp"]) as q:
-            q.execute("system_powerdown")
+        return plan
 
     def exit_cause(self, ctx: LaunchContext) -> ExitCause | None:
         try:
@@ -377,25 +396,53 @@ class QemuDriver(Driver):
         return ExitCause(clean, label)
 
     # ---- advanced lifecycle over QMP ---------------------------------------------------
-    def pause(self, sockets: dict[str, str]) -> None:
-        with QMP(sockets["qmp"]) as q:
+    def plan_restore(
+        self, spec: MachineSpec, ctx: LaunchContext, state_dir: Path, meta: dict[str, Any]
+    ) -> RestorePlan:
+        self._ensure_efi_vars(spec, ctx.vm_dir)  # migrated with RAM; the file must exist
+        plan = self.plan(spec, ctx)
+        plan.argv += ["-incoming", "defer"]
+        return RestorePlan(plan, state_dir, meta)
+
+    def plan_incoming(self, spec: MachineSpec, ctx: LaunchContext, uri: str) -> LaunchPlan:
+        self._ensure_efi_vars(spec, ctx.vm_dir)
+        plan = self.plan(spec, ctx)
+        plan.argv += ["-incoming", uri]
+        return plan
+
+
+class QemuControl(Control):
+    def state(self, timeout: float = 2.0) -> str | None:
+        try:
+            with QMP(self.sockets["qmp"], timeout=timeout) as q:
+                status = q.execute("query-status")
+        except (QMPError, OSError):
+            return None
+        return RUN_STATES.get(str(status.get("status")), "running")
+
+    def power_button(self) -> None:
+        with QMP(self.sockets["qmp"]) as q:
+            q.execute("system_powerdown")
+
+    def pause(self) -> None:
+        with QMP(self.sockets["qmp"]) as q:
             q.execute("stop")
 
-    def resume(self, sockets: dict[str, str]) -> None:
-        with QMP(sockets["qmp"]) as q:
+    def resume(self) -> None:
+        with QMP(self.sockets["qmp"]) as q:
             q.execute("cont")
 
-    def reboot(self, sockets: dict[str, str]) -> None:
-        with QMP(sockets["qmp"]) as q:
+    def reboot(self) -> None:
+        with QMP(self.sockets["qmp"]) as q:
             q.execute("system_reset")
 
-    def save_state(self, sockets: dict[str, str], state_dir: Path) -> dict[str, Any]:
+    def save_state(self, state_dir: Path) -> dict[str, Any]:
         """RAM + device state through `migrate` to a file fd (QEMU sends zero pages as
         flags, so the file holds about the RAM the guest touched, not its size)."""
         path = state_dir / STATE_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            with QMP(sockets["qmp"], timeout=10.0) as q:
+            with QMP(self.sockets["qmp"], timeout=10.0) as q:
                 q.execute("getfd", {"fdname": "vmkit-save"}, fd=fd)
                 os.close(fd)
                 fd = -1
@@ -413,20 +460,11 @@ class QemuDriver(Driver):
             "qemu_version": f"{q_ver.get('major')}.{q_ver.get('minor')}.{q_ver.get('micro')}",
         }
 
-    def plan_restore(
-        self, spec: MachineSpec, ctx: LaunchContext, state_dir: Path, meta: dict[str, Any]
-    ) -> LaunchPlan:
-        self._ensure_efi_vars(spec, ctx.vm_dir)  # migrated with RAM; the file must exist
-        plan = self.plan(spec, ctx)
-        plan.argv += ["-incoming", "defer"]
-        return plan
-
-    def complete_restore(
-        self, sockets: dict[str, str], state_dir: Path, meta: dict[str, Any], timeout: float
-    ) -> None:
-        fd = os.open(state_dir / str(meta["state_file"]), os.O_RDONLY | os.O_CLOEXEC)
+    def complete_restore(self, plan: RestorePlan, timeout: float) -> None:
+        state_file = plan.state_dir / str(plan.meta["state_file"])
+        fd = os.open(state_file, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            with QMP(sockets["qmp"], timeout=10.0) as q:
+            with QMP(self.sockets["qmp"], timeout=10.0) as q:
                 q.execute("getfd", {"fdname": "vmkit-restore"}, fd=fd)
                 os.close(fd)
                 fd = -1
@@ -443,7 +481,7 @@ class QemuDriver(Driver):
             if fd >= 0:
                 os.close(fd)
 
-    def announce_readiness(self, sockets: dict[str, str], macs: list[str]) -> None:
+    def announce_readiness(self, macs: list[str]) -> None:
         """Tell the guest agent on the control port it was restored (and its new MACs).
 
         The connection stays open until the agent answers: QEMU drops what a client sent if
@@ -452,7 +490,7 @@ class QemuDriver(Driver):
         line = " ".join(["restored", *macs]) + "\n"
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
             s.settimeout(ANNOUNCE_TIMEOUT)
-            s.connect(sockets["ctl"])
+            s.connect(self.sockets["ctl"])
             s.sendall(line.encode())
             with contextlib.suppress(TimeoutError):
                 reply = b""
@@ -474,9 +512,9 @@ class QemuDriver(Driver):
                 return qid
         raise VmkitError(f"no free hotplug slot: the VM has {HOTPLUG_PORTS}; unplug a device first")
 
-    def attach_disk(self, sockets: dict[str, str], disk: Disk, device_id: str) -> None:
+    def attach_disk(self, disk: Disk, device_id: str) -> None:
         ro = disk.readonly
-        with QMP(sockets["qmp"]) as q:
+        with QMP(self.sockets["qmp"]) as q:
             port = self._free_port(q)
             q.execute(
                 "blockdev-add",
@@ -514,21 +552,20 @@ class QemuDriver(Driver):
                 q.execute("blockdev-del", {"node-name": f"{device_id}-file"})
                 raise
 
-    def detach_disk(self, sockets: dict[str, str], device_id: str) -> None:
-        with QMP(sockets["qmp"]) as q:
+    def detach_disk(self, device_id: str) -> None:
+        with QMP(self.sockets["qmp"]) as q:
             _device_del(q, device_id)
             q.execute("blockdev-del", {"node-name": f"{device_id}-fmt"})
             q.execute("blockdev-del", {"node-name": f"{device_id}-file"})
 
     def attach_net(
         self,
-        sockets: dict[str, str],
         net: Network,
         device_id: str,
         mac: str,
         switch: tuple[Path, Path] | None = None,
     ) -> None:
-        with QMP(sockets["qmp"]) as q:
+        with QMP(self.sockets["qmp"]) as q:
             port = self._free_port(q)
             if net.mode == "tap":
                 from vmkit.net import tap as taps
@@ -573,30 +610,23 @@ class QemuDriver(Driver):
                 q.execute("netdev_del", {"id": f"{device_id}-net"})
                 raise
 
-    def detach_net(self, sockets: dict[str, str], device_id: str) -> None:
-        with QMP(sockets["qmp"]) as q:
+    def detach_net(self, device_id: str) -> None:
+        with QMP(self.sockets["qmp"]) as q:
             _device_del(q, device_id)
             q.execute("netdev_del", {"id": f"{device_id}-net"})
 
-    def add_port(
-        self, sockets: dict[str, str], nic: int, host_ip: str, host: int, guest: int, proto: str
-    ) -> None:
+    def add_port(self, nic: int, host_ip: str, host: int, guest: int, proto: str) -> None:
         # QMP has no hostfwd command; the monitor's is reached through human-monitor-command.
-        _hmp(sockets, f"hostfwd_add net{nic} {proto}:{host_ip}:{host}-:{guest}")
+        _hmp(self.sockets, f"hostfwd_add net{nic} {proto}:{host_ip}:{host}-:{guest}")
 
-    def remove_port(
-        self, sockets: dict[str, str], nic: int, host_ip: str, host: int, proto: str
-    ) -> None:
-        _hmp(sockets, f"hostfwd_remove net{nic} {proto}:{host_ip}:{host}", ok="removed")
+    def remove_port(self, nic: int, host_ip: str, host: int, proto: str) -> None:
+        _hmp(self.sockets, f"hostfwd_remove net{nic} {proto}:{host_ip}:{host}", ok="removed")
 
-    def plan_incoming(self, spec: MachineSpec, ctx: LaunchContext, uri: str) -> LaunchPlan:
-        self._ensure_efi_vars(spec, ctx.vm_dir)
-        plan = self.plan(spec, ctx)
-        plan.argv += ["-incoming", uri]
-        return plan
+    def start_incoming(self, uri: str) -> None:
+        return None  # `-incoming URI` in the argv already listens
 
-    def send_migration(self, sockets: dict[str, str], uri: str, timeout: float) -> None:
-        with QMP(sockets["qmp"], timeout=10.0) as q:
+    def send_migration(self, uri: str, timeout: float) -> None:
+        with QMP(self.sockets["qmp"], timeout=10.0) as q:
             q.execute("migrate", {"uri": uri})
             _wait_migration(q, "migrating", timeout)
             q.execute("quit")
@@ -644,3 +674,6 @@ def _device_del(q: QMP, device_id: str) -> None:
             continue
         if event.get("data", {}).get("device") == device_id:
             return
+
+
+QemuDriver.control_class = QemuControl

@@ -1,6 +1,6 @@
 """A small blocking QMP client with timeouts and file-descriptor passing.
 
-Why not QEMU's own `qemu.qmp` (DESIGN.md's first choice): vmkit talks QMP in short, synchronous
+Why not QEMU's own `qemu.qmp` (the design's first choice): vmkit talks QMP in short, synchronous
 exchanges (QEMU's monitor socket serves one client at a time), and qemu.qmp is asyncio-only;
 its event-loop set-up and handshake cost about 40 ms per connection, paid several times on every
 `vmkit run`, and its legacy sync shim has no connect timeout. QMP is line-delimited JSON, so a

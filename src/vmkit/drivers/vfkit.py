@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from vmkit.drivers import dhcpd_leases
+from vmkit.drivers import dhcpd_leases, register
 from vmkit.drivers.base import (
     Capabilities,
+    Control,
     Driver,
     ExitCause,
     LaunchContext,
@@ -317,6 +318,7 @@ def format_version(v: Version) -> str:
 # ---- the drivers -----------------------------------------------------------------------------
 
 
+@register
 class VfkitDriver(Driver):
     name = "vfkit"
     binary_names: tuple[str, ...] = ("vfkit",)
@@ -325,7 +327,8 @@ class VfkitDriver(Driver):
     )
     not_yet_run_on: ClassVar[str | None] = "macOS"
     socket_roles: ClassVar[dict[str, str]] = {"rest": "rest"}
-    capabilities = Capabilities(
+    control_class: ClassVar[type[Control]]
+    features = Capabilities(
         boot_linux=True,
         boot_efi=True,
         boot_macos=True,
@@ -345,7 +348,6 @@ class VfkitDriver(Driver):
         readiness=True,  # the readiness line on virtio-serial (hvc0) -> serial.log
         readopt=True,
         crash_detection=True,  # vmm.log says "VM is stopped" after a guest poweroff
-        pause=True,
     )
     # The first version of each flag/device vmkit emits, where it is newer than the oldest
     # supported release; from the projects' release notes, to be confirmed on a Mac.
@@ -362,7 +364,29 @@ class VfkitDriver(Driver):
     readonly_disks: ClassVar[bool] = True
     has_nat: ClassVar[bool] = True
     writes_pidfile: ClassVar[bool] = True
-    hard_stop: ClassVar[bool] = True
+    has_hard_stop: ClassVar[bool] = True
+
+    @classmethod
+    def kernel_support(cls, info: kernelfmt.KernelInfo) -> dict[str, str]:
+        KernelFormat = kernelfmt.KernelFormat
+        if cls.efi_only:
+            return {cls.name: "no: krunkit boots only through EFI firmware from a disk image"}
+        if info.arch == "x86_64":
+            ok = info.format in (KernelFormat.BZIMAGE, KernelFormat.ELF, KernelFormat.ELF_PVH)
+            return {"vfkit/x86_64": "yes (Intel Macs)" if ok else "no"}
+        if info.format == KernelFormat.ARM64_IMAGE:
+            return {"vfkit/aarch64": "yes"}
+        if kernelfmt.arm64_decompressible(info):
+            return {"vfkit/aarch64": "yes: vmkit decompresses it to a raw Image in the VM's folder"}
+        return {"vfkit/aarch64": "no: Virtualization.framework needs an uncompressed arm64 Image"}
+
+    @classmethod
+    def auto_usable(cls) -> bool:
+        import shutil
+
+        from vmkit.hostinfo import is_macos
+
+        return is_macos() and shutil.which(cls.binary_names[0]) is not None
 
     def __init__(
         self,
@@ -370,13 +394,13 @@ class VfkitDriver(Driver):
         version: Version | None = None,
         leases: Path | None = None,
     ):
-        self.arch = arch or machine_arch()
+        super().__init__(arch or machine_arch())
         self._version = version
         self.leases = leases
 
     # ---- checks ----------------------------------------------------------------------------
     def check(self, spec: MachineSpec) -> None:
-        from vmkit.spec import LinuxBoot, MacosBoot
+        from vmkit.spec import EfiBoot, LinuxBoot, MacosBoot
 
         if isinstance(spec.boot, MacosBoot):
             self._check_macos(spec)
@@ -411,7 +435,7 @@ class VfkitDriver(Driver):
                 value("boot.initrd", spec.boot.initrd)
             linux_bootloader(spec.boot.kernel, spec.boot.initrd, spec.boot.cmdline)
             self._check_kernel_arch(spec.boot.kernel)
-        else:
+        elif isinstance(spec.boot, EfiBoot):
             if spec.boot.firmware is not None:
                 raise NotSupported(
                     f"boot.firmware: {self.name} uses Apple's built-in EFI firmware; "
@@ -462,7 +486,7 @@ class VfkitDriver(Driver):
                 )
         if spec.serial_log is not None:
             value("serial_log", spec.serial_log)
-        if spec.balloon and not self.capabilities.balloon:
+        if spec.balloon and not self.features.balloon:
             raise NotSupported(f"balloon: {self.name} has no virtio-balloon device")
 
     def _check_kernel_arch(self, kernel: Path) -> None:
@@ -508,7 +532,7 @@ class VfkitDriver(Driver):
 
     def devices(self, spec: MachineSpec, ctx: LaunchContext) -> tuple[list[Device], list[str]]:
         """The devices in argv order, and the version-gated features they use."""
-        from vmkit.net.mac import stable_mac
+        from vmkit.net.mac import nic_mac
 
         devs: list[Device] = []
         used: list[str] = []
@@ -524,7 +548,7 @@ class VfkitDriver(Driver):
                 devs.append(virtio_blk(disk.file, device_id=f"vmkit-disk{i}"))
                 used.append("virtio-blk deviceId")
         for i, net in enumerate(spec.networks):
-            mac = net.mac or stable_mac(spec.name, i)
+            mac = nic_mac(spec.name, i, net.mac)
             if net.mode == "switch":
                 assert net.switch is not None
                 devs.append(self.switch_nic(switch_socket(ctx, net.switch), mac))
@@ -632,60 +656,14 @@ class VfkitDriver(Driver):
             except kernelfmt.KernelFormatError as exc:
                 raise InvalidInput(f"boot.kernel: {spec.boot.kernel}: {exc}") from None
 
-    # ---- control ---------------------------------------------------------------------------
-    def api(self, sockets: dict[str, str], timeout: float = 2.0) -> VfkitAPI:
-        return VfkitAPI(sockets["rest"], timeout)
-
-    def control_state(self, sockets: dict[str, str], timeout: float = 2.0) -> str | None:
-        if "rest" not in sockets:
-            return None
-        try:
-            state = self.api(sockets, timeout).vmkit_state()
-        except VfkitAPIError:
-            return None
-        # Stopped while the process still exists: it is on its way out.
-        return "stopping" if state == "stopped" else state
-
-    def request_powerdown(self, sockets: dict[str, str]) -> None:
-        self.api(sockets).set_state("Stop")
-
-    def force_shutdown(self, sockets: dict[str, str]) -> str | None:
-        if not self.hard_stop:
-            return None
-        self.api(sockets).set_state("HardStop")
-        return "HardStop"
-
-    def pause(self, sockets: dict[str, str]) -> None:
-        if not self.capabilities.pause:
-            raise self.unsupported("pause")
-        self.api(sockets).set_state("Pause")
-
-    def resume(self, sockets: dict[str, str]) -> None:
-        if not self.capabilities.pause:
-            raise self.unsupported("resume")
-        self.api(sockets).set_state("Resume")
-
-    def inspect_extra(self, sockets: dict[str, str]) -> dict[str, Any]:
-        if "rest" not in sockets:
-            return {}
-        api = self.api(sockets)
-        out: dict[str, Any] = {}
-        try:
-            out["state"] = api.state()
-            if self.hard_stop:  # vfkit proper; krunkit has no /vm/inspect
-                out["inspect"] = api.inspect()
-        except VfkitAPIError as exc:
-            out["error"] = str(exc)
-        return out
-
     LEASES_BEFORE = "dhcp-leases-before.json"
 
     @staticmethod
     def _nat_macs(spec: dict[str, Any]) -> list[str]:
-        from vmkit.net.mac import stable_mac
+        from vmkit.net.mac import nic_mac
 
         return [
-            str(net.get("mac") or stable_mac(str(spec["name"]), i))
+            nic_mac(str(spec["name"]), i, net.get("mac"))
             for i, net in enumerate(spec.get("networks") or [])
             if net.get("mode", "user") in ("user", "nat")
         ]
@@ -698,33 +676,6 @@ class VfkitDriver(Driver):
             lease = dhcpd_leases.lease_for_mac(mac, self.leases)
             before[mac] = 0 if lease is None else lease.expires
         (vm_dir / self.LEASES_BEFORE).write_text(json.dumps(before))
-
-    def probe_readiness(
-        self, spec: dict[str, Any], sockets: dict[str, str], vm_dir: Path
-    ) -> ReadinessProbe | None:
-        """A macOS guest prints no readiness line: it is ready once vfkit says it runs and,
-        with a NAT NIC, macOS's DHCP server has leased it an address in this boot."""
-        if (spec.get("boot") or {}).get("kind") != "macos":
-            return None
-        macs = self._nat_macs(spec)
-        waiting_for = "running" + (
-            f" with a fresh DHCP lease for {macs[0]} in {self.leases or dhcpd_leases.leases_path()}"
-            if macs
-            else ""
-        )
-        if self.control_state(sockets, timeout=1.0) != "running":
-            return ReadinessProbe(False, None, waiting_for)
-        if not macs:
-            return ReadinessProbe(True, None, waiting_for)
-        try:
-            before = json.loads((vm_dir / self.LEASES_BEFORE).read_text())
-        except (OSError, ValueError):
-            before = {}
-        for mac in macs:
-            lease = dhcpd_leases.lease_for_mac(mac, self.leases)
-            if lease is not None and lease.expires > int(before.get(mac, 0)):
-                return ReadinessProbe(True, lease.ip, waiting_for)
-        return ReadinessProbe(False, None, waiting_for)
 
     def guest_ip(self, spec: dict[str, Any]) -> str | None:
         """From macOS's DHCP leases by the NIC's MAC (vfkit has no API for it)."""
@@ -750,6 +701,7 @@ class VfkitDriver(Driver):
         return None
 
 
+@register
 class KrunkitDriver(VfkitDriver):
     """krunkit: vfkit's command line on libkrun (Apple Silicon, macOS 14+, GPU via Venus)."""
 
@@ -759,7 +711,7 @@ class KrunkitDriver(VfkitDriver):
         "krunkit runs only on Apple Silicon Macs (macOS 14+): "
         "`brew tap slp/krunkit && brew install krunkit`"
     )
-    capabilities = Capabilities(
+    features = Capabilities(
         boot_efi=True,
         disk_raw=True,  # read-write only
         disk_qcow2=True,
@@ -784,20 +736,104 @@ class KrunkitDriver(VfkitDriver):
     readonly_disks = False  # krunkit's virtio-blk has no read-only option
     has_nat = False
     writes_pidfile = False
-    hard_stop = False
+    has_hard_stop = False
+    auto_pick = False  # only when asked for: `driver: krunkit`
 
     def switch_nic(self, socket_path: Path, mac: str) -> Device:
         """krunkit takes only the `type=unixgram` form; vfkitMagic=on has it announce
         itself as vfkit does (offloading stays off: the switch forwards plain frames)."""
         return virtio_net_unixgram(socket_path, mac, vfkit_magic=True)
 
-    def request_powerdown(self, sockets: dict[str, str]) -> None:
+    def exit_cause(self, ctx: LaunchContext) -> ExitCause | None:
+        return None  # krunkit's log lines are not known yet: exits read as unexplained
+
+
+class VfkitControl(Control):
+    """vfkit's REST API (`--restful-uri unix://`): state, Stop, HardStop, Pause/Resume."""
+
+    driver: VfkitDriver
+
+    def api(self, timeout: float = 2.0) -> VfkitAPI:
+        return VfkitAPI(self.sockets["rest"], timeout)
+
+    def state(self, timeout: float = 2.0) -> str | None:
+        if "rest" not in self.sockets:
+            return None
+        try:
+            state = self.api(timeout).vmkit_state()
+        except VfkitAPIError:
+            return None
+        # Stopped while the process still exists: it is on its way out.
+        return "stopping" if state == "stopped" else state
+
+    def power_button(self) -> None:
+        self.api().set_state("Stop")
+
+    def hard_stop(self) -> str | None:
+        if not self.driver.has_hard_stop:
+            return None
+        self.api().set_state("HardStop")
+        return "HardStop"
+
+    def inspect_extra(self) -> dict[str, Any]:
+        if "rest" not in self.sockets:
+            return {}
+        api = self.api()
+        out: dict[str, Any] = {}
+        try:
+            out["state"] = api.state()
+            if self.driver.has_hard_stop:  # vfkit proper; krunkit has no /vm/inspect
+                out["inspect"] = api.inspect()
+        except VfkitAPIError as exc:
+            out["error"] = str(exc)
+        return out
+
+    def probe_readiness(self, spec: dict[str, Any]) -> ReadinessProbe | None:
+        """A macOS guest prints no readiness line: it is ready once vfkit says it runs and,
+        with a NAT NIC, macOS's DHCP server has leased it an address in this boot."""
+        if (spec.get("boot") or {}).get("kind") != "macos":
+            return None
+        drv = self.driver
+        macs = drv._nat_macs(spec)
+        waiting_for = "running" + (
+            f" with a fresh DHCP lease for {macs[0]} in {drv.leases or dhcpd_leases.leases_path()}"
+            if macs
+            else ""
+        )
+        if self.state(timeout=1.0) != "running":
+            return ReadinessProbe(False, None, waiting_for)
+        if not macs:
+            return ReadinessProbe(True, None, waiting_for)
+        try:
+            before = json.loads((self.vm_dir / drv.LEASES_BEFORE).read_text())
+        except (OSError, ValueError):
+            before = {}
+        for mac in macs:
+            lease = dhcpd_leases.lease_for_mac(mac, drv.leases)
+            if lease is not None and lease.expires > int(before.get(mac, 0)):
+                return ReadinessProbe(True, lease.ip, waiting_for)
+        return ReadinessProbe(False, None, waiting_for)
+
+
+class PausableVfkitControl(VfkitControl):
+    """vfkit proper: Pause / Resume over REST (krunkit has neither)."""
+
+    def pause(self) -> None:
+        self.api().set_state("Pause")
+
+    def resume(self) -> None:
+        self.api().set_state("Resume")
+
+
+class KrunkitControl(VfkitControl):
+    def power_button(self) -> None:
         """POST Stop. krunkit reads the request once and closes: if the JSON body came in a
         second write the exchange breaks, but krunkit saw a POST and is stopping."""
         try:
-            self.api(sockets).set_state("Stop")
+            self.api().set_state("Stop")
         except VfkitDropped:
             return
 
-    def exit_cause(self, ctx: LaunchContext) -> ExitCause | None:
-        return None  # krunkit's log lines are not known yet: exits read as unexplained
+
+VfkitDriver.control_class = PausableVfkitControl
+KrunkitDriver.control_class = KrunkitControl

@@ -19,6 +19,12 @@ def stable_mac(name: str, index: int, salt: int = 0) -> str:
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 
+def nic_mac(vm: str, index: int, pinned: str | None) -> str:
+    """The MAC of NIC `index` of VM `vm`: the one pinned in its spec (Host pins one for
+    every NIC when it records a VM), else the stable one (a spec not recorded yet)."""
+    return pinned or stable_mac(vm, index)
+
+
 def unique_mac(name: str, index: int, used: Iterable[str]) -> str:
     """stable_mac(name, index) unless another NIC already has it; then the next free one."""
     taken = {m.lower() for m in used}

@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,19 +66,19 @@ def check(spec: MachineSpec, driver: Driver) -> None:
                 )
 
 
+GuestIp = Callable[[Path, str], "str | None"]
+
+
 class Relay:
-    def __init__(self, home: Path, vm: str):
-        self.home, self.vm = home, vm
+    def __init__(self, home: Path, vm: str, lookup: GuestIp):
+        self.home, self.vm, self.lookup = home, vm, lookup
         self._ip: tuple[float, str | None] = (0.0, None)
 
     def guest_ip(self) -> str | None:
         at, ip = self._ip
         if time.monotonic() - at < IP_TTL:
             return ip
-        from vmkit.machine import Host
-
-        with contextlib.suppress(Exception):
-            ip = Host(self.home).get(self.vm).status().ip
+        ip = self.lookup(self.home, self.vm)
         self._ip = (time.monotonic(), ip)
         return ip
 
@@ -97,12 +98,12 @@ class Relay:
 
 
 class VmmWatch:
-    """Ends the relay once the VM's VMM has been seen running and is gone (a crash, or a
-    guest poweroff nobody has looked at yet), so the host port is not held for nothing."""
+    """Ends the relay once the VM's VMM is gone (a crash, or a guest poweroff nobody has
+    looked at yet), so the host port is not held for nothing. The relay starts after the
+    launch record, which has no pid: any pid recorded later is this launch's VMM."""
 
     def __init__(self, home: Path, vm: str, every: float = 2.0):
         self.home, self.vm, self.every = home, vm, every
-        self.seen = False
         self.next = 0.0
 
     def gone(self) -> bool:
@@ -115,11 +116,11 @@ class VmmWatch:
 
         try:
             rt = Store(self.home).load_runtime(self.vm)
-            alive = "pid" in rt and ProcessRef(int(rt["pid"]), float(rt["create_time"])).alive()
+            if "pid" not in rt:
+                return False  # still launching
+            return not ProcessRef(int(rt["pid"]), float(rt["create_time"])).alive()
         except Exception:
-            alive = False
-        self.seen = self.seen or alive
-        return self.seen and not alive
+            return False
 
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:
@@ -135,8 +136,10 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
             src.close()
 
 
-def serve(home: Path, vm: str, maps: list[tuple[str, int, int]], ready: Path) -> None:
-    relay = Relay(home, vm)
+def serve(
+    home: Path, vm: str, maps: list[tuple[str, int, int]], ready: Path, lookup: GuestIp
+) -> None:
+    relay = Relay(home, vm, lookup)
     sel = selectors.DefaultSelector()
     for host_ip, host_port, guest_port in maps:
         lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -158,8 +161,10 @@ def serve(home: Path, vm: str, maps: list[tuple[str, int, int]], ready: Path) ->
                 threading.Thread(target=relay.handle, args=args, daemon=True).start()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vmkit.net.portfwd", description=__doc__)
+def main(argv: list[str], lookup: GuestIp) -> int:
+    """The relay process (started as `python -m vmkit.machine.relay`, which gives `lookup`:
+    the guest's current address from the VM's status)."""
+    ap = argparse.ArgumentParser(prog="python -m vmkit.machine.relay", description=__doc__)
     ap.add_argument("--home", required=True, type=Path)
     ap.add_argument("--vm", required=True)
     ap.add_argument("--ready", required=True, type=Path)
@@ -169,9 +174,5 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.map:
         host_ip, host, guest = item.rsplit(":", 2)
         maps.append((host_ip, int(host), int(guest)))
-    serve(args.home, args.vm, maps, args.ready)
+    serve(args.home, args.vm, maps, args.ready, lookup)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -124,11 +124,8 @@ def release(store: Store, name: str, vm: str | None) -> bool:
         if any(_lease_live(store, lease) for lease in _leases(d)):
             return False
         proc = _proc(d)
-        if proc is not None and proc.alive():
-            proc.signal(signal.SIGTERM)
-            if not proc.wait_gone(5):
-                proc.signal(signal.SIGKILL)
-                proc.wait_gone(5)
+        if proc is not None:
+            proc.terminate(5.0)
     shutil.rmtree(d, ignore_errors=True)
     return True
 

@@ -10,7 +10,6 @@ import ctypes
 import ctypes.util
 import fcntl
 import os
-import re
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,14 +22,7 @@ TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 CLONE_NEWNET = 0x40000000
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
 NETNS_DIR = Path("/var/run/netns")
-
-
-def check_ifname(name: str) -> str:
-    if not IFNAME_RE.match(name) or name in (".", ".."):
-        raise ValueError(f"{name!r} is not an interface name; use 1-15 letters, digits or '_.-'")
-    return name
 
 
 def _ipr(netns: str | None) -> Any:

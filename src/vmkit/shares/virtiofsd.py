@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from vmkit.errors import VmkitError
-from vmkit.process import ProcessRef, spawn_detached
+from vmkit.process import ProcessRef, spawn_detached, wait_for_path
 
 CANDIDATES = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd", "virtiofsd")
 START_WAIT = 10.0
@@ -46,13 +45,10 @@ def start(share: dict[str, Any], socket: Path, log: Path, cwd: Path) -> dict[str
     socket.unlink(missing_ok=True)
     argv = argv_for(find(), Path(share["host"]), socket, bool(share.get("readonly")))
     proc = spawn_detached(argv, log, cwd)
-    deadline = time.monotonic() + START_WAIT
-    while not socket.exists():
-        if proc.wait_gone(0) or time.monotonic() > deadline:
-            stop(proc)
-            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
-            raise VmkitError(f"virtiofsd for share {share['tag']!r} did not start:\n{tail}")
-        time.sleep(0.01)
+    if not wait_for_path(proc, socket, START_WAIT):
+        stop(proc)
+        tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+        raise VmkitError(f"virtiofsd for share {share['tag']!r} did not start:\n{tail}")
     return {
         "kind": "virtiofsd",
         "tag": share["tag"],
@@ -63,10 +59,4 @@ def start(share: dict[str, Any], socket: Path, log: Path, cwd: Path) -> dict[str
 
 
 def stop(proc: ProcessRef) -> None:
-    import signal
-
-    if proc.alive():
-        proc.signal(signal.SIGTERM)
-        if not proc.wait_gone(3):
-            proc.signal(signal.SIGKILL)
-            proc.wait_gone(3)
+    proc.terminate()

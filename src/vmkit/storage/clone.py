@@ -183,11 +183,11 @@ def clone_file(src: Path, dst: Path, *, allow_overlay: bool = False) -> CloneRes
 def _keep_backing(src: Path, dst: Path) -> None:
     """A copied qcow2 overlay whose header names its backing file relatively would look
     for it next to the copy: pin the name to where the original's backing file is."""
-    from vmkit.storage.disk import QCOW2_MAGIC, pin_backing
+    from vmkit.imagefmt import sniff_format
+    from vmkit.storage.disk import pin_backing
 
-    with dst.open("rb") as f:
-        if f.read(4) != QCOW2_MAGIC:
-            return
+    if sniff_format(dst) != "qcow2":
+        return
     try:
         pin_backing(dst, src)
     except BaseException:

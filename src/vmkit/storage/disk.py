@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from vmkit.errors import InvalidInput, VmkitError
+from vmkit.imagefmt import QCOW2_MAGIC as QCOW2_MAGIC
+from vmkit.imagefmt import sniff_format as sniff_format
 
-QCOW2_MAGIC = b"QFI\xfb"
 FORMATS = ("raw", "qcow2")
 _PROGRESS_RE = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
@@ -51,11 +52,6 @@ def _run(argv: list[str]) -> str:
     if proc.returncode != 0:
         raise VmkitError(f"{Path(argv[0]).name} failed: {proc.stderr.strip() or proc.stdout}")
     return proc.stdout
-
-
-def sniff_format(path: Path) -> str:
-    with path.open("rb") as f:
-        return "qcow2" if f.read(4) == QCOW2_MAGIC else "raw"
 
 
 def backing_file(path: Path) -> Path | None:

@@ -310,50 +310,15 @@ def describe(path: Path) -> KernelInfo:
             info.layers.append(f"bzImage payload: {method}-compressed vmlinux")
     elif inner == KernelFormat.ARM64_IMAGE:
         info.arch = "aarch64"
-    info.boot = boot_support(fmt, info.inner, info.arch)
     return info
 
 
-def boot_support(fmt: KernelFormat, inner: KernelFormat | None, arch: str | None) -> dict[str, str]:
-    """How each driver can boot this kernel on the host arch it is built for.
-
-    The answers follow each VMM's documented loaders; the vfkit/krunkit rows are not yet
-    checked on a Mac.
-    """
-    out: dict[str, str] = {}
-    if fmt == KernelFormat.UNKNOWN or arch is None:
-        why = "no: not a kernel vmkit recognises"
-        return {k: why for k in ("qemu", "cloud-hypervisor", "vfkit", "krunkit")}
-    decompressed = inner == KernelFormat.ARM64_IMAGE and fmt in (
+def arm64_decompressible(info: KernelInfo) -> bool:
+    """A compressed or EFI zboot arm64 kernel, with a raw Image inside."""
+    return info.inner == KernelFormat.ARM64_IMAGE and info.format in (
         KernelFormat.COMPRESSED,
         KernelFormat.EFI_ZBOOT,
     )
-    if arch == "x86_64":
-        ok = fmt in (KernelFormat.BZIMAGE, KernelFormat.ELF_PVH)
-        out["qemu/x86_64"] = "yes" if ok else "no: QEMU boots an x86 ELF only with a PVH note"
-        out["cloud-hypervisor/x86_64"] = (
-            "yes" if ok else "no: Cloud Hypervisor needs a PVH ELF or a bzImage"
-        )
-        out["vfkit/x86_64"] = (
-            "yes (Intel Macs)"
-            if fmt in (KernelFormat.BZIMAGE, KernelFormat.ELF, KernelFormat.ELF_PVH)
-            else "no"
-        )
-    else:
-        raw = fmt == KernelFormat.ARM64_IMAGE
-        unpack = "yes, once unpacked with `vmkit kernel extract FILE Image`"
-        nope = "no: not an arm64 Image"
-        out["qemu/aarch64"] = "yes" if raw else unpack if decompressed else nope
-        out["cloud-hypervisor/aarch64"] = "yes" if raw else unpack if decompressed else nope
-        out["vfkit/aarch64"] = (
-            "yes"
-            if raw
-            else "yes: vmkit decompresses it to a raw Image in the VM's folder"
-            if decompressed
-            else "no: Virtualization.framework needs an uncompressed arm64 Image"
-        )
-    out["krunkit"] = "no: krunkit boots only through EFI firmware from a disk image"
-    return out
 
 
 def prepare_arm64_image(src: Path, dest: Path) -> Path:

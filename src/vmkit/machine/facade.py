@@ -1,0 +1,652 @@
+"""Machine: one VM's lifecycle, the API every front end (CLI, Python users) goes through.
+
+A VM's state is derived from reality each time it is asked for (machine/status.py); stored
+facts (readiness seen, how it was stopped) only refine it. Launching is machine/launch.py,
+helpers are sidecars.py, hot-plug and ports are machine/devices.py and machine/published.py,
+snapshot/restore/migrate are snapshot_ops.py: each uses only this class's public methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from vmkit import hostinfo, sidecars
+from vmkit.drivers import get_driver
+from vmkit.drivers.abilities import (
+    CounterSource,
+    Pausable,
+    Rebootable,
+    Resizable,
+    ability,
+)
+from vmkit.drivers.base import Control, Driver, LaunchContext, LaunchPlan
+from vmkit.errors import (
+    InvalidInput,
+    NotFound,
+    NotSupported,
+    ReadinessTimeout,
+    SpecError,
+    VMFailed,
+    VmkitError,
+    VMStateError,
+)
+from vmkit.machine.status import TAIL, Status, read_status
+from vmkit.model import (
+    CONTROL_WAIT,
+    LIVE_STATES,
+    MachineRecord,
+    ReadinessFailure,
+    Ready,
+    RuntimeRecord,
+    State,
+    StopInfo,
+)
+from vmkit.process import ProcessRef, find_by_tag, reap_child
+from vmkit.readiness import ReadinessFollower, tail_lines
+from vmkit.store import LockBusy
+
+if TYPE_CHECKING:
+    from vmkit.machine.host import Host
+    from vmkit.snapshots import Snapshot
+    from vmkit.spec import MachineSpec
+
+A = TypeVar("A")
+
+
+@dataclass
+class StopResult:
+    name: str
+    step: (
+        str  # acpi | a driver's hard stop (e.g. vm.shutdown) | sigterm | sigkill | already-stopped
+    )
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Machine:
+    """One VM in the store. Cheap to construct; every call reads the record afresh."""
+
+    def __init__(self, host: Host, name: str):
+        self.host = host
+        self.store = host.store
+        self.name = name
+        if not self.store.exists(name):
+            raise NotFound(f"no VM named {name!r} (see `vmkit ls`)")
+
+    # ---- records and paths -------------------------------------------------------------
+    @property
+    def dir(self) -> Path:
+        return self.store.vm_dir(self.name)
+
+    @property
+    def record(self) -> MachineRecord:
+        try:
+            return MachineRecord.from_json(self.store.load_machine(self.name))
+        except ValueError as exc:
+            raise VmkitError(
+                f"VM {self.name!r} is broken: {exc}; remove it with `vmkit rm --force {self.name}`"
+            ) from None
+
+    @property
+    def spec_json(self) -> dict[str, Any]:
+        """The stored spec as JSON (no validation: cheap enough for every `vmkit ls`)."""
+        return self.record.spec
+
+    @property
+    def spec(self) -> MachineSpec:
+        from vmkit.spec import spec_from_dict
+
+        return spec_from_dict(self.spec_json, check_files=False)
+
+    @property
+    def driver_name(self) -> str:
+        return self.record.driver
+
+    @property
+    def driver(self) -> Driver:
+        return get_driver(self.driver_name, self.spec_json.get("arch"))
+
+    @property
+    def serial_log(self) -> Path:
+        configured = self.spec_json.get("serial_log")
+        return Path(configured) if configured else self.dir / "serial.log"
+
+    @property
+    def vmm_log(self) -> Path:
+        return self.dir / "vmm.log"
+
+    def context(self, accelerator: str) -> LaunchContext:
+        """Where the driver must put this VM's files and sockets."""
+        from vmkit.net import switches
+
+        return LaunchContext(
+            vm_dir=self.dir,
+            serial_log=self.serial_log,
+            events_log=self.dir / "vmm-events.log",
+            sockets={
+                role: self.store.socket_path(self.name, suffix)
+                for role, suffix in self.driver.socket_roles.items()
+            },
+            accelerator=accelerator,
+            switch_sockets={
+                name: switches.socket_path(self.store, name)
+                for name in switches.names_of(self.spec_json)
+            },
+        )
+
+    def runtime(self) -> RuntimeRecord:
+        return RuntimeRecord.from_json(self.store.load_runtime(self.name))
+
+    def save_runtime(self, rt: RuntimeRecord) -> None:
+        """Replace runtime.json (the caller holds the VM's lock)."""
+        self.store.save_runtime(self.name, rt.to_json())
+
+    @contextlib.contextmanager
+    def locked(self, timeout: float = 120.0) -> Iterator[None]:
+        """Hold this VM's lock: every change to its records and its VMM happens under it."""
+        with self.store.vm_lock(self.name, timeout):
+            rt = self.runtime()
+            if rt.stopping:  # its stopper held this lock and is gone: the stop was cut off
+                rt.stopping = False
+                self.save_runtime(rt)
+            yield
+
+    def update_runtime(self, wait: bool = True, **changes: Any) -> bool:
+        """Merge `changes` (runtime.json keys, JSON values) under the VM lock; with
+        `wait=False`, skip (False) when another vmkit holds the lock."""
+        try:
+            with self.locked(120.0 if wait else 0.0):
+                self.save_runtime(RuntimeRecord.from_json({**self.runtime().to_json(), **changes}))
+        except LockBusy:
+            return False
+        return True
+
+    def process(self, rt: RuntimeRecord | None = None) -> ProcessRef | None:
+        """The VMM process: the recorded one, or for a launch whose pid never reached
+        runtime.json, the process whose argv carries the launch tag."""
+        rt = self.runtime() if rt is None else rt
+        if rt.process is not None:
+            return rt.process
+        if rt.launching is not None:
+            return find_by_tag(str(rt.launching["tag"]))
+        if rt.corrupt:  # the tag is this VM's first control socket, whatever the file says
+            sockets = self.context("tcg").sockets
+            return find_by_tag(str(next(iter(sockets.values())))) if sockets else None
+        return None
+
+    def control(self, rt: RuntimeRecord | None = None) -> Control:
+        rt = self.runtime() if rt is None else rt
+        return self.driver.bind(rt.socket_paths(), self.dir)
+
+    # ---- status ------------------------------------------------------------------------
+    def status(self) -> Status:
+        return read_status(self)
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def plan(self) -> LaunchPlan:
+        """What `start` would run (the exact argv), without running anything."""
+        spec = self.spec
+        driver = self.driver
+        driver.check(spec)
+        accel = hostinfo.resolve_accelerator(spec.accelerator, spec.arch)
+        return driver.plan(spec, self.context(accel))
+
+    def start(self) -> LaunchPlan:
+        """Launch the VMM detached and return once its control socket answers."""
+        from vmkit.machine.launch import launch
+
+        with self.locked():
+            self._check_not_running()
+            from vmkit.spec import missing_files
+
+            spec = self.spec
+            problems = missing_files(spec)
+            if problems:
+                raise SpecError(problems)
+            self.driver.find_binary()
+            self.driver.host_limits(spec, self.host.running_specs(self.driver_name))
+            plan = self.plan()
+            self.driver.prepare(spec, self.context(plan.accelerator))
+            proc = launch(self, plan)
+        try:
+            ctl = self.wait_control(proc, clean_exit_ok=not plan.api_requests)
+            if ctl is not None and plan.api_requests:
+                try:
+                    ctl.after_launch(plan)
+                except VmkitError as exc:
+                    self._abandon_launch(proc, f"the VMM could not create the VM: {exc}")
+                    raise
+        except VmkitError:
+            if proc.wait_gone(0):
+                self.release_sidecars()
+            raise
+        return plan
+
+    def launch(self, plan: LaunchPlan, **origin: Any) -> ProcessRef:
+        """Launch `plan` (restore, incoming migration) and record `origin` facts with it
+        (restored_from, migrated_from, an inherited `ready`); the caller holds the lock."""
+        from vmkit.machine.launch import launch
+
+        return launch(self, plan, origin)
+
+    def _abandon_launch(self, proc: ProcessRef, reason: str) -> None:
+        """An API-driven VMM is up without a VM: kill it, and keep why as the VM's failure."""
+        proc.signal(signal.SIGKILL)
+        proc.wait_gone(10)
+        reap_child(proc.pid)
+        self.update_runtime(exit={"clean": False, "status": None, "reason": reason})
+
+    def _check_not_running(self) -> None:
+        rt = self.runtime()
+        st = self.status()
+        if st.alive:
+            raise VMStateError(
+                f"VM {self.name!r} is already {st.state} (pid {st.pid}); "
+                f"stop it first with `vmkit stop {self.name}`"
+            )
+        if rt.pid is None and (proc := self.process(rt)) is not None and proc.alive():
+            raise VMStateError(  # a launch cut off before its pid was recorded
+                f"VM {self.name!r} has a VMM (pid {proc.pid}) from a start that was cut off; "
+                f"`vmkit kill {self.name}` ends it"
+            )
+
+    @overload
+    def wait_control(self, proc: ProcessRef) -> Control: ...
+
+    @overload
+    def wait_control(self, proc: ProcessRef, clean_exit_ok: bool) -> Control | None: ...
+
+    def wait_control(self, proc: ProcessRef, clean_exit_ok: bool = False) -> Control | None:
+        """Until the new VMM's control socket answers; VMFailed if it exits first (None,
+        with `clean_exit_ok`, when its guest powered off that fast: the VM is stopped)."""
+        ctl = self.control()
+        deadline = time.monotonic() + CONTROL_WAIT
+        while time.monotonic() < deadline:
+            if proc.wait_gone(0):
+                st = self.status()
+                if clean_exit_ok and st.state == State.STOPPED:
+                    return None
+                raise VMFailed(self.failure_message(st, "the VMM exited during start"))
+            if ctl.state(timeout=1.0) is not None:
+                return ctl
+            time.sleep(0.02)
+        raise VMFailed(
+            f"VM {self.name!r}: the VMM is running but its control socket did not answer "
+            f"within {CONTROL_WAIT:.0f}s; see `vmkit logs --vmm {self.name}`"
+        )
+
+    def wait_ready(self, timeout: float | None = None, poll: float = 0.02) -> Status:
+        """Block until the guest prints its readiness line; VMFailed/ReadinessTimeout if not."""
+        spec = self.spec
+        rt = self.runtime()
+        proc = self.process(rt)
+        if proc is None:
+            raise VMStateError(f"VM {self.name!r} was never started; run `vmkit start {self.name}`")
+        if rt.ready is not None and proc.alive():
+            return self.status()
+        limit = spec.readiness.timeout if timeout is None else timeout
+        follower = ReadinessFollower(
+            self.serial_log, spec.readiness.marker, offset=rt.serial_offset
+        )
+        started = float(rt.started_at or time.time())
+        deadline = time.monotonic() + max(0.0, limit - max(0.0, time.time() - started))
+        checks = 0
+        ctl = self.control(rt)
+        probe = ctl.probe_readiness(self.spec_json)
+        while True:
+            found = follower.poll()
+            if found is not None:
+                self._record_ready(Ready(found.ip, time.time(), found.offset))
+                return self.status()
+            if probe is not None and checks % 10 == 0:
+                probe = ctl.probe_readiness(self.spec_json)
+                if probe is not None and probe.ready:
+                    self._record_ready(Ready(probe.ip, time.time(), follower.offset))
+                    return self.status()
+            checks += 1
+            if checks % 10 == 0 and proc.wait_gone(0):
+                st = self.status()
+                raise VMFailed(
+                    self.failure_message(st, "the VMM exited before the guest was ready")
+                )
+            if time.monotonic() >= deadline:
+                hint = hostinfo.accel_hint(str(rt.accelerator))
+                reason = f"the guest did not print '{spec.readiness.marker} <ip>' within {limit:g}s"
+                if probe is not None:
+                    reason = f"the guest was not {probe.waiting_for} within {limit:g}s"
+                self.update_runtime(
+                    readiness_failure=asdict(ReadinessFailure(reason, hint)),
+                    serial_offset=follower.offset,
+                )
+                st = self.status()
+                raise ReadinessTimeout(self.failure_message(st, reason, hint))
+            time.sleep(poll)
+
+    def _record_ready(self, ready: Ready) -> None:
+        self.update_runtime(ready=ready.to_json(), serial_offset=ready.offset)
+
+    def inherit_readiness(self, ready: dict[str, Any], source: str) -> None:
+        """A restored copy that cannot announce itself keeps its snapshot's readiness."""
+        self.update_runtime(
+            ready={**ready, "at": time.time(), "offset": 0, "inherited_from": source}
+        )
+
+    def failure_message(self, st: Status, headline: str, hint: str | None = None) -> str:
+        lines = [f"VM {self.name!r}: {headline}"]
+        if st.reason and st.reason != headline:
+            lines.append(f"reason: {st.reason}")
+        vmm = st.vmm_log_tail or tail_lines(self.vmm_log, TAIL)
+        serial = st.serial_log_tail or tail_lines(self.serial_log, TAIL)
+        lines.append(f"--- last lines of {self.vmm_log} ---")
+        lines += vmm or ["(empty)"]
+        lines.append(f"--- last lines of {self.serial_log} ---")
+        lines += serial or ["(empty)"]
+        hint = hint or st.hint
+        if hint:
+            lines.append(f"hint: {hint}")
+        if st.pid is not None and st.state not in (State.STOPPED, State.CREATED):
+            lines.append(f"the VMM (pid {st.pid}) is still running: `vmkit kill {self.name}`")
+        return "\n".join(lines)
+
+    def stop(self, timeout: float = 30.0) -> StopResult:
+        """ACPI power button -> wait `timeout` -> hard stop -> SIGTERM -> SIGKILL; says which
+        step ended it."""
+        t0 = time.monotonic()
+        with self.locked(timeout + 60):
+            rt = self.runtime()
+            proc = self.process(rt)
+            if proc is None or not proc.alive():
+                return StopResult(self.name, "already-stopped", 0.0)
+            rt.stopping = True
+            self.save_runtime(rt)
+            ctl = self.control(rt)
+            step = "sigkill"
+            try:
+                try:
+                    ctl.power_button()
+                    powered = proc.wait_gone(timeout)
+                except Exception:
+                    powered = proc.wait_gone(0)
+                if powered:
+                    step = "acpi"
+                elif (hard := self._hard_stop(ctl)) is not None and proc.wait_gone(10):
+                    step = hard
+                elif proc.signal(signal.SIGTERM) and proc.wait_gone(10):
+                    step = "sigterm"
+                else:
+                    proc.signal(signal.SIGKILL)
+                    proc.wait_gone(10)
+            finally:
+                self.mark_ended(rt, proc, "stop", step)
+        return StopResult(self.name, step, round(time.monotonic() - t0, 3))
+
+    @staticmethod
+    def _hard_stop(ctl: Control) -> str | None:
+        try:
+            return ctl.hard_stop()
+        except Exception:
+            return None
+
+    def kill(self) -> StopResult:
+        t0 = time.monotonic()
+        with self.locked():
+            rt = self.runtime()
+            proc = self.process(rt)
+            if proc is None or not proc.alive():
+                return StopResult(self.name, "already-stopped", 0.0)
+            proc.signal(signal.SIGKILL)
+            proc.wait_gone(10)
+            self.mark_ended(rt, proc, "kill", "sigkill")
+        return StopResult(self.name, "sigkill", round(time.monotonic() - t0, 3))
+
+    def mark_ended(self, rt: RuntimeRecord, proc: ProcessRef, requested: str, step: str) -> None:
+        """The VMM of `rt` is gone, ended by `vmkit requested`: record how, and release its
+        sockets and sidecars (the caller holds the lock)."""
+        from vmkit.machine.status import exit_info
+
+        if rt.pid is None:  # adopted from its launch tag
+            rt.pid, rt.create_time = proc.pid, proc.create_time
+        rt.exit = exit_info(self, rt)
+        rt.stopping = False
+        rt.stop = StopInfo(requested, step, time.time())
+        self.save_runtime(rt)
+        self.remove_sockets(rt)
+        self.release_sidecars()
+
+    @staticmethod
+    def remove_sockets(rt: RuntimeRecord) -> None:
+        for path in rt.sockets.values():
+            Path(path).unlink(missing_ok=True)
+
+    def release_sidecars(
+        self, records: list[Any] | None = None, with_switches: bool = True
+    ) -> None:
+        """Stop this VM's sidecars and (`with_switches`) release its switch leases; a
+        switch stops when no other live VM uses it."""
+        rt = self.runtime()
+        sidecars.stop_all(rt.helpers if records is None else records)
+        if not with_switches:
+            return
+        from vmkit.net import switches
+
+        names = set(switches.names_of(self.spec_json))
+        names |= {str(e["switch"]) for e in rt.hotplug.values() if e.get("switch")}
+        for name in sorted(names):
+            with contextlib.suppress(VmkitError):
+                switches.release(self.store, name, self.name)
+
+    def delete(self, force: bool = False) -> None:
+        """Remove the VM; refuses a running one unless `force` (then it is killed first)."""
+        with self.locked():
+            rt = self.runtime()
+            proc = self.process(rt)
+            if proc is not None and proc.alive():
+                if not force:
+                    raise VMStateError(
+                        f"VM {self.name!r} is running (pid {proc.pid}); stop it first "
+                        f"(`vmkit stop {self.name}`) or use `vmkit rm --force {self.name}`"
+                    )
+                proc.signal(signal.SIGKILL)
+                if not proc.wait_gone(10):
+                    raise VMFailed(f"VM {self.name!r}: the VMM (pid {proc.pid}) did not die")
+            self.remove_sockets(rt)
+            with contextlib.suppress(VmkitError):
+                self.release_sidecars()
+            self.store.remove(self.name)
+
+    # ---- verbs on a running VM (each checks the driver's ability before touching it) ----
+    def require(self, protocol: type[A], verb: str) -> type[A]:
+        """Refuse `verb` unless this driver's Control implements `protocol`."""
+        driver = self.driver
+        if not issubclass(driver.control_class, protocol):
+            raise NotSupported(
+                f"the {driver.name} driver cannot {verb} (VM {self.name!r}); "
+                "see docs/capabilities.md for what each driver can do"
+            )
+        return protocol
+
+    def live_runtime(self, verb: str, states: tuple[State, ...] = LIVE_STATES) -> RuntimeRecord:
+        """runtime.json of a VM whose VMM is up and in one of `states` (caller holds the lock)."""
+        st = self.status()
+        if st.state not in states:
+            hint = f"start it with `vmkit start {self.name}`" if not st.alive else ""
+            raise VMStateError(
+                f"cannot {verb} VM {self.name!r}: it is {st.state}"
+                + (f" (needs {' or '.join(states)}); {hint}" if hint else "")
+            )
+        return self.runtime()
+
+    def live_control(
+        self, protocol: type[A], verb: str, states: tuple[State, ...] = LIVE_STATES
+    ) -> tuple[A, RuntimeRecord]:
+        """The running VMM's Control as `protocol`, with its runtime (caller holds the lock)."""
+        self.require(protocol, verb)
+        rt = self.live_runtime(verb, states)
+        ctl = ability(self.control(rt), protocol)
+        assert ctl is not None  # require() checked the class
+        return ctl, rt
+
+    def pause(self) -> Status:
+        """Freeze the guest's vCPUs (the VMM keeps its memory); `resume` continues."""
+        self.require(Pausable, "pause")
+        with self.locked():
+            ctl, _ = self.live_control(Pausable, "pause")
+            if self.status().state != State.PAUSED:
+                ctl.pause()
+        return self.status()
+
+    def resume(self) -> Status:
+        self.require(Pausable, "resume")
+        with self.locked():
+            ctl, _ = self.live_control(Pausable, "resume")
+            if self.status().state == State.PAUSED:
+                ctl.resume()
+        return self.status()
+
+    def reboot(self) -> Status:
+        """Reset the guest; readiness is awaited afresh (`vmkit wait`)."""
+        self.require(Rebootable, "reboot")
+        with self.locked():
+            ctl, rt = self.live_control(Rebootable, "reboot")
+            offset = self.serial_log.stat().st_size if self.serial_log.exists() else 0
+            ctl.reboot()
+            rt.ready, rt.serial_offset, rt.readiness_failure = None, offset, None
+            rt.started_at = time.time()
+            self.save_runtime(rt)
+        return self.status()
+
+    def resize(self, cpus: int | None = None, memory: int | None = None) -> Status:
+        """Change vCPUs / memory of the running VM, within the spec's max_cpus / max_memory."""
+        self.require(Resizable, "resize a running VM")
+        spec = self.spec
+        if cpus is not None and not 1 <= cpus <= (spec.max_cpus or spec.cpus):
+            raise InvalidInput(
+                f"cpus {cpus}: this VM allows 1-{spec.max_cpus or spec.cpus} "
+                "(set max_cpus in its spec to allow more)"
+            )
+        if memory is not None and not spec.memory <= memory <= (spec.max_memory or spec.memory):
+            raise InvalidInput(
+                f"memory {memory}: this VM allows {spec.memory}-{spec.max_memory or spec.memory} "
+                "bytes (set max_memory in its spec to allow more)"
+            )
+        with self.locked():
+            ctl, _ = self.live_control(Resizable, "resize")
+            ctl.resize(cpus, memory)
+        return self.status()
+
+    def counters(self) -> dict[str, Any]:
+        ctl, _ = self.live_control(CounterSource, "report device counters")
+        return ctl.counters()
+
+    def attach_disk(
+        self, path: Path, readonly: bool = False, fmt: str | None = None
+    ) -> dict[str, Any]:
+        """Hot-plug a disk image; returns its record (with the device id for `detach`)."""
+        from vmkit.machine import devices
+
+        return devices.attach_disk(self, path, readonly, fmt)
+
+    def attach_net(
+        self,
+        mode: str = "user",
+        mac: str | None = None,
+        tap: str | None = None,
+        netns: str | None = None,
+        bridge: str | None = None,
+        switch: str | None = None,
+    ) -> dict[str, Any]:
+        """Hot-plug a NIC: NAT, an existing TAP (optionally in a netns / on a bridge), or a
+        port on vmkit's switch `switch` (started if it is not running)."""
+        from vmkit.machine import devices
+
+        return devices.attach_net(self, mode, mac, tap, netns, bridge, switch)
+
+    def attach_share(self, host_dir: Path, tag: str, readonly: bool = False) -> dict[str, Any]:
+        """Hot-plug a virtio-fs share: a virtiofsd sidecar, then the device."""
+        from vmkit.machine import devices
+
+        return devices.attach_share(self, host_dir, tag, readonly)
+
+    def detach(self, device_id: str) -> dict[str, Any]:
+        """Unplug a hot-plugged disk, NIC or share (the guest must release it)."""
+        from vmkit.machine import devices
+
+        return devices.detach(self, device_id)
+
+    def console_socket(self) -> Path:
+        """The running VM's interactive serial console socket."""
+        if not self.driver.features.console:
+            raise NotSupported(
+                f"the {self.driver_name} driver cannot attach an interactive console (VM "
+                f"{self.name!r}); follow `vmkit logs -f {self.name}`"
+            )
+        st = self.status()
+        if not st.alive:
+            raise InvalidInput(f"VM {self.name!r} is {st.state}; start it first")
+        sock = self.runtime().sockets.get("console")
+        if not sock:
+            raise VmkitError(f"VM {self.name!r} has no console socket")
+        return Path(sock)
+
+    def relayed_ports(self) -> list[tuple[str, int, int]]:
+        """Published ports the VMM does not forward itself: vmkit's relay serves them."""
+        from vmkit.net import portfwd
+
+        return portfwd.proxied(self.spec_json, self.driver)
+
+    def ports(self) -> list[dict[str, Any]]:
+        """Published ports: those in the spec and those added while running."""
+        from vmkit.machine import published
+
+        return published.ports(self)
+
+    def publish(self, value: str) -> dict[str, Any]:
+        """Forward a host port to the running guest (its first NAT NIC) until it stops."""
+        from vmkit.machine import published
+
+        return published.publish(self, value)
+
+    def unpublish(self, value: str) -> dict[str, Any]:
+        from vmkit.machine import published
+
+        return published.unpublish(self, value)
+
+    def snapshot(self, name: str) -> Snapshot:
+        """Save RAM + device state and clone the writable disks at the same instant."""
+        from vmkit import snapshot_ops
+
+        return snapshot_ops.create_snapshot(self, name)
+
+    def migrate(self, to: str, timeout: float = 600.0) -> Machine:
+        """Live-migrate to a new VM `to` (a second VMM on this host); this one stops."""
+        from vmkit import snapshot_ops
+
+        return snapshot_ops.migrate(self, to, timeout)
+
+    def inspect(self) -> dict[str, Any]:
+        record = self.record
+        status = self.status()
+        extra = self.control().inspect_extra() if status.alive else {}
+        return {
+            "name": self.name,
+            "driver": record.driver,
+            "created_at": record.created_at,
+            "spec": record.spec,
+            "status": status.to_json(),
+            "runtime": self.runtime().to_json(),
+            **({"vmm": extra} if extra else {}),
+            "disks_made": record.disks_made,  # VM-owned disks: how each was made
+            "paths": {
+                "dir": str(self.dir),
+                "serial_log": str(self.serial_log),
+                "vmm_log": str(self.vmm_log),
+            },
+        }

@@ -1,0 +1,146 @@
+"""Reading a VM's status: observe reality, derive the state (model.derive_state), and fill
+in what a user needs to act on it. Writes nothing: reading a status never changes a record."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vmkit import hostinfo
+from vmkit.model import (
+    ALIVE_STATES,
+    CONTROL_WAIT,
+    ExitInfo,
+    Observation,
+    Ready,
+    RuntimeRecord,
+    State,
+    derive_state,
+)
+from vmkit.process import describe_exit, reap_child
+from vmkit.readiness import ReadinessFollower, tail_lines
+
+if TYPE_CHECKING:
+    from vmkit.machine.facade import Machine
+
+TAIL = 20
+
+
+@dataclass
+class Status:
+    name: str
+    state: State
+    driver: str
+    pid: int | None = None
+    ip: str | None = None
+    accelerator: str | None = None
+    started_at: float | None = None
+    ready_at: float | None = None
+    reason: str | None = None
+    hint: str | None = None
+    vmm_log_tail: list[str] = field(default_factory=list)
+    serial_log_tail: list[str] = field(default_factory=list)
+
+    @property
+    def alive(self) -> bool:
+        return self.state in ALIVE_STATES or (self.state == State.FAILED and self.pid is not None)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["state"] = str(self.state)
+        return out
+
+
+def exit_info(machine: Machine, rt: RuntimeRecord) -> ExitInfo:
+    """Why the VMM of `rt` exited: its status if it was our child, and its own logs."""
+    status = reap_child(rt.pid) if rt.pid is not None else None
+    cause = machine.driver.exit_cause(machine.context(str(rt.accelerator or "tcg")))
+    if cause is not None and cause.clean:
+        return ExitInfo(True, status, f"VMM exited: {cause.reason}")
+    why = describe_exit(status)
+    if cause is not None:
+        why += f" after a {cause.reason}"
+    else:
+        why += "; no shutdown was requested (killed or crashed)"
+    return ExitInfo(False, status, f"VMM exited unexpectedly: {why}")
+
+
+def seen_ready(machine: Machine, rt: RuntimeRecord) -> Ready | None:
+    """The readiness recorded, else found now past the last offset seen (or by the
+    driver's probe, for guests that print no line). Not recorded here: `wait` does that."""
+    if rt.ready is not None:
+        return rt.ready
+    probe = machine.control(rt).probe_readiness(machine.spec_json)
+    if probe is not None:
+        return Ready(probe.ip, time.time(), rt.serial_offset) if probe.ready else None
+    follower = ReadinessFollower(
+        machine.serial_log, machine.spec_json["readiness"]["marker"], offset=rt.serial_offset
+    )
+    found = follower.poll()
+    return None if found is None else Ready(found.ip, time.time(), found.offset)
+
+
+def read_status(machine: Machine) -> Status:
+    rt = machine.runtime()
+    st = Status(machine.name, State.CREATED, machine.driver_name)
+    proc = machine.process(rt)
+    if rt.corrupt:
+        st.state, st.reason = State.BROKEN, f"runtime.json cannot be read: {rt.corrupt}"
+        st.pid = proc.pid if proc is not None and proc.alive() else None
+        st.hint = f"`vmkit rm --force {machine.name}` removes it (and ends its VMM, if any)"
+        return st
+    if proc is None:
+        return st
+    st.accelerator, st.started_at = rt.accelerator, rt.started_at
+    alive = proc.alive()
+    ready: Ready | None = None
+    vmm_state: str | None = None
+    exit_: ExitInfo | None = None
+    stopping = False
+    if alive:
+        st.pid = proc.pid
+        ready = seen_ready(machine, rt)
+        # a stop is in progress only while its stopper holds the VM's lock
+        stopping = rt.stopping and machine.store.lock_busy(machine.name)
+        if not stopping:
+            vmm_state = machine.control(rt).state()
+    else:
+        exit_ = rt.exit or exit_info(machine, rt)
+    young = time.time() - float(rt.started_at or 0) < CONTROL_WAIT
+    st.state = derive_state(
+        Observation(
+            launched=True,
+            alive=alive,
+            vmm_state=vmm_state,
+            young=young,
+            ready=ready is not None,
+            stopping=alive and stopping,
+            readiness_failed=rt.readiness_failure is not None,
+            stopped_by_vmkit=rt.stop is not None,
+            exit_clean=None if exit_ is None else exit_.clean,
+        )
+    )
+    if ready is not None:
+        st.ip, st.ready_at = ready.ip, ready.at
+    if st.state == State.UNRESPONSIVE:
+        st.reason = "the VMM process is alive but its control socket does not answer"
+    if st.ip is None and st.state in (State.RUNNING, State.READY):
+        st.ip = machine.driver.guest_ip(machine.spec_json)
+    if alive and st.state == State.FAILED and rt.readiness_failure is not None:
+        st.reason, st.hint = rt.readiness_failure.reason, rt.readiness_failure.hint
+        _tails(machine, st)
+    elif not alive and exit_ is not None:
+        if rt.stop is not None:
+            st.reason = f"stopped by `vmkit {rt.stop.requested}` ({rt.stop.step})"
+        else:
+            st.reason = exit_.reason
+        if st.state == State.FAILED:
+            st.hint = hostinfo.accel_hint(str(rt.accelerator))
+            _tails(machine, st)
+    return st
+
+
+def _tails(machine: Machine, st: Status) -> None:
+    st.vmm_log_tail = tail_lines(machine.vmm_log, TAIL)
+    st.serial_log_tail = tail_lines(machine.serial_log, TAIL)
