@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vmkit import faults
 from vmkit.drivers.abilities import (
     GuestChannel,
     IncomingPlanner,
@@ -220,6 +221,7 @@ def restore(
         plan = planner.plan_restore(spec, machine.context(accel), snap.dir, state)
         with machine.locked():
             proc = machine.launch(plan.launch, restored_from=snap.name)
+        faults.point("restore:launched")
         ctl = machine.wait_control(proc)
         loader = ability(ctl, Snapshottable)
         assert loader is not None  # driver.capabilities.snapshot
@@ -315,6 +317,7 @@ def migrate(machine: Machine, to: str, timeout: float) -> Machine:
             ready = None if rt.ready is None else rt.ready.to_json()
             with target.locked():
                 proc = target.launch(plan, migrated_from=machine.name, ready=ready)
+            faults.point("migrate:target")
             receiver = ability(target.wait_control(proc), Migratable)
             assert receiver is not None
             receiver.start_incoming(uri)

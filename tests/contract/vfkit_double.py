@@ -287,10 +287,10 @@ def main(argv: list[str]) -> int:
             time.sleep(0.3)
             grant_leases(Path(leases), [d.get("mac") for d in parsed.devices if d.has("nat")])
         if "poweroff-after-ready" in behaviour:
-            time.sleep(0.2)
+            time.sleep(1.0)  # long enough for vmkit to see it ready on a loaded machine
             vm._stop()
         if "crash-after-ready" in behaviour:
-            time.sleep(0.2)
+            time.sleep(1.0)
             log("virtualization error: hypervisor virtualization error", "error")
             return 1
         log("waiting for VM to stop")

@@ -9,20 +9,16 @@ snapshot/restore/migrate are snapshot_ops.py: each uses only this class's public
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from vmkit import hostinfo, sidecars
+from vmkit import faults, hostinfo, sidecars
 from vmkit.drivers import get_driver
 from vmkit.drivers.abilities import (
-    CounterSource,
-    Pausable,
-    Rebootable,
-    Resizable,
     ability,
 )
 from vmkit.drivers.base import Control, Driver, LaunchContext, LaunchPlan
@@ -30,25 +26,23 @@ from vmkit.errors import (
     InvalidInput,
     NotFound,
     NotSupported,
-    ReadinessTimeout,
     SpecError,
     VMFailed,
     VmkitError,
     VMStateError,
 )
-from vmkit.machine.status import TAIL, Status, read_status
+from vmkit.machine import verbs
+from vmkit.machine.status import Status, read_status
+from vmkit.machine.stopping import StopResult
 from vmkit.model import (
     CONTROL_WAIT,
     LIVE_STATES,
     MachineRecord,
-    ReadinessFailure,
-    Ready,
     RuntimeRecord,
     State,
     StopInfo,
 )
 from vmkit.process import ProcessRef, find_by_tag, reap_child
-from vmkit.readiness import ReadinessFollower, tail_lines
 from vmkit.store import LockBusy
 
 if TYPE_CHECKING:
@@ -59,20 +53,9 @@ if TYPE_CHECKING:
 A = TypeVar("A")
 
 
-@dataclass
-class StopResult:
-    name: str
-    step: (
-        str  # acpi | a driver's hard stop (e.g. vm.shutdown) | sigterm | sigkill | already-stopped
-    )
-    seconds: float
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class Machine:
-    """One VM in the store. Cheap to construct; every call reads the record afresh."""
+    """One VM in the store. Cheap to construct. machine.json is read once per Machine (it
+    does not change after create); runtime.json and the VMM are read on every call."""
 
     def __init__(self, host: Host, name: str):
         self.host = host
@@ -86,7 +69,7 @@ class Machine:
     def dir(self) -> Path:
         return self.store.vm_dir(self.name)
 
-    @property
+    @functools.cached_property
     def record(self) -> MachineRecord:
         try:
             return MachineRecord.from_json(self.store.load_machine(self.name))
@@ -110,7 +93,7 @@ class Machine:
     def driver_name(self) -> str:
         return self.record.driver
 
-    @property
+    @functools.cached_property
     def driver(self) -> Driver:
         return get_driver(self.driver_name, self.spec_json.get("arch"))
 
@@ -216,6 +199,7 @@ class Machine:
             plan = self.plan()
             self.driver.prepare(spec, self.context(plan.accelerator))
             proc = launch(self, plan)
+        faults.point("start:launched")
         try:
             ctl = self.wait_control(proc, clean_exit_ok=not plan.api_requests)
             if ctl is not None and plan.api_requests:
@@ -285,53 +269,9 @@ class Machine:
 
     def wait_ready(self, timeout: float | None = None, poll: float = 0.02) -> Status:
         """Block until the guest prints its readiness line; VMFailed/ReadinessTimeout if not."""
-        spec = self.spec
-        rt = self.runtime()
-        proc = self.process(rt)
-        if proc is None:
-            raise VMStateError(f"VM {self.name!r} was never started; run `vmkit start {self.name}`")
-        if rt.ready is not None and proc.alive():
-            return self.status()
-        limit = spec.readiness.timeout if timeout is None else timeout
-        follower = ReadinessFollower(
-            self.serial_log, spec.readiness.marker, offset=rt.serial_offset
-        )
-        started = float(rt.started_at or time.time())
-        deadline = time.monotonic() + max(0.0, limit - max(0.0, time.time() - started))
-        checks = 0
-        ctl = self.control(rt)
-        probe = ctl.probe_readiness(self.spec_json)
-        while True:
-            found = follower.poll()
-            if found is not None:
-                self._record_ready(Ready(found.ip, time.time(), found.offset))
-                return self.status()
-            if probe is not None and checks % 10 == 0:
-                probe = ctl.probe_readiness(self.spec_json)
-                if probe is not None and probe.ready:
-                    self._record_ready(Ready(probe.ip, time.time(), follower.offset))
-                    return self.status()
-            checks += 1
-            if checks % 10 == 0 and proc.wait_gone(0):
-                st = self.status()
-                raise VMFailed(
-                    self.failure_message(st, "the VMM exited before the guest was ready")
-                )
-            if time.monotonic() >= deadline:
-                hint = hostinfo.accel_hint(str(rt.accelerator))
-                reason = f"the guest did not print '{spec.readiness.marker} <ip>' within {limit:g}s"
-                if probe is not None:
-                    reason = f"the guest was not {probe.waiting_for} within {limit:g}s"
-                self.update_runtime(
-                    readiness_failure=asdict(ReadinessFailure(reason, hint)),
-                    serial_offset=follower.offset,
-                )
-                st = self.status()
-                raise ReadinessTimeout(self.failure_message(st, reason, hint))
-            time.sleep(poll)
+        from vmkit.machine import waiting
 
-    def _record_ready(self, ready: Ready) -> None:
-        self.update_runtime(ready=ready.to_json(), serial_offset=ready.offset)
+        return waiting.wait_ready(self, timeout, poll)
 
     def inherit_readiness(self, ready: dict[str, Any], source: str) -> None:
         """A restored copy that cannot announce itself keeps its snapshot's readiness."""
@@ -340,72 +280,22 @@ class Machine:
         )
 
     def failure_message(self, st: Status, headline: str, hint: str | None = None) -> str:
-        lines = [f"VM {self.name!r}: {headline}"]
-        if st.reason and st.reason != headline:
-            lines.append(f"reason: {st.reason}")
-        vmm = st.vmm_log_tail or tail_lines(self.vmm_log, TAIL)
-        serial = st.serial_log_tail or tail_lines(self.serial_log, TAIL)
-        lines.append(f"--- last lines of {self.vmm_log} ---")
-        lines += vmm or ["(empty)"]
-        lines.append(f"--- last lines of {self.serial_log} ---")
-        lines += serial or ["(empty)"]
-        hint = hint or st.hint
-        if hint:
-            lines.append(f"hint: {hint}")
-        if st.pid is not None and st.state not in (State.STOPPED, State.CREATED):
-            lines.append(f"the VMM (pid {st.pid}) is still running: `vmkit kill {self.name}`")
-        return "\n".join(lines)
+        """`headline`, the reason, the last lines of both logs, the hint, what still runs."""
+        from vmkit.machine import waiting
+
+        return waiting.failure_message(self, st, headline, hint)
 
     def stop(self, timeout: float = 30.0) -> StopResult:
         """ACPI power button -> wait `timeout` -> hard stop -> SIGTERM -> SIGKILL; says which
         step ended it."""
-        t0 = time.monotonic()
-        with self.locked(timeout + 60):
-            rt = self.runtime()
-            proc = self.process(rt)
-            if proc is None or not proc.alive():
-                return StopResult(self.name, "already-stopped", 0.0)
-            rt.stopping = True
-            self.save_runtime(rt)
-            ctl = self.control(rt)
-            step = "sigkill"
-            try:
-                try:
-                    ctl.power_button()
-                    powered = proc.wait_gone(timeout)
-                except Exception:
-                    powered = proc.wait_gone(0)
-                if powered:
-                    step = "acpi"
-                elif (hard := self._hard_stop(ctl)) is not None and proc.wait_gone(10):
-                    step = hard
-                elif proc.signal(signal.SIGTERM) and proc.wait_gone(10):
-                    step = "sigterm"
-                else:
-                    proc.signal(signal.SIGKILL)
-                    proc.wait_gone(10)
-            finally:
-                self.mark_ended(rt, proc, "stop", step)
-        return StopResult(self.name, step, round(time.monotonic() - t0, 3))
+        from vmkit.machine import stopping
 
-    @staticmethod
-    def _hard_stop(ctl: Control) -> str | None:
-        try:
-            return ctl.hard_stop()
-        except Exception:
-            return None
+        return stopping.stop(self, timeout)
 
     def kill(self) -> StopResult:
-        t0 = time.monotonic()
-        with self.locked():
-            rt = self.runtime()
-            proc = self.process(rt)
-            if proc is None or not proc.alive():
-                return StopResult(self.name, "already-stopped", 0.0)
-            proc.signal(signal.SIGKILL)
-            proc.wait_gone(10)
-            self.mark_ended(rt, proc, "kill", "sigkill")
-        return StopResult(self.name, "sigkill", round(time.monotonic() - t0, 3))
+        from vmkit.machine import stopping
+
+        return stopping.kill(self)
 
     def mark_ended(self, rt: RuntimeRecord, proc: ProcessRef, requested: str, step: str) -> None:
         """The VMM of `rt` is gone, ended by `vmkit requested`: record how, and release its
@@ -457,9 +347,11 @@ class Machine:
                 proc.signal(signal.SIGKILL)
                 if not proc.wait_gone(10):
                     raise VMFailed(f"VM {self.name!r}: the VMM (pid {proc.pid}) did not die")
+            faults.point("rm:killed")
             self.remove_sockets(rt)
             with contextlib.suppress(VmkitError):
                 self.release_sidecars()
+            faults.point("rm:released")
             self.store.remove(self.name)
 
     # ---- verbs on a running VM (each checks the driver's ability before touching it) ----
@@ -496,55 +388,21 @@ class Machine:
 
     def pause(self) -> Status:
         """Freeze the guest's vCPUs (the VMM keeps its memory); `resume` continues."""
-        self.require(Pausable, "pause")
-        with self.locked():
-            ctl, _ = self.live_control(Pausable, "pause")
-            if self.status().state != State.PAUSED:
-                ctl.pause()
-        return self.status()
+        return verbs.pause(self)
 
     def resume(self) -> Status:
-        self.require(Pausable, "resume")
-        with self.locked():
-            ctl, _ = self.live_control(Pausable, "resume")
-            if self.status().state == State.PAUSED:
-                ctl.resume()
-        return self.status()
+        return verbs.resume(self)
 
     def reboot(self) -> Status:
         """Reset the guest; readiness is awaited afresh (`vmkit wait`)."""
-        self.require(Rebootable, "reboot")
-        with self.locked():
-            ctl, rt = self.live_control(Rebootable, "reboot")
-            offset = self.serial_log.stat().st_size if self.serial_log.exists() else 0
-            ctl.reboot()
-            rt.ready, rt.serial_offset, rt.readiness_failure = None, offset, None
-            rt.started_at = time.time()
-            self.save_runtime(rt)
-        return self.status()
+        return verbs.reboot(self)
 
     def resize(self, cpus: int | None = None, memory: int | None = None) -> Status:
         """Change vCPUs / memory of the running VM, within the spec's max_cpus / max_memory."""
-        self.require(Resizable, "resize a running VM")
-        spec = self.spec
-        if cpus is not None and not 1 <= cpus <= (spec.max_cpus or spec.cpus):
-            raise InvalidInput(
-                f"cpus {cpus}: this VM allows 1-{spec.max_cpus or spec.cpus} "
-                "(set max_cpus in its spec to allow more)"
-            )
-        if memory is not None and not spec.memory <= memory <= (spec.max_memory or spec.memory):
-            raise InvalidInput(
-                f"memory {memory}: this VM allows {spec.memory}-{spec.max_memory or spec.memory} "
-                "bytes (set max_memory in its spec to allow more)"
-            )
-        with self.locked():
-            ctl, _ = self.live_control(Resizable, "resize")
-            ctl.resize(cpus, memory)
-        return self.status()
+        return verbs.resize(self, cpus, memory)
 
     def counters(self) -> dict[str, Any]:
-        ctl, _ = self.live_control(CounterSource, "report device counters")
-        return ctl.counters()
+        return verbs.counters(self)
 
     def attach_disk(
         self, path: Path, readonly: bool = False, fmt: str | None = None
@@ -632,21 +490,7 @@ class Machine:
         return snapshot_ops.migrate(self, to, timeout)
 
     def inspect(self) -> dict[str, Any]:
-        record = self.record
-        status = self.status()
-        extra = self.control().inspect_extra() if status.alive else {}
-        return {
-            "name": self.name,
-            "driver": record.driver,
-            "created_at": record.created_at,
-            "spec": record.spec,
-            "status": status.to_json(),
-            "runtime": self.runtime().to_json(),
-            **({"vmm": extra} if extra else {}),
-            "disks_made": record.disks_made,  # VM-owned disks: how each was made
-            "paths": {
-                "dir": str(self.dir),
-                "serial_log": str(self.serial_log),
-                "vmm_log": str(self.vmm_log),
-            },
-        }
+        """Everything vmkit knows of this VM: record, status, runtime, the VMM's own view."""
+        from vmkit.machine.status import inspect
+
+        return inspect(self)

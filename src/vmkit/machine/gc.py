@@ -79,7 +79,9 @@ def _leftover_dirs(host: Host, report: GcReport) -> None:
 
 
 def _one(machine: Machine, report: GcReport) -> None:
-    """One VM, under its lock."""
+    """One VM, under its lock (so any temp file of an atomic write there is a dead one's)."""
+    for tmp in machine.dir.glob(".*.json.*.tmp"):
+        tmp.unlink(missing_ok=True)
     if machine.store.load_machine(machine.name).get("creating"):
         machine.store.remove(machine.name)  # its create was cut off: roll it back
         report.rolled_back.append(machine.name)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vmkit import faults
 from vmkit.drivers import get_driver, resolve_driver_name
 from vmkit.errors import InvalidInput, NotFound, SpecError, VmkitError
 from vmkit.machine.facade import Machine
@@ -62,6 +63,7 @@ class Host:
 
         try:
             with machine.locked():
+                faults.point("create:files")
                 record = machine.record
                 made = make_owned_files(  # fills in record.spec's disk paths
                     record.spec, machine.dir, self.store.home, driver.features.disk_qcow2
@@ -73,7 +75,7 @@ class Host:
         except BaseException:
             self.store.remove(spec.name)
             raise
-        return machine
+        return Machine(self, spec.name)  # its record as finished
 
     def register(
         self, spec_json: dict[str, Any], driver: str, same_guest: bool = False, **origin: Any

@@ -13,9 +13,10 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from vmkit import sidecars
+from vmkit import faults, sidecars
 from vmkit.model import RuntimeRecord, SidecarRecord
 from vmkit.process import ProcessRef, spawn_detached
 
@@ -35,6 +36,7 @@ class Steps:
 
     def run(self, name: str, fn: Callable[[], T], undo: Callable[[T], None] | None = None) -> T:
         self.current = name
+        faults.point(f"launch:{name.split()[0]}")
         result = fn()
         if undo is not None:
             self.undos.append((name, lambda: undo(result)))
@@ -68,27 +70,29 @@ def launch(machine: Machine, plan: LaunchPlan, extra: dict[str, Any] | None = No
     spec = machine.spec_json
     helpers: list[SidecarRecord] = []
 
+    intent = RuntimeRecord(
+        driver=machine.driver_name,
+        accelerator=plan.accelerator,
+        argv=plan.argv,
+        sockets={k: str(v) for k, v in plan.all_sockets().items()},
+        launching={"tag": launch_tag(plan), "at": time.time()},
+    )
+
     def keep(rec: SidecarRecord) -> SidecarRecord:
+        """Record each sidecar as soon as it runs: a launch cut off here leaves it for gc."""
         helpers.append(rec)
+        intent.helpers = list(helpers)
+        machine.save_runtime(intent)
         return rec
 
     try:
         steps.run("stale sockets", lambda: _unlink_sockets(plan))
         steps.run("vmm log", lambda: _log_header(machine))
         steps.run("ports free", lambda: _check_ports(spec))
-        steps.run(
-            "launch record",
-            lambda: machine.save_runtime(
-                RuntimeRecord(
-                    driver=machine.driver_name,
-                    accelerator=plan.accelerator,
-                    argv=plan.argv,
-                    sockets={k: str(v) for k, v in plan.all_sockets().items()},
-                    launching={"tag": launch_tag(plan), "at": time.time()},
-                )
-            ),
-            lambda _: machine.save_runtime(RuntimeRecord()),
-        )
+        steps.run("launch record", lambda: machine.save_runtime(intent))
+        steps.undos.append(("launch record", lambda: machine.save_runtime(RuntimeRecord())))
+        if machine.serial_log.parent == machine.dir:
+            steps.run("serial log", lambda: _private_log(machine.serial_log))
         for lease in _switch_leases(machine, plan):
             steps.run(f"switch {lease.name}", lambda lease=lease: keep(lease.start()))  # type: ignore[misc]
             steps.undos.append((f"switch {lease.name}", lease.release))
@@ -140,6 +144,12 @@ def launch(machine: Machine, plan: LaunchPlan, extra: dict[str, Any] | None = No
 def _unlink_sockets(plan: LaunchPlan) -> None:
     for sock in plan.all_sockets().values():
         sock.unlink(missing_ok=True)  # stale: the VMM that owned it is gone
+
+
+def _private_log(path: Path) -> None:
+    """The serial log exists, 0600, before the VMM appends the guest's output to it."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    path.chmod(0o600)  # an older vmkit's (or the VMM's) 0644 file
 
 
 def _log_header(machine: Machine) -> None:

@@ -84,6 +84,11 @@ def seen_ready(machine: Machine, rt: RuntimeRecord) -> Ready | None:
 def read_status(machine: Machine) -> Status:
     rt = machine.runtime()
     st = Status(machine.name, State.CREATED, machine.driver_name)
+    if machine.record.extra.get("creating") and not machine.store.lock_busy(machine.name):
+        st.state = State.BROKEN
+        st.reason = "its `vmkit create` was cut off while making its disks"
+        st.hint = f"`vmkit gc` removes it; then create {machine.name} again"
+        return st
     proc = machine.process(rt)
     if rt.corrupt:
         st.state, st.reason = State.BROKEN, f"runtime.json cannot be read: {rt.corrupt}"
@@ -144,3 +149,24 @@ def read_status(machine: Machine) -> Status:
 def _tails(machine: Machine, st: Status) -> None:
     st.vmm_log_tail = tail_lines(machine.vmm_log, TAIL)
     st.serial_log_tail = tail_lines(machine.serial_log, TAIL)
+
+
+def inspect(machine: Machine) -> dict[str, Any]:
+    record = machine.record
+    status = machine.status()
+    extra = machine.control().inspect_extra() if status.alive else {}
+    return {
+        "name": machine.name,
+        "driver": record.driver,
+        "created_at": record.created_at,
+        "spec": record.spec,
+        "status": status.to_json(),
+        "runtime": machine.runtime().to_json(),
+        **({"vmm": extra} if extra else {}),
+        "disks_made": record.disks_made,  # VM-owned disks: how each was made
+        "paths": {
+            "dir": str(machine.dir),
+            "serial_log": str(machine.serial_log),
+            "vmm_log": str(machine.vmm_log),
+        },
+    }

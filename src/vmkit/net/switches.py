@@ -98,9 +98,7 @@ def _start(d: Path, name: str, store: Store) -> ProcessRef:
     argv = [sys.executable, "-m", "vmkit.net.switch", "--socket", str(sock)]
     argv += ["--stats", str(d / "stats.json"), "--leases", str(d / "leases")]
     proc = spawn_detached(argv, d / "switch.log", d)
-    if not wait_for_path(proc, sock, START_WAIT):
-        log = (d / "switch.log").read_text(errors="replace")[-2000:]
-        raise VmkitError(f"the switch {name!r} helper did not start:\n{log}")
+    # recorded before waiting: a vmkit cut off here leaves a switch gc can find and stop
     atomic_write_json(
         d / "pid.json",
         {
@@ -110,6 +108,10 @@ def _start(d: Path, name: str, store: Store) -> ProcessRef:
             "home": str(store.home),
         },
     )
+    if not wait_for_path(proc, sock, START_WAIT):
+        proc.terminate()
+        log = (d / "switch.log").read_text(errors="replace")[-2000:]
+        raise VmkitError(f"the switch {name!r} helper did not start:\n{log}")
     return proc
 
 

@@ -1,0 +1,84 @@
+"""Waiting for a guest to be ready, and saying why it is not."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+from vmkit import hostinfo
+from vmkit.errors import ReadinessTimeout, VMFailed, VMStateError
+from vmkit.machine.status import TAIL, Status
+from vmkit.model import ReadinessFailure, Ready, State
+from vmkit.readiness import ReadinessFollower, tail_lines
+
+if TYPE_CHECKING:
+    from vmkit.machine.facade import Machine
+
+
+def wait_ready(machine: Machine, timeout: float | None = None, poll: float = 0.02) -> Status:
+    """Block until the guest prints its readiness line; VMFailed/ReadinessTimeout if not."""
+    spec = machine.spec
+    rt = machine.runtime()
+    proc = machine.process(rt)
+    if proc is None:
+        raise VMStateError(
+            f"VM {machine.name!r} was never started; run `vmkit start {machine.name}`"
+        )
+    if rt.ready is not None and proc.alive():
+        return machine.status()
+    limit = spec.readiness.timeout if timeout is None else timeout
+    follower = ReadinessFollower(machine.serial_log, spec.readiness.marker, offset=rt.serial_offset)
+    started = float(rt.started_at or time.time())
+    deadline = time.monotonic() + max(0.0, limit - max(0.0, time.time() - started))
+    checks = 0
+    ctl = machine.control(rt)
+    probe = ctl.probe_readiness(machine.spec_json)
+    while True:
+        found = follower.poll()
+        if found is not None:
+            _record_ready(machine, Ready(found.ip, time.time(), found.offset))
+            return machine.status()
+        if probe is not None and checks % 10 == 0:
+            probe = ctl.probe_readiness(machine.spec_json)
+            if probe is not None and probe.ready:
+                _record_ready(machine, Ready(probe.ip, time.time(), follower.offset))
+                return machine.status()
+        checks += 1
+        if checks % 10 == 0 and proc.wait_gone(0):
+            st = machine.status()
+            raise VMFailed(machine.failure_message(st, "the VMM exited before the guest was ready"))
+        if time.monotonic() >= deadline:
+            hint = hostinfo.accel_hint(str(rt.accelerator))
+            reason = f"the guest did not print '{spec.readiness.marker} <ip>' within {limit:g}s"
+            if probe is not None:
+                reason = f"the guest was not {probe.waiting_for} within {limit:g}s"
+            machine.update_runtime(
+                readiness_failure=asdict(ReadinessFailure(reason, hint)),
+                serial_offset=follower.offset,
+            )
+            st = machine.status()
+            raise ReadinessTimeout(machine.failure_message(st, reason, hint))
+        time.sleep(poll)
+
+
+def _record_ready(machine: Machine, ready: Ready) -> None:
+    machine.update_runtime(ready=ready.to_json(), serial_offset=ready.offset)
+
+
+def failure_message(machine: Machine, st: Status, headline: str, hint: str | None = None) -> str:
+    lines = [f"VM {machine.name!r}: {headline}"]
+    if st.reason and st.reason != headline:
+        lines.append(f"reason: {st.reason}")
+    vmm = st.vmm_log_tail or tail_lines(machine.vmm_log, TAIL)
+    serial = st.serial_log_tail or tail_lines(machine.serial_log, TAIL)
+    lines.append(f"--- last lines of {machine.vmm_log} ---")
+    lines += vmm or ["(empty)"]
+    lines.append(f"--- last lines of {machine.serial_log} ---")
+    lines += serial or ["(empty)"]
+    hint = hint or st.hint
+    if hint:
+        lines.append(f"hint: {hint}")
+    if st.pid is not None and st.state not in (State.STOPPED, State.CREATED):
+        lines.append(f"the VMM (pid {st.pid}) is still running: `vmkit kill {machine.name}`")
+    return "\n".join(lines)
