@@ -17,7 +17,6 @@ from vmkit.cli_common import READ_HELP, build_progress
 from vmkit.cli_common import echo_json as _echo_json
 from vmkit.cli_common import host as _host
 from vmkit.cli_common import table as _table
-from vmkit.cli_image import clone_source
 from vmkit.drivers import names as driver_names
 from vmkit.errors import InvalidInput, VmkitError
 
@@ -27,7 +26,36 @@ def _fail(exc: VmkitError) -> NoReturn:
     sys.exit(exc.exit_code)
 
 
+# Commands defined in other modules: imported only when run (or listed by --help).
+LAZY: dict[str, str] = {
+    **{verb: "vmkit.cli_live" for verb in ("pause", "resume", "reboot", "restore", "migrate")},
+    "resize": "vmkit.cli_live",
+    "counters": "vmkit.cli_live",
+    "snapshot": "vmkit.cli_live:snapshot_group",
+    "net": "vmkit.cli_live:net_group",
+    "switch": "vmkit.cli_live:switch_group",
+    "port": "vmkit.cli_live:port_group",
+    "share": "vmkit.cli_live:share_group",
+    "disk": "vmkit.cli_disk:disk_group",  # cli_disk adds create/info/convert/resize to it
+    "image": "vmkit.cli_image:image_group",
+    "kernel": "vmkit.cli_kernel:kernel_group",
+}
+
+
 class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in LAZY:
+            return super().get_command(ctx, cmd_name)
+        import importlib
+
+        module, _, attr = LAZY[cmd_name].partition(":")
+        command = getattr(importlib.import_module(module), attr or cmd_name)
+        assert isinstance(command, click.Command)
+        return command
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -183,6 +211,8 @@ def _build_spec(name: str | None, o: dict[str, Any]) -> Any:
     elif o.get("ip"):
         raise InvalidInput("--ip needs a NIC: add --net nat or --net switch:NAME")
     if o.get("disks") or o.get("disks_ro") or o.get("new_disks") or o.get("clone_disks"):
+        from vmkit.cli_image import clone_source
+
         over["disks"] = (
             [_disk(p, False) for p in o.get("disks", ())]
             + [_disk(p, True) for p in o.get("disks_ro", ())]
@@ -753,17 +783,6 @@ def spec_validate(file: Path) -> None:
     spec = load_spec_file(file)
     click.echo(f"{file}: valid ({spec.name})")
 
-
-from vmkit.cli_kernel import register as _register_kernel  # noqa: E402
-from vmkit.cli_live import register as _register_live  # noqa: E402
-
-_register_live(main)
-import vmkit.cli_disk  # noqa: E402, F401  (adds create/info/convert/resize to `vmkit disk`)
-from vmkit.cli_image import image_group as _image_group  # noqa: E402
-
-main.add_command(_image_group)
-
-_register_kernel(main)
 
 if __name__ == "__main__":
     main()

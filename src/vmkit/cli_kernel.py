@@ -10,10 +10,6 @@ from vmkit.cli_common import READ_HELP, echo_json
 from vmkit.errors import InvalidInput
 
 
-def register(main: click.Group) -> None:
-    main.add_command(kernel_group)
-
-
 @click.group(name="kernel")
 def kernel_group() -> None:
     """Kernel image formats (bzImage, vmlinux, arm64 Image, vmlinuz, EFI zboot)."""

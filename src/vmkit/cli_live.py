@@ -13,17 +13,6 @@ from vmkit.drivers import names as driver_names
 from vmkit.errors import InvalidInput
 
 
-def register(main: click.Group) -> None:
-    for command in (pause, resume, reboot, restore, migrate, resize, counters):
-        main.add_command(command)
-    main.add_command(snapshot_group)
-    main.add_command(disk_group)
-    main.add_command(net_group)
-    main.add_command(switch_group)
-    main.add_command(port_group)
-    main.add_command(share_group)
-
-
 def _state_line(st: Any) -> str:
     return f"{st.name}: {st.state}"
 

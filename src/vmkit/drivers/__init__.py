@@ -10,11 +10,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, TypeVar
 
-from vmkit.drivers.base import Driver
 from vmkit.errors import InvalidInput, NotSupported
 from vmkit.hostinfo import foreign_arch, machine_arch
 
 if TYPE_CHECKING:
+    from vmkit.drivers.base import Driver
     from vmkit.storage.kernel import KernelInfo
 
 # driver name -> the module that registers it, in the order `driver: auto` prefers them.
@@ -26,7 +26,7 @@ MODULES: dict[str, str] = {
 }
 
 _registered: dict[str, type[Driver]] = {}
-D = TypeVar("D", bound=type[Driver])
+D = TypeVar("D", bound="type[Driver]")
 
 
 def register(cls: D) -> D:
