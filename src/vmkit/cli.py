@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -262,16 +261,6 @@ def _new_disk(value: str) -> dict[str, Any]:
     if fmt not in ("", "raw", "qcow2"):
         raise InvalidInput(f"--new-disk {value!r}: use SIZE, SIZE:raw or SIZE:qcow2")
     return {"size": size, "format": fmt or "raw"}
-
-
-def _virtiofsd() -> str | None:
-    from vmkit.errors import VmkitError
-    from vmkit.shares.virtiofsd import find
-
-    try:
-        return find()
-    except VmkitError:
-        return None
 
 
 def _share_flag(value: str) -> dict[str, Any]:
@@ -589,43 +578,10 @@ def gc(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
 def doctor(as_json: bool) -> None:
     """What this host can run, and what to install or change."""
-    import shutil
+    from vmkit.doctor import facts as host_facts
 
-    from vmkit import hostinfo
-    from vmkit.guest.build import find_built
-    from vmkit.paths import data_home, runtime_dir
-
-    kvm = hostinfo.kvm_state()
-    qemu = shutil.which(f"qemu-system-{hostinfo.machine_arch()}")
-    guest = find_built()
-    facts: dict[str, Any] = {
-        "vmkit": __version__,
-        "arch": hostinfo.machine_arch(),
-        "kvm_usable": kvm.usable,
-        "kvm": kvm.reason,
-        "kvm_pvm": hostinfo.kvm_pvm_loaded(),
-        "accelerator_auto": hostinfo.resolve_accelerator("auto"),
-        "qemu": qemu,
-        "qemu_emulates": [  # arch: values this host can run emulated (TCG)
-            a
-            for a in ("x86_64", "aarch64")
-            if a != hostinfo.machine_arch() and shutil.which(f"qemu-system-{a}")
-        ],
-        "cloud_hypervisor": os.environ.get("VMKIT_CLOUD_HYPERVISOR")
-        or shutil.which("cloud-hypervisor"),
-        "vfkit": shutil.which("vfkit"),
-        "virtiofsd": _virtiofsd(),
-        "qemu_img": shutil.which("qemu-img"),
-        "data_home": str(data_home()),
-        "runtime_dir": str(runtime_dir()),
-        "tiny_guest": str(guest.dir) if guest else None,
-        "uefi_firmware": _uefi_firmware(hostinfo.machine_arch()),
-    }
-    mac = None
-    if hostinfo.is_macos():
-        from vmkit.macos_host import doctor_facts
-
-        facts["macos"] = mac = doctor_facts()
+    facts = host_facts()
+    mac = facts.get("macos")
     if as_json:
         _echo_json(facts)
         return
@@ -637,21 +593,10 @@ def doctor(as_json: bool) -> None:
         click.echo(f"{key + ':':<18}{value if value is not None else '(not found)'}")
     if mac is not None:
         _echo_macos(mac)
-    if not qemu:
+    if not facts["qemu"]:
         click.echo("fix: install QEMU (Debian/Ubuntu: apt-get install qemu-system-x86)")
-    if not guest:
+    if not facts["tiny_guest"]:
         click.echo("fix: build the tiny guest with `vmkit guest build`")
-
-
-def _uefi_firmware(arch: str) -> str | None:
-    """The UEFI code image QEMU would load for `boot.kind: efi` (None: not installed)."""
-    from vmkit.drivers.qemu_firmware import find_uefi
-    from vmkit.errors import NotFound
-
-    try:
-        return str(find_uefi(arch).code)
-    except NotFound:
-        return None
 
 
 def _echo_macos(mac: dict[str, Any]) -> None:

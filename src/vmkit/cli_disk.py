@@ -8,7 +8,7 @@ import click
 
 from vmkit.cli_common import READ_HELP, echo_json, host
 from vmkit.cli_live import disk_group
-from vmkit.errors import InvalidInput, VMStateError
+from vmkit.errors import InvalidInput
 
 
 def _size(value: str) -> int:
@@ -66,17 +66,12 @@ def disk_convert(src: Path, dst: Path, fmt: str, as_json: bool) -> None:
     """Copy SRC into a new DST in another format (qcow2 <-> raw), with a progress bar."""
     from rich.progress import Progress
 
-    from vmkit.storage import disk
+    from vmkit.machine import disk_ops
 
-    if users := _running_users(src.absolute()):
-        raise VMStateError(
-            f"{src} is in use by running VM {users[0]!r}, so a copy would not be consistent; "
-            f"stop it first (`vmkit stop {users[0]}`)"
-        )
     with Progress(transient=True, disable=as_json) as bar:
         task = bar.add_task(f"converting to {fmt}", total=100)
-        info = disk.convert(
-            src.absolute(), dst.absolute(), fmt, lambda pct: bar.update(task, completed=pct)
+        info = disk_ops.convert(
+            host(), src.absolute(), dst.absolute(), fmt, lambda pct: bar.update(task, completed=pct)
         )
     _show(info, as_json)
 
@@ -87,37 +82,6 @@ def disk_convert(src: Path, dst: Path, fmt: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
 def disk_resize(path: Path, size: str, as_json: bool) -> None:
     """Grow a disk image; refused while a running VM uses it (or an overlay of it)."""
-    from vmkit.storage import disk
+    from vmkit.machine import disk_ops
 
-    target = path.absolute()
-    if users := _running_users(target):
-        raise VMStateError(
-            f"{target} is in use by running VM {users[0]!r}; stop it first "
-            f"(`vmkit stop {users[0]}`)"
-        )
-    _show(disk.resize(target, _size(size)), as_json)
-
-
-def _running_users(target: Path) -> list[str]:
-    """Running (or paused) VMs with `target` as a disk or in a disk's backing chain."""
-    wanted = target.resolve()
-    users = []
-    for machine in host().machines():
-        if not machine.status().alive:
-            continue
-        if any(_in_chain(d.path, wanted) for d in machine.spec.disks):
-            users.append(machine.name)
-    return users
-
-
-def _in_chain(image: Path | None, wanted: Path) -> bool:
-    """`wanted` is `image` or one of its backing files (followed up to 16 levels)."""
-    from vmkit.storage.disk import backing_file
-
-    for _ in range(16):
-        if image is None:
-            return False
-        if image.resolve() == wanted:
-            return True
-        image = backing_file(image)
-    return False
+    _show(disk_ops.resize(host(), path.absolute(), _size(size)), as_json)
