@@ -38,6 +38,7 @@ LAZY: dict[str, str] = {
     "disk": "vmkit.cli_disk:disk_group",  # cli_disk adds create/info/convert/resize to it
     "image": "vmkit.cli_image:image_group",
     "kernel": "vmkit.cli_kernel:kernel_group",
+    "pool": "vmkit.cli_pool:pool_group",
 }
 
 
@@ -364,13 +365,26 @@ def _report_ready(status: Any, seconds: float, as_json: bool) -> None:
 @main.command()
 @click.argument("name", required=False)
 @_spec_options
+@click.option("--pool", "pool", help="Hand out a ready copy from this warm pool instead.")
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
-def run(name: str | None, as_json: bool, **o: Any) -> None:
+def run(name: str | None, pool: str | None, as_json: bool, **o: Any) -> None:
     """Create, start and wait for readiness in one step.
 
-    With no --kernel and no -f, boots the tiny guest (`vmkit guest build`).
+    With no --kernel and no -f, boots the tiny guest (`vmkit guest build`). With --pool,
+    hands out a paused copy from a warm pool (`vmkit pool`), resumed, and refills the pool
+    in the background.
     """
     t0 = time.monotonic()
+    if pool is not None:
+        from vmkit.machine.pool import Pools
+
+        if name is not None or any(v not in (None, (), False) for v in o.values()):
+            raise InvalidInput("--pool hands out a copy as it is: give no name or spec options")
+        pools = Pools(_host())
+        machine = pools.take(pool)
+        pools.start_filler(pool)
+        _report_ready(machine.status(), time.monotonic() - t0, as_json)
+        return
     spec = _build_spec(name, o)
     status = _host().run(spec)
     _report_ready(status, time.monotonic() - t0, as_json)

@@ -35,6 +35,7 @@ class GcReport:
     stopped_switches: list[str] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
+    removed_pool_copies: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,7 +55,23 @@ def collect(host: Host) -> GcReport:
     from vmkit.net import switches
 
     report.stopped_switches = switches.gc(host.store)
+    _pools(host, report)
     return report
+
+
+def _pools(host: Host, report: GcReport) -> None:
+    """Warm pools: drop copies that are no longer paused (killed, crashed), and finish a
+    cut-off `pool rm`."""
+    from vmkit.machine.pool import Pools
+
+    pools = Pools(host)
+    for pool in pools.all():
+        with contextlib.suppress(VmkitError, LockBusy):
+            report.removed_pool_copies += pools.prune(pool.name)
+    if pools.root.is_dir():
+        for trash in pools.root.glob(".trash-*"):
+            shutil.rmtree(trash, ignore_errors=True)
+            report.removed_dirs.append(str(trash))
 
 
 def _leftover_dirs(host: Host, report: GcReport) -> None:
