@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any, NoReturn
 import click
 
 from vmkit import __version__
-from vmkit.cli_common import READ_HELP, build_progress
+from vmkit.cli_common import READ_HELP
 from vmkit.cli_common import echo_json as _echo_json
 from vmkit.cli_common import host as _host
 from vmkit.cli_common import table as _table
@@ -39,6 +38,9 @@ LAZY: dict[str, str] = {
     "image": "vmkit.cli_image:image_group",
     "kernel": "vmkit.cli_kernel:kernel_group",
     "pool": "vmkit.cli_pool:pool_group",
+    **{verb: "vmkit.cli_info" for verb in ("inspect", "logs", "console", "gc", "doctor")},
+    "guest": "vmkit.cli_guest:guest",
+    "spec": "vmkit.cli_guest:spec_group",
 }
 
 
@@ -483,264 +485,6 @@ def ls(as_json: bool) -> None:
         for _, spec, st in items
     ]
     click.echo(_table(rows, ["NAME", "STATE", "DRIVER", "CPUS", "MEMORY", "IP", "PID"]))
-
-
-@main.command()
-@click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
-def inspect(name: str, as_json: bool) -> None:
-    """Show a VM's spec, runtime record and derived status."""
-    data = _host().get(name).inspect()
-    if as_json:
-        _echo_json(data)
-        return
-    st = data["status"]
-    click.echo(f"name:    {data['name']}\ndriver:  {data['driver']}\nstate:   {st['state']}")
-    for key in ("pid", "ip", "accelerator", "reason", "hint"):
-        if st.get(key) is not None:
-            click.echo(f"{key + ':':<13}{st[key]}")
-    click.echo(f"dir:     {data['paths']['dir']}")
-    for key, value in data.get("vmm", {}).items():  # the VMM's own view (Driver.inspect_extra)
-        click.echo(f"vmm {key + ':':<9}{json.dumps(value, sort_keys=True)}")
-    for label, key in (("vmm.log", "vmm_log_tail"), ("serial.log", "serial_log_tail")):
-        if st.get(key):
-            click.echo(f"--- last lines of {label} ---")
-            click.echo("\n".join(st[key]))
-
-
-@main.command()
-@click.argument("name")
-@click.option("--vmm", is_flag=True, help="The hypervisor's log instead of the serial console.")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the VM stops.")
-@click.option("-n", "--lines", type=int, default=None, help="Only the last N lines.")
-def logs(name: str, vmm: bool, follow: bool, lines: int | None) -> None:
-    """Print the serial console log (or the VMM's log with --vmm)."""
-    machine = _host().get(name)
-    path = machine.vmm_log if vmm else machine.serial_log
-    out = sys.stdout.buffer
-    offset = 0
-    if path.exists():
-        if lines is not None:
-            from vmkit.readiness import tail_lines
-
-            out.write(("\n".join(tail_lines(path, lines)) + "\n").encode())
-            offset = path.stat().st_size
-        else:
-            with path.open("rb") as f:
-                while chunk := f.read(1 << 20):
-                    out.write(chunk)
-                offset = f.tell()
-    out.flush()
-    last_check = time.monotonic()
-    while follow:
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        if size < offset:
-            offset = 0
-        if size > offset:
-            with path.open("rb") as f:
-                f.seek(offset)
-                data = f.read(size - offset)
-            offset += len(data)
-            out.write(data)
-            out.flush()
-        if time.monotonic() - last_check > 1.0:
-            last_check = time.monotonic()
-            if not machine.status().alive:
-                break
-        time.sleep(0.1)
-
-
-@main.command()
-@click.argument("name")
-def console(name: str) -> None:
-    """Attach to the serial console (detach with Ctrl-])."""
-    from vmkit.console import attach
-
-    sock = _host().get(name).console_socket()
-    if sys.stdin.isatty():
-        click.echo(f"attached to {name}'s console; detach with Ctrl-]", err=True)
-    try:
-        attach(Path(sock))
-    except (ConnectionRefusedError, FileNotFoundError):
-        raise VmkitError(f"cannot connect to {name}'s console at {sock}") from None
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
-def gc(as_json: bool) -> None:
-    """Clean up after VMMs that are gone: stale sockets, cut-off creates/deletes."""
-    report = _host().gc()
-    if as_json:
-        _echo_json(report.to_json())
-        return
-    for d in report.removed_dirs:
-        click.echo(f"removed leftover {d}")
-    for p in report.killed_pids:
-        click.echo(f"killed orphaned VMM pid {p}")
-    for s in report.removed_sockets:
-        click.echo(f"removed stale socket {s}")
-    for n in report.finalized:
-        click.echo(f"cleaned up after {n}")
-    if not any(report.to_json().values()):
-        click.echo("nothing to clean")
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
-def doctor(as_json: bool) -> None:
-    """What this host can run, and what to install or change."""
-    from vmkit.doctor import facts as host_facts
-
-    facts = host_facts()
-    mac = facts.get("macos")
-    if as_json:
-        _echo_json(facts)
-        return
-    for key, value in facts.items():
-        if key == "macos":
-            continue
-        if isinstance(value, list):
-            value = ", ".join(value) or "(none)"
-        click.echo(f"{key + ':':<18}{value if value is not None else '(not found)'}")
-    if mac is not None:
-        _echo_macos(mac)
-    if not facts["qemu"]:
-        click.echo("fix: install QEMU (Debian/Ubuntu: apt-get install qemu-system-x86)")
-    if not facts["tiny_guest"]:
-        click.echo("fix: build the tiny guest with `vmkit guest build`")
-
-
-def _echo_macos(mac: dict[str, Any]) -> None:
-    click.echo(f"{'macos:':<18}{mac['macos']} on {mac['cpu']}")
-    for name in ("vfkit", "krunkit"):
-        info = mac[name]
-        where = f"{info['path']} ({info['version'] or 'version unknown'})"
-        click.echo(f"{name + ':':<18}{where if info['path'] else '(not found)'}")
-        for item in info["enables"]:
-            click.echo(f"{'':<18}- {item}")
-    click.echo(f"{'driver auto:':<18}{mac['driver_auto']}")
-    for fix in mac["fixes"]:
-        click.echo(f"fix: {fix}")
-
-
-@main.group()
-def guest() -> None:
-    """The tiny test/demo guest (Debian kernel + busybox initramfs)."""
-
-
-ARCH_HELP = (
-    "Guest architecture: amd64 (x86_64) or arm64 (aarch64; Apple silicon). Default: this machine's."
-)
-
-
-@guest.command(name="build")
-@click.option("--force", is_flag=True, help="Rebuild even if cached.")
-@click.option("--arch", default=None, metavar="ARCH", help=ARCH_HELP)
-@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
-def guest_build(force: bool, arch: str | None, as_json: bool) -> None:
-    """Build (or reuse) the tiny guest from Debian packages (any arch, on Debian/Ubuntu)."""
-    from vmkit.guest.build import build
-
-    t0 = time.monotonic()
-    img = build(force=force, arch=arch, progress=(lambda m: None) if as_json else build_progress)
-    if as_json:
-        _echo_json(
-            {
-                "dir": str(img.dir),
-                "kernel": str(img.kernel),
-                "initrd": str(img.initrd),
-                **img.manifest,
-            }
-        )
-    else:
-        click.echo(
-            f"tiny guest ready in {time.monotonic() - t0:.1f}s: "
-            f"kernel {img.kernel}, initrd {img.initrd}"
-        )
-
-
-@guest.command(name="prune")
-@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
-@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
-def guest_prune(dry_run: bool, as_json: bool) -> None:
-    """Remove tiny guests of older vmkit versions no VM or snapshot here boots from."""
-    from vmkit.guest.build import prune
-    from vmkit.snapshots import SnapshotStore
-
-    host = _host()
-    specs = []
-    for name in host.store.names():
-        with contextlib.suppress(VmkitError, OSError, ValueError, KeyError):
-            specs.append(host.store.load_machine(name)["spec"])
-    specs += [snap.record["spec"] for snap in SnapshotStore(host.store.home).all()]
-    in_use = {
-        Path(str(spec["boot"][key])).absolute()
-        for spec in specs
-        for key in ("kernel", "initrd")
-        if spec.get("boot", {}).get(key)
-    }
-    gone = prune(in_use, dry_run=dry_run)
-    if as_json:
-        _echo_json({"removed" if not dry_run else "would_remove": [str(d) for d in gone]})
-        return
-    verb = "would remove" if dry_run else "removed"
-    for d in gone:
-        click.echo(f"{verb} {d}")
-    if not gone:
-        click.echo("nothing to prune")
-
-
-@guest.command(name="path")
-@click.option("--arch", default=None, metavar="ARCH", help=ARCH_HELP)
-@click.option("--json", "as_json", is_flag=True, help=READ_HELP)
-def guest_path(arch: str | None, as_json: bool) -> None:
-    """Where the built tiny guest is."""
-    from vmkit.guest.apt import debian_arch_name
-    from vmkit.guest.build import find_built
-
-    wanted = debian_arch_name(arch) if arch else None
-    img = find_built(arch=wanted)
-    if img is None:
-        flag = f" --arch {wanted}" if wanted else ""
-        raise InvalidInput(f"the tiny guest is not built: run `vmkit guest build{flag}`")
-    if as_json:
-        _echo_json(
-            {
-                "dir": str(img.dir),
-                "arch": img.arch,
-                "kernel": str(img.kernel),
-                "bzimage": str(img.bzimage),
-                "initrd": str(img.initrd),
-            }
-        )
-    else:
-        click.echo(str(img.dir))
-
-
-@main.group(name="spec")
-def spec_group() -> None:
-    """Machine spec helpers."""
-
-
-@spec_group.command(name="schema")
-def spec_schema() -> None:
-    """Print the MachineSpec JSON schema."""
-    from vmkit.spec import MachineSpec
-
-    _echo_json(MachineSpec.model_json_schema())
-
-
-@spec_group.command(name="validate")
-@click.argument("file", type=click.Path(path_type=Path))
-def spec_validate(file: Path) -> None:
-    """Check a spec file (fields and referenced files)."""
-    from vmkit.spec import load_spec_file
-
-    spec = load_spec_file(file)
-    click.echo(f"{file}: valid ({spec.name})")
 
 
 if __name__ == "__main__":

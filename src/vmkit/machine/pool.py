@@ -172,7 +172,8 @@ class Pools:
         from vmkit.process import spawn_detached
 
         d = self.dir(name)
-        argv = [sys.executable, "-m", "vmkit.machine.pool", "--home", str(self.host.store.home)]
+        argv = [sys.executable, "-m", "vmkit.machine.pool_filler"]
+        argv += ["--home", str(self.host.store.home)]
         spawn_detached([*argv, "--fill", name], d / "fill.log", d)
 
     def remove(self, name: str) -> list[str]:
@@ -187,21 +188,3 @@ class Pools:
         d.rename(trash)
         shutil.rmtree(trash, ignore_errors=True)
         return members
-
-
-def main(argv: list[str]) -> int:
-    import argparse
-
-    from vmkit.machine.host import Host
-
-    ap = argparse.ArgumentParser(prog="python -m vmkit.machine.pool")
-    ap.add_argument("--home", required=True, type=Path)
-    ap.add_argument("--fill", required=True)
-    args = ap.parse_args(argv)
-    made = Pools(Host(args.home)).fill(args.fill, print)
-    print(f"filled pool {args.fill}: {', '.join(made) or 'nothing to do'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,25 @@
+"""The pool filler's process entry point (`python -m vmkit.machine.pool_filler`): restores
+copies until the pool is full, then exits (machine/pool.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    from vmkit.machine.host import Host
+    from vmkit.machine.pool import Pools
+
+    ap = argparse.ArgumentParser(prog="python -m vmkit.machine.pool_filler")
+    ap.add_argument("--home", required=True, type=Path)
+    ap.add_argument("--fill", required=True)
+    args = ap.parse_args(argv)
+    made = Pools(Host(args.home)).fill(args.fill, print)
+    print(f"filled pool {args.fill}: {', '.join(made) or 'nothing to do'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
