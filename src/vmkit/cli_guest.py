@@ -125,7 +125,9 @@ def spec_schema() -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 def spec_validate(file: Path) -> None:
     """Check a spec file (fields and referenced files)."""
+    from vmkit.drivers import resolve_driver_name
     from vmkit.spec import load_spec_file
 
     spec = load_spec_file(file)
+    resolve_driver_name(spec.driver, spec.arch)  # a driver vmkit has
     click.echo(f"{file}: valid ({spec.name})")

@@ -33,7 +33,15 @@ from vmkit.units import SIZE_HELP, format_size, parse_size
 MARKER_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 MIN_MEMORY = 16 << 20
 
-DriverName = Literal["auto", "qemu", "cloud-hypervisor", "vfkit", "krunkit"]
+# A driver's name: checked against the driver registry (vmkit.drivers) when the VM is
+# created, so a new driver needs no change here.
+DriverName = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z][a-z0-9-]{0,31}$",
+        description="auto, or a driver: qemu, cloud-hypervisor, vfkit, krunkit, ...",
+    ),
+]
 AccelName = Literal["auto", "kvm", "hvf", "tcg"]
 ArchName = Literal["auto", "x86_64", "aarch64"]
 ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}

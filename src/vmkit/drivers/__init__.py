@@ -43,7 +43,9 @@ def names() -> list[str]:
 def driver_class(name: str) -> type[Driver]:
     module = MODULES.get(name)
     if module is None:
-        raise NotSupported(f"unknown driver {name!r} (known: {', '.join(MODULES)})")
+        raise InvalidInput(
+            f"driver: {name!r} is not a driver vmkit has; use auto, {', '.join(MODULES)}"
+        )
     importlib.import_module(module)
     return _registered[name]
 
@@ -65,6 +67,7 @@ def resolve_driver_name(requested: str, arch: str | None = None) -> str:
     the first driver, in `MODULES` order, whose `auto_usable()` says it runs here (vfkit on
     a Mac that has it, Cloud Hypervisor where it is installed and KVM works, else QEMU)."""
     if requested != "auto":
+        driver_class(requested)  # one vmkit has
         return requested
     foreign = foreign_arch(arch)
     for name in MODULES:

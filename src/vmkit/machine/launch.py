@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -121,6 +122,7 @@ def launch(machine: Machine, plan: LaunchPlan, extra: dict[str, Any] | None = No
             proc = steps.run(
                 "spawn",
                 lambda: spawn_detached(argv, machine.vmm_log, machine.dir, tuple(fds)),
+                _kill,
             )
         record = RuntimeRecord(
             pid=proc.pid,
@@ -139,6 +141,11 @@ def launch(machine: Machine, plan: LaunchPlan, extra: dict[str, Any] | None = No
         steps.rollback()
         raise
     return proc
+
+
+def _kill(proc: ProcessRef) -> None:
+    proc.signal(signal.SIGKILL)
+    proc.wait_gone(10)
 
 
 def _unlink_sockets(plan: LaunchPlan) -> None:
