@@ -31,7 +31,7 @@ def inspect(name: str, as_json: bool) -> None:
         if st.get(key) is not None:
             click.echo(f"{key + ':':<13}{st[key]}")
     click.echo(f"dir:     {data['paths']['dir']}")
-    for key, value in data.get("vmm", {}).items():  # the VMM's own view (Driver.inspect_extra)
+    for key, value in data.get("vmm", {}).items():  # the VMM's own view (Control.inspect_extra)
         click.echo(f"vmm {key + ':':<9}{json.dumps(value, sort_keys=True)}")
     for label, key in (("vmm.log", "vmm_log_tail"), ("serial.log", "serial_log_tail")):
         if st.get(key):

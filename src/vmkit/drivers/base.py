@@ -364,9 +364,6 @@ class Driver(abc.ABC):
         except VmkitError:
             return self.binary_names[0]
 
-    def unsupported(self, verb: str) -> NotSupported:
-        return NotSupported(f"the {self.name} driver cannot {verb}")
-
     @abc.abstractmethod
     def check(self, spec: MachineSpec) -> None:
         """Raise NotSupported/InvalidInput for what this driver cannot do with `spec`."""

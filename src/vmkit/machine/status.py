@@ -112,7 +112,8 @@ def read_status(machine: Machine) -> Status:
             vmm_state = machine.control(rt).state()
     else:
         exit_ = rt.exit or exit_info(machine, rt)
-    young = time.time() - float(rt.started_at or 0) < CONTROL_WAIT
+    started = rt.started_at or (rt.launching or {}).get("at") or 0.0  # or still launching
+    young = time.time() - float(started) < CONTROL_WAIT
     st.state = derive_state(
         Observation(
             launched=True,
