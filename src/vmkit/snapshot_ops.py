@@ -210,7 +210,9 @@ def restore(
         if not d["shared"]:
             spec_json["disks"][d["index"]]["path"] = str(vm_dir / f"disk{d['index']}.{d['format']}")
     spec_json = spec_from_dict(spec_json, check_files=False).to_json()
-    machine = host.register(spec_json, driver.name, restored_from=snap.name)  # fresh MACs
+    # fresh MACs; `creating` until its disks are cloned and its VMM runs (gc rolls back a
+    # restore cut off before that)
+    machine = host.register(spec_json, driver.name, creating=True, restored_from=snap.name)
     spec = machine.spec
     try:
         for d in snap.record["disks"]:
@@ -221,6 +223,7 @@ def restore(
         plan = planner.plan_restore(spec, machine.context(accel), snap.dir, state)
         with machine.locked():
             proc = machine.launch(plan.launch, restored_from=snap.name)
+            host.finish_create(machine)
         faults.point("restore:launched")
         ctl = machine.wait_control(proc)
         loader = ability(ctl, Snapshottable)

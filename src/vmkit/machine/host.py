@@ -70,8 +70,8 @@ class Host:
                 )
                 record.disks_made = made.pop("disks_made")
                 record.extra = {**record.extra, **made}
-                record.extra.pop("creating", None)
                 self.store.save_machine(spec.name, record.to_json())
+                self.finish_create(machine)
         except BaseException:
             self.store.remove(spec.name)
             raise
@@ -90,6 +90,13 @@ class Host:
         data = {**record.to_json(), **origin}
         self.store.create(str(spec_json["name"]), data)
         return Machine(self, str(spec_json["name"]))
+
+    def finish_create(self, machine: Machine) -> None:
+        """Its files are all made: drop the `creating` mark (the caller holds its lock)."""
+        data = self.store.load_machine(machine.name)
+        if data.pop("creating", None):
+            self.store.save_machine(machine.name, data)
+        machine.__dict__.pop("record", None)  # read machine.json afresh
 
     def running_specs(self, driver: str) -> list[dict[str, Any]]:
         """Specs of this store's VMs on `driver` whose VMM process is alive (cheap: no
