@@ -135,7 +135,8 @@ def _spec_options(f: Any) -> Any:
             multiple=True,
             metavar="MODE",
             help="NIC (repeatable): nat (or user), switch:NAME (a LAN with other VMs), "
-            "tap:IFNAME[@NETNS] (Linux, root), none (default).",
+            "tap:IFNAME[@NETNS] (Linux, root), vmnet:shared|host|bridged:IF (macOS, "
+            "vmnet-helper), none (default).",
         ),
         click.option(
             "--ip",
@@ -281,9 +282,10 @@ def _net_flag(value: str) -> dict[str, Any]:
     from vmkit.spec import network_shorthand
 
     net = network_shorthand(value)
-    if net["mode"] not in ("nat", "user", "switch", "tap"):
+    if net["mode"] not in ("nat", "user", "switch", "tap", "vmnet"):
         raise InvalidInput(
-            f"--net {value!r}: use nat, user, switch:NAME, tap:IFNAME[@NETNS] or none"
+            f"--net {value!r}: use nat, user, switch:NAME, tap:IFNAME[@NETNS], "
+            "vmnet:shared|host|bridged:IF (macOS) or none"
         )
     return net
 

@@ -146,7 +146,7 @@ def doctor(as_json: bool) -> None:
 
 def _echo_macos(mac: dict[str, Any]) -> None:
     click.echo(f"{'macos:':<18}{mac['macos']} on {mac['cpu']}")
-    for name in ("vfkit", "krunkit"):
+    for name in ("vfkit", "krunkit", "tart"):
         info = mac[name]
         where = f"{info['path']} ({info['version'] or 'version unknown'})"
         click.echo(f"{name + ':':<18}{where if info['path'] else '(not found)'}")

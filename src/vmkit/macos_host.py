@@ -1,5 +1,5 @@
 """macOS host facts for `vmkit doctor`: Apple Silicon or Intel, the macOS version, which of
-vfkit/krunkit is installed (and its version), and what each enables here.
+vfkit/krunkit/Tart is installed (and its version), and what each enables here.
 
 The only place that knows macOS version thresholds; `doctor` calls it on macOS. Everything
 is injectable so it is tested on Linux too.
@@ -12,7 +12,9 @@ import shutil
 from collections.abc import Callable
 from typing import Any
 
-from vmkit.drivers.vfkit import format_version, installed_version
+from vmkit.drivers.vmm_version import format_version, installed_version
+
+MAC_DRIVERS = ("vfkit", "krunkit", "tart")
 
 
 def _macos_version(text: str) -> tuple[int, ...]:
@@ -36,7 +38,7 @@ def doctor_facts(
         "cpu": "Apple Silicon" if apple_silicon else "Intel",
         "fixes": [],
     }
-    for name in ("vfkit", "krunkit"):
+    for name in MAC_DRIVERS:
         path = which(name)
         version = installed_version(path) if path else None
         facts[name] = {
@@ -56,6 +58,12 @@ def doctor_facts(
 
 
 def _enables(name: str, apple_silicon: bool, ver: tuple[int, ...]) -> list[str]:
+    if name == "tart":
+        from vmkit.drivers.tart.driver import LICENCE
+
+        if not apple_silicon:
+            return ["nothing here: Tart needs an Apple silicon Mac"]
+        return ["Linux and macOS VMs cloned from OCI images (driver: tart)", LICENCE]
     if name == "krunkit":
         if not apple_silicon or ver < (14,):
             return ["nothing here: krunkit needs Apple Silicon and macOS 14+"]

@@ -4,7 +4,8 @@ A `Sidecar` starts (returning the `SidecarRecord` kept in runtime.json), and any
 be stopped and health-checked from the record alone — by the launch that made it, by stop,
 kill and rm, and by `vmkit gc` after a crash. Kinds: virtiofsd (a share's server), portfwd
 (vmkit's port relay), tap (a TAP vmkit opened, deleted if vmkit made it), switch (a lease on
-vmkit's L2 switch; the switch itself stops with its last lease).
+vmkit's L2 switch; the switch itself stops with its last lease), vmnet (a vmnet-helper
+serving a macOS vmnet network to one NIC).
 """
 
 from __future__ import annotations
@@ -138,8 +139,29 @@ class SwitchLease(Sidecar):
         return None  # the lease is released with the VM (Machine knows its store and name)
 
 
+class VmnetHelper(Sidecar):
+    """vmnet-helper serving NIC `index`'s vmnet network on `socket` (net/vmnet)."""
+
+    kind = "vmnet"
+
+    def __init__(self, net: dict[str, Any], index: int, socket: Path, vm_dir: Path, vm: str):
+        self.net, self.index, self.socket, self.vm_dir, self.vm = net, index, socket, vm_dir, vm
+
+    def start(self) -> SidecarRecord:
+        from vmkit.net import vmnet
+
+        info = vmnet.start(self.net, self.index, self.socket, self.vm_dir, self.vm)
+        return SidecarRecord.from_json(info)
+
+    @classmethod
+    def stop(cls, record: SidecarRecord) -> None:
+        from vmkit.net import vmnet
+
+        vmnet.stop(record.to_json())
+
+
 KINDS: dict[str, type[Sidecar]] = {
-    cls.kind: cls for cls in (Virtiofsd, PortRelay, Tap, SwitchLease)
+    cls.kind: cls for cls in (Virtiofsd, PortRelay, Tap, SwitchLease, VmnetHelper)
 }
 
 

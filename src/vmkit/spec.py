@@ -127,6 +127,26 @@ class TinyBoot(_Model):
         return LinuxBoot._cmdline(v)
 
 
+class TartBoot(_Model):
+    """A Tart VM (driver: tart, macOS): cloned from `image` (an OCI reference such as
+    ghcr.io/cirruslabs/ubuntu:latest, or a VM already in Tart's store), or, without one,
+    an empty Linux VM (`tart create --linux`) of `disk_size` to install from an ISO."""
+
+    kind: Literal["tart"] = "tart"
+    image: str | None = None
+    disk_size: int | None = Field(default=None, description="grow the VM's own disk to this")
+
+    @field_validator("disk_size", mode="before")
+    @classmethod
+    def _disk_size(cls, v: Any) -> int | None:
+        if v is None:
+            return None
+        n = parse_size(v)
+        if n <= 0 or n % (1 << 30):
+            raise ValueError(f"{v!r}: Tart sizes disks in whole GiB (e.g. 50G)")
+        return n
+
+
 def _boot_kind(v: Any) -> str:
     if isinstance(v, dict):
         return str(v.get("kind", "linux"))
@@ -137,7 +157,8 @@ Boot = Annotated[
     Annotated[LinuxBoot, Tag("linux")]
     | Annotated[EfiBoot, Tag("efi")]
     | Annotated[MacosBoot, Tag("macos")]
-    | Annotated[TinyBoot, Tag("tiny")],
+    | Annotated[TinyBoot, Tag("tiny")]
+    | Annotated[TartBoot, Tag("tart")],
     Discriminator(_boot_kind),
 ]
 
@@ -199,11 +220,15 @@ class Network(_Model):
     """A NIC. `user`/`nat`: NAT through the hypervisor (QEMU user networking); `switch`: a
     port on vmkit's userspace L2 switch named `switch` (VMs on one switch share a LAN)."""
 
-    mode: Literal["none", "user", "nat", "switch", "tap"] = "user"
+    mode: Literal["none", "user", "nat", "switch", "tap", "vmnet"] = "user"
     switch: str | None = Field(default=None, description="switch name (mode: switch)")
     tap: str | None = Field(default=None, description="TAP name (mode: tap); made if missing")
     netns: str | None = Field(default=None, description="network namespace of the TAP")
     bridge: str | None = Field(default=None, description="bridge to enslave the TAP to")
+    vmnet: Literal["shared", "host", "bridged"] | None = Field(
+        default=None, description="vmnet.framework network through vmnet-helper (macOS)"
+    )
+    interface: str | None = Field(default=None, description="host interface (vmnet: bridged)")
     mac: str | None = None
     ip: str | None = Field(default=None, description="static guest IP/prefix; else DHCP")
     publish: list[str] = Field(
@@ -216,7 +241,7 @@ class Network(_Model):
     def _switch(cls, v: str | None) -> str | None:
         return None if v is None else validate_name(v)
 
-    @field_validator("tap", "bridge")
+    @field_validator("tap", "bridge", "interface")
     @classmethod
     def _ifname(cls, v: str | None) -> str | None:
         from vmkit.names import check_ifname
@@ -249,6 +274,10 @@ class Network(_Model):
             raise ValueError(
                 f"`tap`, `netns` and `bridge` are only for mode 'tap', not {self.mode!r}"
             )
+        if (self.mode == "vmnet") != (self.vmnet is not None):
+            raise ValueError("mode 'vmnet' needs `vmnet: shared|host|bridged`, and only it")
+        if (self.vmnet == "bridged") != (self.interface is not None):
+            raise ValueError("vmnet 'bridged' needs `interface: IF` (e.g. en0), and only it")
         if self.publish and self.mode not in ("user", "nat", "tap"):
             raise ValueError(
                 "`publish` needs a NAT or TAP NIC (mode 'nat' or 'tap'); on a switch, reach the IP"
@@ -312,8 +341,11 @@ def parse_publish(value: str) -> tuple[str, int, int, str]:
 
 
 def network_shorthand(value: str) -> dict[str, Any]:
-    """`nat`, `user`, `none` or `switch:NAME`."""
+    """`nat`, `user`, `none`, `switch:NAME`, `tap:IF[@NS]`, `vmnet:shared|host|bridged:IF`."""
     mode, sep, name = value.partition(":")
+    if mode == "vmnet" and sep:
+        kind, _, interface = name.partition(":")
+        return {"mode": "vmnet", "vmnet": kind, **({"interface": interface} if interface else {})}
     if mode == "switch" and sep:
         return {"mode": "switch", "switch": name}
     if mode == "tap" and sep:
@@ -545,6 +577,14 @@ class MachineSpec(_Model):
         return self
 
     @model_validator(mode="after")
+    def _tart_boot(self) -> MachineSpec:
+        if (self.boot.kind == "tart") != (self.driver == "tart"):
+            raise ValueError(
+                "boot.kind 'tart' and driver: tart go together (Tart boots only its own VMs)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _accel_driver(self) -> MachineSpec:
         if self.accelerator == "hvf" and self.driver in ("cloud-hypervisor",):
             raise ValueError("accelerator 'hvf' is macOS-only; cloud-hypervisor needs kvm")
@@ -614,7 +654,7 @@ def missing_files(spec: MachineSpec) -> list[tuple[str, str]]:
         need("boot.aux_image", spec.boot.aux_image)
     elif isinstance(spec.boot, TinyBoot):
         need("boot.initrd", spec.boot.initrd)
-    elif spec.boot.firmware is not None:
+    elif isinstance(spec.boot, EfiBoot) and spec.boot.firmware is not None:
         need("boot.firmware", spec.boot.firmware)
     for i, disk in enumerate(spec.disks):
         need(f"disks[{i}].clone", disk.clone if disk.path is None else None)

@@ -12,27 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from vfkit_grammar import GrammarError, parse_argv, parse_device
 
-from vmkit.drivers import vfkit as vf
+from vmkit.drivers import vfkit_argv as vf
+from vmkit.drivers import vmm_version
 from vmkit.drivers.base import LaunchContext
 from vmkit.drivers.vfkit import KrunkitDriver, VfkitDriver
 from vmkit.errors import InvalidInput, NotSupported
 from vmkit.spec import spec_from_dict
-
-QCOW2_HEADER = b"QFI\xfb" + b"\0" * 508
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> dict[str, Path]:
-    out = {
-        "kernel": tmp_path / "vmlinux",
-        "initrd": tmp_path / "initrd.img",
-        "disk": tmp_path / "disk.raw",
-        "disk2": tmp_path / "data.raw",
-        "qcow2": tmp_path / "disk.qcow2",
-    }
-    for key, path in out.items():
-        path.write_bytes(QCOW2_HEADER if key == "qcow2" else b"\0" * 512)
-    return out
 
 
 def ctx_for(tmp_path: Path) -> LaunchContext:
@@ -157,7 +142,7 @@ def test_every_spec_in_the_matrix_gives_argv_vfkit_parses(
 ) -> None:
     for label, over in matrix(files):
         s = spec(files, **over)
-        argv = plan(VfkitDriver(arch="aarch64", version=(0, 6, 1)), tmp_path, s)
+        argv = plan(VfkitDriver(arch="aarch64", version=(0, 6, 2)), tmp_path, s)
         parsed = parse_argv(argv)
         assert parsed.cpus == s.cpus, label
         assert parsed.memory == s.memory >> 20, label
@@ -179,7 +164,7 @@ def test_linux_boot_argv_in_full(tmp_path: Path, files: dict[str, Path]) -> None
         networks=[{"mode": "user", "mac": "52:54:00:12:34:56"}],
         boot={"kernel": str(files["kernel"]), "initrd": str(files["initrd"]), "cmdline": "quiet"},
     )
-    argv = plan(VfkitDriver(arch="x86_64", version=(0, 6, 1)), tmp_path, s)
+    argv = plan(VfkitDriver(arch="x86_64", version=(0, 6, 2)), tmp_path, s)
     vm = tmp_path / "vm"
     assert argv[1:] == [
         "--cpus", "2",
@@ -316,9 +301,9 @@ def test_a_vm_dir_with_a_comma_is_refused_at_plan_time(
     ):
         VfkitDriver(arch="x86_64").plan(spec(files), ctx)
     ctx = ctx_for(tmp_path)
-    ctx.sockets = {"rest": Path("/tmp/run,x/abc.rest")}
-    with pytest.raises(InvalidInput, match=r"REST socket \(under VMKIT_RUNTIME_DIR\): .*comma"):
-        VfkitDriver(arch="x86_64").plan(spec(files), ctx)
+    ctx.sockets = {"rest": Path("/tmp/run,x/abc.rest")}  # not split: the URI is escaped
+    argv = VfkitDriver(arch="x86_64").plan(spec(files), ctx).argv
+    assert argv[argv.index("--restful-uri") + 1] == "unix:///tmp/run%2Cx/abc.rest"
 
 
 def test_a_double_quote_in_the_cmdline_is_refused(files: dict[str, Path]) -> None:
@@ -387,7 +372,7 @@ def test_a_vsock_port_out_of_range_is_refused() -> None:
     ],
 )
 def test_parse_version(text: str, version: tuple[int, ...] | None) -> None:
-    assert vf.parse_version(text) == version
+    assert vmm_version.parse_version(text) == version
 
 
 def test_flags_newer_than_the_installed_vfkit_are_refused_naming_the_version(
@@ -395,9 +380,9 @@ def test_flags_newer_than_the_installed_vfkit_are_refused_naming_the_version(
 ) -> None:
     with pytest.raises(
         NotSupported,
-        match=r"installed vfkit 0\.5\.0 does not know --pidfile; it needs vfkit >= 0\.6\.0",
+        match=r"installed vfkit 0\.6\.0 does not know virtio-balloon; it needs vfkit >= 0\.6\.1",
     ):
-        plan(VfkitDriver(arch="x86_64", version=(0, 5, 0)), tmp_path, spec(files))
+        plan(VfkitDriver(arch="x86_64", version=(0, 6, 0)), tmp_path, spec(files, balloon=True))
     with pytest.raises(NotSupported, match=r"vfkit 0\.4\.0 does not know virtio-blk deviceId"):
         plan(
             VfkitDriver(arch="x86_64", version=(0, 4, 0)),
@@ -415,21 +400,21 @@ def test_the_version_is_read_from_the_installed_binary_once(
     fake.write_text(f"#!/bin/sh\necho x >> {calls}\necho 'vfkit version: v0.5.1'\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
-    vf._binary_version.cache_clear()
+    vmm_version._binary_version.cache_clear()
     driver = VfkitDriver(arch="x86_64")
     assert driver.version() == (0, 5, 1)
-    with pytest.raises(NotSupported, match=r"vfkit 0\.5\.1 does not know --pidfile"):
-        plan(driver, tmp_path, spec(files))
+    with pytest.raises(NotSupported, match=r"vfkit 0\.5\.1 does not know virtio-balloon"):
+        plan(driver, tmp_path, spec(files, balloon=True))
     assert VfkitDriver().version() == (0, 5, 1)
     assert calls.read_text().count("x") == 1
-    vf._binary_version.cache_clear()  # as in a new vmkit process: the runtime-dir cache answers
+    vmm_version._binary_version.cache_clear()  # a new vmkit process: the runtime-dir cache answers
     assert VfkitDriver().version() == (0, 5, 1)
     assert calls.read_text().count("x") == 1
     fake.write_text(f"#!/bin/sh\necho x >> {calls}\necho 'vfkit version: v0.6.2'\n")
     os.utime(fake, ns=(1, 1))  # an upgrade: new size and mtime
     assert VfkitDriver().version() == (0, 6, 2)
     assert calls.read_text().count("x") == 2
-    vf._binary_version.cache_clear()
+    vmm_version._binary_version.cache_clear()
 
 
 # ---- krunkit ---------------------------------------------------------------------------------
@@ -443,7 +428,7 @@ def test_krunkit_boots_efi_with_qcow2_and_raw_formats(
         boot={"kind": "efi"},
         disks=[{"path": str(files["qcow2"]), "format": "qcow2"}, {"path": str(files["disk"])}],
     )
-    argv = plan(KrunkitDriver(arch="aarch64", version=(0, 2, 1)), tmp_path, s)
+    argv = plan(KrunkitDriver(arch="aarch64", version=(1, 0, 0)), tmp_path, s)
     parsed = parse_argv(argv, "krunkit")
     assert argv[0].endswith("krunkit")
     assert f"virtio-blk,path={files['qcow2']},format=qcow2" in argv
@@ -510,12 +495,12 @@ def test_krunkit_joins_a_switch_as_unixgram_announcing_itself(
         disks=[{"path": str(files["disk"])}],
         networks=[{"mode": "switch", "switch": "lan", "mac": "52:54:00:00:00:0b"}],
     )
-    argv = switch_plan(KrunkitDriver(arch="aarch64", version=(0, 2, 1)), tmp_path, s)
+    argv = switch_plan(KrunkitDriver(arch="aarch64", version=(1, 0, 0)), tmp_path, s)
     parse_argv(argv, "krunkit")
     want = f"virtio-net,type=unixgram,path={SWITCH_SOCK},mac=52:54:00:00:00:0b,vfkitMagic=on"
     assert want in argv
-    with pytest.raises(NotSupported, match=r"krunkit 0\.1\.0 does not know virtio-net"):
-        switch_plan(KrunkitDriver(arch="aarch64", version=(0, 1, 0)), tmp_path, s)
+    with pytest.raises(NotSupported, match=r"krunkit 0\.2\.1 does not know virtio-net"):
+        switch_plan(KrunkitDriver(arch="aarch64", version=(0, 2, 1)), tmp_path, s)
 
 
 def test_a_switch_folder_too_long_for_vfkits_own_socket_is_refused(
@@ -552,7 +537,7 @@ def test_shares_are_virtio_fs_devices_vfkit_serves_itself(
     src.mkdir()
     for driver, flavor, over in (
         (VfkitDriver(arch="aarch64"), "vfkit", {}),
-        (KrunkitDriver(arch="aarch64", version=(0, 2, 1)), "krunkit",
+        (KrunkitDriver(arch="aarch64", version=(1, 0, 0)), "krunkit",
          {"boot": {"kind": "efi"}, "disks": [{"path": str(files["disk"])}]}),
     ):  # fmt: skip
         s = spec(files, shares=[{"host": str(src), "tag": "src"}], **over)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,44 +18,6 @@ import pytest
 
 from vmkit.machine import Host, Machine
 from vmkit.spec import spec_from_dict
-
-DOUBLE = Path(__file__).resolve().parent / "vfkit_double.py"
-
-
-@pytest.fixture
-def fake_vfkit(
-    tmp_path: Path, vmkit_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., None]:
-    """Put the double on PATH as `vfkit`; returns a setter for its behaviour switches."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for flavor in ("vfkit", "krunkit"):
-        shim = bin_dir / flavor
-        shim.write_text(
-            f'#!/bin/sh\nVFKIT_DOUBLE_FLAVOR={flavor} exec {sys.executable} {DOUBLE} "$@"\n'
-        )
-        shim.chmod(0o755)
-    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
-    monkeypatch.setenv("PATH", path)
-    vmkit_env["PATH"] = path
-    from vmkit.drivers import vfkit
-
-    vfkit._binary_version.cache_clear()
-
-    def behave(*switches: str) -> None:
-        monkeypatch.setenv("VFKIT_DOUBLE", ",".join(switches))
-        vmkit_env["VFKIT_DOUBLE"] = ",".join(switches)
-
-    behave()
-    return behave
-
-
-@pytest.fixture
-def boot(tmp_path: Path) -> dict[str, Any]:
-    kernel, initrd = tmp_path / "vmlinux", tmp_path / "initrd.img"
-    kernel.write_bytes(b"\0" * 512)
-    initrd.write_bytes(b"\0" * 512)
-    return {"kernel": str(kernel), "initrd": str(initrd), "cmdline": "quiet"}
 
 
 def start_vm(boot: dict[str, Any], name: str = "mac1", **over: Any) -> Machine:
@@ -204,12 +165,14 @@ def test_start_dry_run_prints_the_vfkit_argv(
 def test_an_old_vfkit_is_refused_before_anything_runs(
     fake_vfkit: Any, boot: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("VFKIT_DOUBLE_VERSION", "0.5.0")
-    spec = spec_from_dict({"name": "old", "driver": "vfkit", "boot": boot})
+    monkeypatch.setenv("VFKIT_DOUBLE_VERSION", "0.6.0")
+    spec = spec_from_dict({"name": "old", "driver": "vfkit", "boot": boot, "balloon": True})
     machine = Host().create(spec)
     from vmkit.errors import NotSupported
 
-    with pytest.raises(NotSupported, match=r"vfkit 0\.5\.0 does not know --pidfile.*>= 0\.6\.0"):
+    with pytest.raises(
+        NotSupported, match=r"vfkit 0\.6\.0 does not know virtio-balloon.*>= 0\.6\.1"
+    ):
         machine.start()
     assert machine.status().state == "created"
 
@@ -249,7 +212,7 @@ def start_krunkit(tmp_path: Path, name: str = "kr1") -> Machine:
     return machine
 
 
-@pytest.mark.capability("krunkit", "boot_efi", "disk_raw", "disk_qcow2", "net_none", "rng")
+@pytest.mark.capability("krunkit", "boot_efi", "disk_raw", "disk_qcow2", "net_none")
 @pytest.mark.capability("krunkit", "readiness", "graceful_stop", "readopt")
 def test_krunkit_efi_boot_with_raw_and_qcow2_then_stop(
     fake_vfkit: Any, tmp_path: Path, cli: Any

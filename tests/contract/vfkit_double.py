@@ -5,7 +5,8 @@ and stop escalation can be exercised here.
 
 As a program (`vfkit_double.py ARGV...`, put on PATH as `vfkit`/`krunkit` by the tests) it:
 - acts as vfkit, or as krunkit with $VFKIT_DOUBLE_FLAVOR=krunkit;
-- prints `vfkit version: vX.Y.Z` for `--version` ($VFKIT_DOUBLE_VERSION, default 0.6.1);
+- prints `vfkit version: vX.Y.Z` for `--version` ($VFKIT_DOUBLE_VERSION, default 0.6.2 as
+  vfkit, 1.0.0 as krunkit);
 - refuses an argv that does not parse under the documented grammar (vfkit_grammar), exit 1;
 - writes the pidfile, writes a boot banner and `VMKIT_READY -` to the virtio-serial log file
   (not for `--bootloader macos`: a macOS guest prints no such line);
@@ -34,6 +35,7 @@ import socketserver
 import sys
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -243,7 +245,8 @@ def disk_problem(devices: list[Any], flavor: str) -> str | None:
 def main(argv: list[str]) -> int:
     flavor = os.environ.get("VFKIT_DOUBLE_FLAVOR", "vfkit")
     if "--version" in argv:
-        print(f"{flavor} version: v{os.environ.get('VFKIT_DOUBLE_VERSION', '0.6.1')}")
+        default = "1.0.0" if flavor == "krunkit" else "0.6.2"
+        print(f"{flavor} version: v{os.environ.get('VFKIT_DOUBLE_VERSION', default)}")
         return 0
     try:
         parsed = parse_argv(argv, flavor)
@@ -264,7 +267,7 @@ def main(argv: list[str]) -> int:
         "bootloader": {"kind": parsed.bootloader[0] if parsed.bootloader else None},
         "devices": [{"kind": d.kind, **{k: v for k, v in d.options}} for d in parsed.devices],
     }
-    sock = Path(parsed.restful_uri.removeprefix("unix://"))
+    sock = Path(urllib.parse.unquote(parsed.restful_uri.removeprefix("unix://")))
     double = DoubleServer(sock, behaviour, flavor, config)
     vm = double.vm
 

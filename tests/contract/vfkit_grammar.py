@@ -19,7 +19,10 @@ DEVICE_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "nvme": ({"path"}, set()),
     "usb-mass-storage": ({"path"}, {"readonly"}),
     "nbd": ({"uri", "timeout", "sync"}, set()),
-    "virtio-net": ({"mac", "unixSocketPath", "fd", "type", "path", "offloading"}, {"nat"}),
+    "virtio-net": (
+        {"mac", "unixSocketPath", "fd", "type", "path", "offloading", "vfkitMagic"},
+        {"nat"},
+    ),
     "virtio-fs": ({"sharedDir", "mountTag"}, set()),
     "rosetta": ({"mountTag"}, {"install", "ignore-if-missing"}),
     "virtio-serial": ({"logFilePath"}, {"stdio", "pty"}),
@@ -29,7 +32,19 @@ DEVICE_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "virtio-gpu": ({"width", "height"}, set()),
     "virtio-input": (set(), {"keyboard", "pointing"}),
 }
-KRUNKIT_EXTRA_KEYS = {"virtio-blk": {"format"}, "virtio-net": {"vfkitMagic"}}
+# krunkit (containers/krunkit src/virtio.rs): fewer device types, qcow2 `format=`, no NAT,
+# and every option split on every `=` (a value containing `=` is refused).
+KRUNKIT_DEVICE_KEYS: dict[str, tuple[set[str], set[str]]] = {
+    "virtio-blk": ({"path", "format"}, set()),
+    "virtio-net": ({"mac", "unixSocketPath", "fd", "type", "path", "offloading", "vfkitMagic"},
+                   set()),
+    "virtio-fs": ({"sharedDir", "mountTag"}, set()),
+    "virtio-serial": ({"logFilePath"}, set()),
+    "virtio-vsock": ({"port", "socketURL"}, {"listen"}),
+    "virtio-rng": (set(), set()),
+    "virtio-gpu": ({"width", "height"}, set()),
+    "virtio-input": (set(), {"keyboard", "pointing"}),
+}  # fmt: skip
 REQUIRED = {
     "virtio-blk": {"path"},
     "nvme": {"path"},
@@ -124,15 +139,16 @@ def parse_bootloader(text: str) -> tuple[str, dict[str, str | None]]:
 
 def parse_device(text: str, flavor: str = "vfkit") -> ParsedDevice:
     kind, *tokens = text.split(",")  # every comma: vfkit has no quoting here
-    if kind not in DEVICE_KEYS:
-        raise GrammarError(f"unknown device type {kind!r}")
-    valued, bare = DEVICE_KEYS[kind]
-    if flavor == "krunkit":
-        valued = valued | KRUNKIT_EXTRA_KEYS.get(kind, set())
+    table = KRUNKIT_DEVICE_KEYS if flavor == "krunkit" else DEVICE_KEYS
+    if kind not in table:
+        raise GrammarError(f"unknown {flavor} device type {kind!r}")
+    valued, bare = table[kind]
     options: list[tuple[str, str | None]] = []
     for token in tokens:
         if not token:
             raise GrammarError(f"empty option in {text!r}")
+        if flavor == "krunkit" and token.count("=") > 1:
+            raise GrammarError(f"krunkit splits on every '=': {token!r} in {text!r}")
         key, eq, val = token.partition("=")
         if key in bare:
             if eq:
@@ -148,21 +164,38 @@ def parse_device(text: str, flavor: str = "vfkit") -> ParsedDevice:
     missing = REQUIRED.get(kind, set()) - {k for k, _ in options}
     if missing:
         raise GrammarError(f"{kind} needs {sorted(missing)}")
-    _check_device(dev)
+    _check_device(dev, flavor)
     return dev
 
 
-def _check_device(dev: ParsedDevice) -> None:
+def _check_net(dev: ParsedDevice, flavor: str) -> None:
+    """vfkit (pkg/config FromOptions): type is only `unixgram`; path=/offloading= need
+    type=; offloading only `off`. krunkit: unixgram|unixstream, offloading on|off,
+    vfkitMagic only with unixgram, and a mac= always."""
+    modes = [k for k in ("nat", "unixSocketPath", "fd", "type") if dev.has(k)]
+    if len(modes) != 1:
+        raise GrammarError(f"virtio-net needs exactly one of nat/unixSocketPath/fd/type: {modes}")
+    types = ("unixgram", "unixstream") if flavor == "krunkit" else ("unixgram",)
+    if dev.has("type") and (dev.get("type") not in types or not dev.has("path")):
+        raise GrammarError(f"virtio-net type= needs one of {types} and path=")
+    for key in ("path", "offloading"):
+        if dev.has(key) and not dev.has("type"):
+            raise GrammarError(f"virtio-net {key}= needs type=")
+    offload = ("on", "off") if flavor == "krunkit" else ("off",)
+    if dev.has("offloading") and dev.get("offloading") not in offload:
+        raise GrammarError(f"virtio-net offloading must be one of {offload}")
+    if dev.has("vfkitMagic") and dev.get("vfkitMagic") not in ("on", "off"):
+        raise GrammarError("virtio-net vfkitMagic must be on or off")
+    if flavor == "krunkit":
+        if dev.has("vfkitMagic") and dev.get("type") != "unixgram":
+            raise GrammarError("krunkit takes vfkitMagic only with type=unixgram")
+        if not dev.has("mac"):
+            raise GrammarError("krunkit's virtio-net needs mac=")
+
+
+def _check_device(dev: ParsedDevice, flavor: str = "vfkit") -> None:
     if dev.kind == "virtio-net":
-        modes = [k for k in ("nat", "unixSocketPath", "fd", "type") if dev.has(k)]
-        if len(modes) != 1:
-            raise GrammarError(
-                f"virtio-net needs exactly one of nat/unixSocketPath/fd/type: {modes}"
-            )
-        if dev.has("type") and (
-            dev.get("type") not in ("unixgram", "unixstream") or not dev.has("path")
-        ):
-            raise GrammarError("virtio-net type= needs unixgram|unixstream and path=")
+        _check_net(dev, flavor)
         mac = dev.get("mac")
         if mac is not None:
             octets = mac.split(":")

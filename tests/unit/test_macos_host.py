@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vmkit.drivers import vfkit
+from vmkit.drivers import vmm_version
 from vmkit.macos_host import doctor_facts
 
 DOUBLE = Path(__file__).resolve().parent.parent / "contract" / "vfkit_double.py"
@@ -25,7 +25,7 @@ def fake_bins(tmp_path: Path, vmkit_dirs: tuple[Path, Path]) -> dict[str, str]:
         )
         shim.chmod(0o755)
         out[name] = str(shim)
-    vfkit._binary_version.cache_clear()
+    vmm_version._binary_version.cache_clear()
     return out
 
 

@@ -23,6 +23,7 @@ MODULES: dict[str, str] = {
     "krunkit": "vmkit.drivers.vfkit",
     "cloud-hypervisor": "vmkit.drivers.cloud_hypervisor",
     "qemu": "vmkit.drivers.qemu",
+    "tart": "vmkit.drivers.tart",
 }
 
 _registered: dict[str, type[Driver]] = {}

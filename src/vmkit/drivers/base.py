@@ -32,6 +32,7 @@ class Capabilities:
     boot_linux: bool = False
     boot_efi: bool = False
     boot_macos: bool = False
+    boot_oci: bool = False
     arch_emulation: bool = False
     rosetta: bool = False
     disk_raw: bool = False
@@ -41,6 +42,7 @@ class Capabilities:
     net_none: bool = False
     net_user: bool = False
     net_switch: bool = False
+    net_vmnet: bool = False
     publish: bool = False
     shares: bool = False
     net_tap: bool = False
@@ -88,6 +90,7 @@ CAPABILITY_TEXT = {
     "boot_linux": "Direct Linux boot (kernel + initrd + cmdline)",
     "boot_efi": "EFI firmware boot from a disk image",
     "boot_macos": "macOS guests (Apple silicon), at most 2 running per Mac, checked first",
+    "boot_oci": "VM images cloned from OCI registries (Tart: `boot: {kind: tart, image: REF}`)",
     "disk_raw": "Raw disk images (read-write and read-only)",
     "disk_qcow2": "qcow2 disk images",
     "disk_clone": "VM-owned disks: new (`size:`) or CoW clones (`clone:`), made at create",
@@ -95,6 +98,7 @@ CAPABILITY_TEXT = {
     "net_none": "No network",
     "net_user": "NAT networking through the hypervisor (QEMU user)",
     "net_switch": "VMs on vmkit's userspace L2 switch (`--net switch:NAME`), no root needed",
+    "net_vmnet": "macOS vmnet networks, vmnet-helper (`--net vmnet:shared`, `host`, `bridged:IF`)",
     "net_tap": "TAP NICs (Linux), optionally in a named netns or on a bridge (`--net tap:IF@NS`)",
     "shares": "Shared host folders over virtio-fs, read-only enforced (`--share`)",
     "publish": "Published ports: host 127.0.0.1:PORT forwarded to the guest (`--publish`)",

@@ -1,27 +1,25 @@
 """vfkit driver (macOS, Virtualization.framework), and krunkit as a variant of it.
 
-spec -> `vfkit` argv in vfkit's own grammar and canonical key order; control over vfkit's
-REST API on a Unix socket (vfkit_api). vfkit splits every `--device` value on *every* comma
-with no quoting, so a path with a comma cannot be passed: it is refused up front, naming
-the field. On Apple Silicon the kernel must be a raw arm64 `Image`: a compressed vmlinuz or
-EFI zboot kernel is decompressed into the VM's folder before launch (storage.kernel).
+spec -> `vfkit` argv in vfkit's own grammar and canonical key order (the values:
+vfkit_argv); control over vfkit's REST API on a Unix socket (vfkit_api). vfkit splits every
+`--device` value on *every* comma with no quoting, so a path with a comma cannot be passed:
+it is refused up front, naming the field. On Apple Silicon the kernel must be a raw arm64
+`Image`: a compressed vmlinuz or EFI zboot kernel is decompressed into the VM's folder
+before launch (storage.kernel).
 
 krunkit (libkrun) takes the same command-line style with these differences: EFI boot only,
 qcow2 disks (`format=`), networking only through a userspace switch (`type=unixgram`), and a
 REST API with GET /vm/state and POST Stop only (no HardStop, Pause, Resume or inspect).
 
-None of this has run on a Mac yet: it is checked against vfkit's documented grammar and a
-scripted REST double (tests/contract), so docs/capabilities.md says "contract-tested".
+None of this has run on a Mac yet: its argv is checked by vfkit's own parsing code
+(../shared/tools/vfkit-parse) and the REST client against a scripted double (tests/contract),
+so docs/capabilities.md says "contract-tested".
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import re
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -36,6 +34,28 @@ from vmkit.drivers.base import (
     ReadinessProbe,
 )
 from vmkit.drivers.vfkit_api import VfkitAPI, VfkitAPIError, VfkitDropped
+from vmkit.drivers.vfkit_argv import (
+    Device,
+    boot_value,
+    efi_bootloader,
+    linux_bootloader,
+    macos_bootloader,
+    restful_uri,
+    rosetta,
+    switch_socket,
+    usb_mass_storage,
+    value,
+    virtio_balloon,
+    virtio_blk,
+    virtio_fs,
+    virtio_net_nat,
+    virtio_net_unix,
+    virtio_net_unixgram,
+    virtio_rng,
+    virtio_serial_log,
+    vmnet_socket,
+)
+from vmkit.drivers.vmm_version import Version, format_version, installed_version
 from vmkit.errors import InvalidInput, NotSupported, VMStateError
 from vmkit.hostinfo import machine_arch
 from vmkit.storage import kernel as kernelfmt
@@ -43,276 +63,8 @@ from vmkit.storage import kernel as kernelfmt
 if TYPE_CHECKING:
     from vmkit.spec import MachineSpec
 
-MAX_SOCKET_PATH = 104  # bytes, sun_path on macOS (including the NUL)
-# vfkit binds its end of a unixSocketPath NIC beside the switch socket, named
-# `vfkit-<pid hex>-<random hex>.sock` (pkg/vf/virtionet.go): at most this long (pid <= 99999).
-VFKIT_LOCAL_SOCKET_NAME = len("vfkit-1869f-ffff.sock")
 MAX_MACOS_GUESTS = 2  # running at once per Mac
 ROSETTA_TAG = "rosetta"  # the guest mounts it: mount -t virtiofs rosetta /mnt/rosetta
-Version = tuple[int, ...]
-_VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
-_FORBIDDEN_IN_VALUES = {",": "a comma", "\n": "a newline", "\0": "a NUL byte"}
-
-
-# ---- devices and their canonical forms -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Device:
-    """One `--device` value: the type, then `key=value` or bare-flag options in order."""
-
-    kind: str
-    options: tuple[tuple[str, str | None], ...] = ()
-
-    def render(self) -> str:
-        parts = [self.kind]
-        for key, value in self.options:
-            parts.append(key if value is None else f"{key}={value}")
-        return ",".join(parts)
-
-
-def value(field: str, raw: str | Path) -> str:
-    """A value vfkit can parse: no comma (vfkit splits on every one), newline or NUL."""
-    text = str(raw)
-    for char, name in _FORBIDDEN_IN_VALUES.items():
-        if char in text:
-            hint = (
-                " (vfkit splits its options on every comma and has no quoting: rename or "
-                "move the file)"
-                if char == ","
-                else ""
-            )
-            raise InvalidInput(f"{field}: {text!r} contains {name}; vfkit cannot take it{hint}")
-    return text
-
-
-def virtio_blk(path: Path, device_id: str | None = None, fmt: str | None = None) -> Device:
-    opts: list[tuple[str, str | None]] = [("path", value("disk path", path))]
-    if device_id is not None:
-        opts.append(("deviceId", value("deviceId", device_id)))
-    if fmt is not None:
-        opts.append(("format", fmt))
-    return Device("virtio-blk", tuple(opts))
-
-
-def usb_mass_storage(path: Path, readonly: bool = False) -> Device:
-    opts: list[tuple[str, str | None]] = [("path", value("disk path", path))]
-    if readonly:
-        opts.append(("readonly", None))
-    return Device("usb-mass-storage", tuple(opts))
-
-
-def nvme(path: Path) -> Device:
-    return Device("nvme", (("path", value("disk path", path)),))
-
-
-def virtio_net_nat(mac: str | None = None) -> Device:
-    opts: list[tuple[str, str | None]] = [("nat", None)]
-    if mac is not None:
-        opts.append(("mac", mac))
-    return Device("virtio-net", tuple(opts))
-
-
-def virtio_net_unix(path: Path, mac: str | None = None) -> Device:
-    """vfkit's Ethernet-frames-as-datagrams socket (a userspace switch or gvproxy)."""
-    opts: list[tuple[str, str | None]] = [("unixSocketPath", value("network socket", path))]
-    if mac is not None:
-        opts.append(("mac", mac))
-    return Device("virtio-net", tuple(opts))
-
-
-def virtio_net_unixgram(
-    path: Path, mac: str | None = None, offloading: bool = False, vfkit_magic: bool = False
-) -> Device:
-    """The newer `type=unixgram,path=` form (krunkit's only form; vfkit >= 0.6.1).
-    `vfkitMagic=on` (krunkit): send `VFKT` on connect, as vfkit's unixSocketPath does."""
-    opts: list[tuple[str, str | None]] = [
-        ("type", "unixgram"),
-        ("path", value("network socket", path)),
-    ]
-    if mac is not None:
-        opts.append(("mac", mac))
-    if offloading:
-        opts.append(("offloading", "on"))
-    if vfkit_magic:
-        opts.append(("vfkitMagic", "on"))
-    return Device("virtio-net", tuple(opts))
-
-
-def virtio_net_fd(fd: int, mac: str | None = None) -> Device:
-    opts: list[tuple[str, str | None]] = [("fd", str(fd))]
-    if mac is not None:
-        opts.append(("mac", mac))
-    return Device("virtio-net", tuple(opts))
-
-
-def virtio_fs(shared_dir: Path, mount_tag: str) -> Device:
-    return Device(
-        "virtio-fs",
-        (
-            ("sharedDir", value("shared dir", shared_dir)),
-            ("mountTag", value("mount tag", mount_tag)),
-        ),
-    )
-
-
-def rosetta(mount_tag: str, install: bool = False, ignore_if_missing: bool = False) -> Device:
-    opts: list[tuple[str, str | None]] = [("mountTag", value("mount tag", mount_tag))]
-    if install:
-        opts.append(("install", None))
-    if ignore_if_missing:
-        opts.append(("ignore-if-missing", None))
-    return Device("rosetta", tuple(opts))
-
-
-def virtio_serial_log(path: Path) -> Device:
-    return Device("virtio-serial", (("logFilePath", value("serial_log", path)),))
-
-
-def virtio_vsock(port: int, socket_path: Path, listen: bool = True) -> Device:
-    if not 1 <= port < 2**32:
-        raise InvalidInput(f"vsock port {port} is out of range (1 .. 2^32-1)")
-    return Device(
-        "virtio-vsock",
-        (
-            ("port", str(port)),
-            ("socketURL", value("vsock socket", socket_path)),
-            ("listen" if listen else "connect", None),
-        ),
-    )
-
-
-def virtio_rng() -> Device:
-    return Device("virtio-rng")
-
-
-def virtio_balloon() -> Device:
-    return Device("virtio-balloon")
-
-
-def linux_bootloader(kernel: Path, initrd: Path | None, cmdline: str) -> str:
-    """`linux,kernel=,initrd=,cmdline="..."`: the quotes protect commas in the cmdline."""
-    if '"' in cmdline:
-        raise InvalidInput(
-            "boot.cmdline: vfkit reads the command line between double quotes, so it cannot "
-            'contain a `"`'
-        )
-    parts = ["linux", f"kernel={value('boot.kernel', kernel)}"]
-    if initrd is not None:
-        parts.append(f"initrd={value('boot.initrd', initrd)}")
-    parts.append(f'cmdline="{cmdline}"')  # the spec already refused newlines and NULs
-    return ",".join(parts)
-
-
-def efi_bootloader(variable_store: Path, create: bool = True) -> str:
-    out = f"efi,variable-store={value('EFI variable store', variable_store)}"
-    return out + (",create" if create else "")
-
-
-def macos_bootloader(boot: Any) -> str:
-    """`macos,machineIdentifierPath=…,hardwareModelPath=…,auxImagePath=…` (vfkit's order)."""
-    return (
-        f"macos,machineIdentifierPath={value('boot.machine_identifier', boot.machine_identifier)}"
-        f",hardwareModelPath={value('boot.hardware_model', boot.hardware_model)}"
-        f",auxImagePath={value('boot.aux_image', boot.aux_image)}"
-    )
-
-
-def switch_socket(ctx: LaunchContext, switch: str) -> Path:
-    """The switch's socket, refused when vfkit's own end beside it would be too long."""
-    path = ctx.switch_sockets[switch]
-    longest = len(os.fsencode(path.parent)) + 1 + VFKIT_LOCAL_SOCKET_NAME
-    if longest >= MAX_SOCKET_PATH:
-        raise InvalidInput(
-            f"switch {switch!r}: its socket folder {path.parent} is too long for macOS "
-            f"sockets (vfkit binds its end there; {longest} >= {MAX_SOCKET_PATH} bytes): set "
-            "VMKIT_RUNTIME_DIR to a shorter directory"
-        )
-    return path
-
-
-def restful_uri(socket_path: Path) -> str:
-    """`unix:///abs/path`, refusing paths over macOS's 104-byte sun_path."""
-    raw = os.fsencode(socket_path)
-    if len(raw) >= MAX_SOCKET_PATH:
-        raise InvalidInput(
-            f"REST socket path {socket_path} is {len(raw)} bytes; macOS allows at most "
-            f"{MAX_SOCKET_PATH - 1}: set VMKIT_RUNTIME_DIR to a shorter directory"
-        )
-    if not socket_path.is_absolute():
-        raise InvalidInput(f"REST socket path {socket_path} must be absolute")
-    return f"unix://{value('REST socket (under VMKIT_RUNTIME_DIR)', socket_path)}"
-
-
-# ---- installed versions ----------------------------------------------------------------------
-
-
-def parse_version(text: str) -> Version | None:
-    """`vfkit version: v0.6.1`, `krunkit 0.2.1` -> (0, 6, 1)."""
-    m = _VERSION_RE.search(text)
-    if m is None:
-        return None
-    return tuple(int(g) for g in m.groups() if g is not None)
-
-
-@functools.cache
-def _binary_version(path: str, mtime_ns: int) -> Version | None:
-    """`<binary> --version`, run once per binary file (the mtime key notices upgrades)."""
-    try:
-        proc = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return parse_version(proc.stdout + proc.stderr)
-
-
-VERSION_CACHE = "vmm-versions.json"
-
-
-def installed_version(binary: str) -> Version | None:
-    """The version of `binary`, asked once per installed file: remembered in this process
-    and in the runtime dir (keyed by real path, size and mtime, so an upgrade is noticed),
-    so a `vmkit start` does not pay for an extra exec of the VMM."""
-    try:
-        real = os.path.realpath(binary)
-        st = os.stat(real)
-    except OSError:
-        return None
-    key = f"{real}:{st.st_size}:{st.st_mtime_ns}"
-    cache = _version_cache()
-    if isinstance(cache.get(key), list):
-        return tuple(int(x) for x in cache[key])
-    version = _binary_version(real, st.st_mtime_ns)
-    if version is not None:
-        _save_version_cache({**cache, key: list(version)})
-    return version
-
-
-def _version_cache() -> dict[str, Any]:
-    from vmkit.paths import runtime_dir
-
-    try:
-        data = json.loads((runtime_dir() / VERSION_CACHE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _save_version_cache(data: dict[str, Any]) -> None:
-    from vmkit.paths import runtime_dir
-
-    try:
-        path = runtime_dir() / VERSION_CACHE
-        tmp = path.with_name(f".{VERSION_CACHE}.{os.getpid()}")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(path)
-    except OSError:
-        pass  # only a cache
-
-
-def format_version(v: Version) -> str:
-    return ".".join(str(x) for x in v)
 
 
 # ---- the drivers -----------------------------------------------------------------------------
@@ -338,6 +90,7 @@ class VfkitDriver(Driver):
         net_none=True,
         net_user=True,  # virtio-net,nat (vmnet's NAT and DHCP)
         net_switch=True,  # virtio-net,unixSocketPath= the switch's socket (vfkit sends VFKT)
+        net_vmnet=True,  # the same, on vmnet-helper's socket (net/vmnet)
         shares=True,  # virtio-fs,sharedDir=,mountTag= served by vfkit (read-write only)
         publish=True,  # TCP, through vmkit's relay to the NAT address (net/portfwd)
         rosetta=True,  # rosetta,mountTag=rosetta (Apple silicon)
@@ -349,14 +102,16 @@ class VfkitDriver(Driver):
         readopt=True,
         crash_detection=True,  # vmm.log says "VM is stopped" after a guest poweroff
     )
-    # The first version of each flag/device vmkit emits, where it is newer than the oldest
-    # supported release; from the projects' release notes, to be confirmed on a Mac.
+    # The first release of each flag/device vmkit emits, where it is newer than the oldest
+    # supported one, read from the upstream tags (crc-org/vfkit): --pidfile v0.6.2,
+    # virtio-balloon v0.6.1, virtio-net type=unixgram v0.6.2. --pidfile is optional (vmkit
+    # does not read it): older vfkit just runs without it; the others are refused.
     min_versions: ClassVar[dict[str, Version]] = {
-        "--pidfile": (0, 6, 0),
-        "virtio-balloon": (0, 6, 0),
+        "--pidfile": (0, 6, 2),
+        "virtio-balloon": (0, 6, 1),
         "usb-mass-storage": (0, 5, 0),
         "virtio-blk deviceId": (0, 5, 0),
-        "virtio-net type=unixgram": (0, 6, 1),
+        "virtio-net type=unixgram": (0, 6, 2),
     }
     # krunkit's differences.
     efi_only: ClassVar[bool] = False
@@ -365,6 +120,8 @@ class VfkitDriver(Driver):
     has_nat: ClassVar[bool] = True
     writes_pidfile: ClassVar[bool] = True
     has_hard_stop: ClassVar[bool] = True
+    efi_always_create: ClassVar[bool] = False
+    splits_on_equals: ClassVar[bool] = False  # krunkit: every option on every `=`
 
     @classmethod
     def kernel_support(cls, info: kernelfmt.KernelInfo) -> dict[str, str]:
@@ -451,7 +208,7 @@ class VfkitDriver(Driver):
                         "with format: raw"
                     )
                 continue  # a qcow2 `clone:` base is converted to raw for vfkit at create
-            value(f"disks[{i}].path", disk.file)
+            self.field_value(f"disks[{i}].path", disk.file)
             if disk.format == "qcow2" and not self.reads_qcow2:
                 raw = disk.file.with_suffix(".raw")
                 raise NotSupported(
@@ -477,7 +234,7 @@ class VfkitDriver(Driver):
                     f"(vfkit) or a vmkit switch (--net switch:NAME)"
                 )
         for i, share in enumerate(spec.shares):
-            value(f"shares[{i}].host", share.host)
+            self.field_value(f"shares[{i}].host", share.host)
             if share.readonly:
                 raise NotSupported(
                     f"shares[{i}] ({share.tag}): {self.name}'s virtio-fs has no read-only "
@@ -485,9 +242,20 @@ class VfkitDriver(Driver):
                     "drop readonly, or mount it read-only in the guest (`mount -o ro`)"
                 )
         if spec.serial_log is not None:
-            value("serial_log", spec.serial_log)
+            self.field_value("serial_log", spec.serial_log)
         if spec.balloon and not self.features.balloon:
             raise NotSupported(f"balloon: {self.name} has no virtio-balloon device")
+
+    def field_value(self, field: str, raw: str | Path) -> str:
+        """`value`, and for krunkit no `=` either: krunkit splits each option on every `=`
+        (val_parse) and refuses a value containing one."""
+        text = value(field, raw)
+        if self.splits_on_equals and "=" in text:
+            raise InvalidInput(
+                f"{field}: {text!r} contains '='; {self.name} splits its options on every '=' "
+                "and cannot take it (rename or move the file, or use driver: vfkit)"
+            )
+        return text
 
     def _check_kernel_arch(self, kernel: Path) -> None:
         try:
@@ -538,7 +306,7 @@ class VfkitDriver(Driver):
         used: list[str] = []
         for i, disk in enumerate(spec.disks):
             field = f"disks[{i}].path"
-            value(field, disk.file)
+            self.field_value(field, disk.file)
             if self.reads_qcow2:
                 devs.append(virtio_blk(disk.file, fmt=disk.format))
             elif disk.readonly:
@@ -551,7 +319,16 @@ class VfkitDriver(Driver):
             mac = nic_mac(spec.name, i, net.mac)
             if net.mode == "switch":
                 assert net.switch is not None
-                devs.append(self.switch_nic(switch_socket(ctx, net.switch), mac))
+                sock = switch_socket(ctx, net.switch)
+                self.field_value(
+                    f"networks[{i}]: the switch socket (under VMKIT_RUNTIME_DIR)", sock
+                )
+                devs.append(self.switch_nic(sock, mac))
+                used.extend(self.switch_nic_features)
+            elif net.mode == "vmnet":  # vmnet-helper's socket speaks the switch's protocol
+                sock = vmnet_socket(ctx, i)
+                self.field_value(f"networks[{i}]: vmnet socket (under VMKIT_RUNTIME_DIR)", sock)
+                devs.append(self.switch_nic(sock, mac))
                 used.extend(self.switch_nic_features)
             else:
                 devs.append(virtio_net_nat(mac))
@@ -560,7 +337,7 @@ class VfkitDriver(Driver):
         if spec.rosetta:
             devs.append(rosetta(ROSETTA_TAG))  # vfkit fails clearly if Rosetta is missing
         devs.append(virtio_serial_log(ctx.serial_log))
-        if spec.rng:
+        if spec.rng and self.features.rng:
             devs.append(virtio_rng())
         if spec.balloon:
             devs.append(virtio_balloon())
@@ -578,9 +355,10 @@ class VfkitDriver(Driver):
         from vmkit.spec import LinuxBoot, MacosBoot
 
         self.check(spec)
-        value("the VM's folder (under VMKIT_HOME)", ctx.vm_dir)
+        boot_value("the VM's folder (under VMKIT_HOME)", ctx.vm_dir)
+        self.field_value("the VM's folder (under VMKIT_HOME)", ctx.vm_dir)
         if spec.serial_log is None:
-            value("the VM's serial.log (under VMKIT_HOME)", ctx.serial_log)
+            self.field_value("the VM's serial.log (under VMKIT_HOME)", ctx.serial_log)
         argv = [self.binary_or_name(), "--cpus", str(spec.cpus), "--memory", str(spec.memory >> 20)]
         if isinstance(spec.boot, LinuxBoot):
             kernel = self.boot_kernel(spec.boot.kernel, ctx)
@@ -589,16 +367,29 @@ class VfkitDriver(Driver):
         elif isinstance(spec.boot, MacosBoot):
             argv += ["--bootloader", macos_bootloader(spec.boot)]
         else:
-            argv += ["--bootloader", efi_bootloader(ctx.vm_dir / "efi-variable-store")]
+            store = ctx.vm_dir / "efi-variable-store"
+            create = self.efi_always_create or not store.exists()
+            argv += ["--bootloader", efi_bootloader(store, create)]
         devs, used = self.devices(spec, ctx)
         for dev in devs:
             argv += ["--device", dev.render()]
-        argv += ["--restful-uri", restful_uri(ctx.sockets["rest"])]
-        if self.writes_pidfile:
+        argv += ["--restful-uri", self.restful_uri(ctx.sockets["rest"])]
+        if self.writes_pidfile and self.knows("--pidfile"):
             argv += ["--pidfile", value("pidfile", ctx.vm_dir / "vmm.pid")]
-            used.append("--pidfile")
         self.check_versions(used)
-        return LaunchPlan(argv=argv, sockets=dict(ctx.sockets), accelerator="hvf")
+        sockets = dict(ctx.sockets)
+        for i, net in enumerate(spec.networks):
+            if net.mode == "vmnet":
+                sockets[f"vmnet{i}"] = vmnet_socket(ctx, i)
+        return LaunchPlan(argv=argv, sockets=sockets, accelerator="hvf")
+
+    def restful_uri(self, socket_path: Path) -> str:
+        return restful_uri(socket_path)
+
+    def knows(self, feature: str) -> bool:
+        """Whether the installed binary has `feature` (True when its version is unknown)."""
+        have, need = self.version(), self.min_versions.get(feature)
+        return have is None or need is None or have >= need
 
     def check_versions(self, used: list[str]) -> None:
         have = self.version()
@@ -666,6 +457,7 @@ class VfkitDriver(Driver):
             nic_mac(str(spec["name"]), i, net.get("mac"))
             for i, net in enumerate(spec.get("networks") or [])
             if net.get("mode", "user") in ("user", "nat")
+            or (net.get("mode") == "vmnet" and net.get("vmnet") in ("shared", "host"))
         ]
 
     def _remember_leases(self, spec: dict[str, Any], vm_dir: Path) -> None:
@@ -719,16 +511,20 @@ class KrunkitDriver(VfkitDriver):
         # no cloud_init: the seed ISO goes in read-only, and krunkit has no read-only disks
         net_none=True,
         net_switch=True,  # virtio-net,type=unixgram,path=<switch socket>,vfkitMagic=on
+        net_vmnet=True,  # the same, on vmnet-helper's socket (net/vmnet)
         shares=True,  # virtio-fs,sharedDir=,mountTag= (read-write only)
-        rng=True,
+        # no rng: krunkit parses virtio-rng but does not attach it (virtio.rs), so vmkit
+        # does not pass it
         graceful_stop=True,  # Stop -> SIGTERM -> SIGKILL (no HardStop in krunkit's REST)
         kill=True,
         readiness=True,
         readopt=True,
     )
+    # krunkit v1.0.0 brought `type=unixgram,path=` and `vfkitMagic`; 0.2.x knew only
+    # `unixSocketPath=` (gvproxy) with a required `mac=` (containers/krunkit tags).
     min_versions: ClassVar[dict[str, Version]] = {
-        "virtio-net type=unixgram": (0, 2, 0),
-        "virtio-net vfkitMagic": (0, 2, 0),  # from krunkit's docs; to be confirmed on a Mac
+        "virtio-net type=unixgram": (1, 0, 0),
+        "virtio-net vfkitMagic": (1, 0, 0),
     }
     switch_nic_features = ("virtio-net type=unixgram", "virtio-net vfkitMagic")
     efi_only = True
@@ -738,6 +534,28 @@ class KrunkitDriver(VfkitDriver):
     writes_pidfile = False
     has_hard_stop = False
     auto_pick = False  # only when asked for: `driver: krunkit`
+    efi_always_create = True  # its parser takes exactly `efi,variable-store=P,create`
+    splits_on_equals = True
+    MAX_CPUS = 255  # krunkit's --cpus is a u8
+
+    def check(self, spec: MachineSpec) -> None:
+        super().check(spec)
+        if spec.cpus > self.MAX_CPUS:
+            raise InvalidInput(
+                f"cpus: {spec.cpus} is too many: krunkit takes at most {self.MAX_CPUS} "
+                "(its --cpus is an 8-bit number)"
+            )
+
+    def restful_uri(self, socket_path: Path) -> str:
+        """krunkit's own URI parser is not Go's: it gets the path only when no character
+        needs escaping, and otherwise a clear refusal."""
+        uri = restful_uri(socket_path)
+        if uri != f"unix://{socket_path}":
+            raise InvalidInput(
+                f"REST socket path {socket_path}: krunkit cannot take a socket path with "
+                "characters that need URI escaping: set VMKIT_RUNTIME_DIR to a plain directory"
+            )
+        return uri
 
     def switch_nic(self, socket_path: Path, mac: str) -> Device:
         """krunkit takes only the `type=unixgram` form; vfkitMagic=on has it announce

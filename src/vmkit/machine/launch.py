@@ -103,6 +103,12 @@ def launch(machine: Machine, plan: LaunchPlan, extra: dict[str, Any] | None = No
         if maps := machine.relayed_ports():
             relay = sidecars.PortRelay(machine.store.home, machine.name, machine.dir, maps)
             steps.run("port relay", lambda: keep(relay.start()), sidecars.stop)
+        for i, net in enumerate(spec.get("networks", [])):
+            if net.get("mode") == "vmnet":  # the NIC joins this helper's socket (net/vmnet)
+                helper = sidecars.VmnetHelper(
+                    net, i, plan.sockets[f"vmnet{i}"], machine.dir, machine.name
+                )
+                steps.run(f"vmnet {i}", lambda h=helper: keep(h.start()), sidecars.stop)  # type: ignore[misc]
         argv, fds = list(plan.argv), list[int]()
         with closing_fds(fds):
             nets = spec.get("networks", [])
