@@ -24,7 +24,11 @@ def image_group() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
 def image_pull(name_or_url: str, arch: str | None, checksum: str | None, as_json: bool) -> None:
-    """Download (resuming a cut-off download), verify and cache an image."""
+    """Download (resuming a cut-off download), verify and cache an image; `oci://REF`: a
+    Tart VM image, pulled by Tart into vmkit's shared Tart cache (macOS)."""
+    if name_or_url.startswith("oci://"):
+        _pull_oci(name_or_url.removeprefix("oci://"), as_json)
+        return
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
     from vmkit.hostinfo import machine_arch
@@ -48,6 +52,17 @@ def image_pull(name_or_url: str, arch: str | None, checksum: str | None, as_json
         echo_json(image.to_json())
     else:
         click.echo(f"{image.name}: {image.path} ({image.algo} verified)")
+
+
+def _pull_oci(ref: str, as_json: bool) -> None:
+    from vmkit.drivers import get_driver
+    from vmkit.drivers.tart import tartcli
+
+    cache = tartcli.pull(get_driver("tart").find_binary(), ref)
+    if as_json:
+        echo_json({"name": ref, "kind": "oci", "driver": "tart", "cache": str(cache)})
+    else:
+        click.echo(f"{ref}: in Tart's cache {cache} (boot: {{kind: tart, image: {ref}}})")
 
 
 @image_group.command(name="ls")

@@ -9,9 +9,10 @@ As a program (put on PATH as `tart` by the tests) it:
 - `--version` prints $TART_DOUBLE_VERSION (default 2.22.4);
 - `run --help` / `set --help` print the flags of a current Tart; with $TART_DOUBLE_OLD set
   they omit `tag=` (--dir mount tags) and `--random-mac`, as an older Tart would;
-- `clone SRC NAME`: SRC must look like an OCI reference (host/repo[:tag]) or be a VM in the
-  store; `create NAME --linux [--disk-size N]`; `set NAME [--cpu N] [--memory MB]
-  [--random-mac] [--disk-size GB]`; `get NAME --format json`; `ip NAME` (an address once
+- `pull REF` puts REF in $TART_HOME/cache/OCIs; `clone SRC NAME`: SRC must look like an OCI
+  reference (host/repo[:tag]) or be a VM in the store (the config notes if it was cached);
+  `create NAME --linux [--disk-size N]`; `set NAME [--cpu N] [--memory MB] [--random-mac]
+  [--disk-size GB]`; `get NAME --format json`; `ip NAME` (an address once
   the VM has run 0.3 s); `stop NAME [--timeout S]` (SIGINT to the `run` process, then
   SIGKILL after S); `delete NAME`;
 - `run NAME --no-graphics [--disk=PATH[:ro]] [--dir=PATH:[ro,]tag=T] [--rosetta=TAG]`
@@ -171,7 +172,15 @@ def main(argv: list[str]) -> int:
         if not (OCI.match(src) or (vm_dir(src) / "config.json").exists()):
             return fail(f"{src!r} is neither a remote (OCI) image nor a local VM")
         vm_dir(name).mkdir(parents=True)
-        save(name, new_config(src, 20))
+        cached = Path(os.environ["TART_HOME"]) / "cache" / "OCIs" / src.replace(":", "/")
+        save(name, {**new_config(src, 20), "fromCache": cached.is_dir()})
+        return 0
+    if command == "pull" and len(args) == 1:
+        if not OCI.match(args[0]):
+            return fail(f"{args[0]!r} is not a remote (OCI) image")
+        cached = Path(os.environ["TART_HOME"]) / "cache" / "OCIs" / args[0].replace(":", "/")
+        cached.mkdir(parents=True)
+        (cached / "manifest.json").write_text("{}")
         return 0
     if command == "create" and len(args) == 1:
         if "--linux" not in flags:

@@ -240,3 +240,21 @@ def write_spec(tmp_path: Path, **over: Any) -> Path:
     path = tmp_path / "t1.json"
     path.write_text(json.dumps(data))
     return path
+
+
+@pytest.mark.capability("tart", "boot_oci")
+def test_image_pull_oci_fills_the_cache_every_tart_vm_shares(
+    fake_tart: Callable[[str, str], None], tmp_path: Path, cli: Any
+) -> None:
+    out = cli.json("image", "pull", f"oci://{IMAGE}")
+    home = Path(os.environ["VMKIT_HOME"])
+    assert out["cache"] == str(home / "tart-cache")
+    pulls = [c for c in calls(tmp_path) if c["argv"][0] == "pull"]
+    assert pulls == [{"argv": ["pull", IMAGE], "TART_HOME": str(home / "tart-pull")}]
+    cli.ok("create", "-f", str(write_spec(tmp_path)))
+    cli.ok("start", "t1", "--wait")
+    config = json.loads((home / "vms" / "t1" / "tart" / "vms" / "vm" / "config.json").read_text())
+    assert config["fromCache"]  # the clone found the pulled image in the shared cache
+    cli.ok("kill", "t1")
+    bad = cli("image", "pull", "oci://-x")
+    assert bad.returncode == 2 and "is not an OCI reference" in bad.stderr

@@ -202,17 +202,12 @@ class TartDriver(Driver):
         --linux`), give it the MAC vmkit pinned in the spec (unique in vmkit's store: clones
         of one image would share theirs, and Tart's own check sees one TART_HOME only),
         then `tart set` its CPUs and memory from the spec."""
-        from vmkit.paths import data_home
         from vmkit.spec import TartBoot
 
         assert isinstance(spec.boot, TartBoot)
         binary = self.find_binary()
         home = tartcli.home_of(ctx.vm_dir)
-        home.mkdir(mode=0o700, exist_ok=True)
-        cache = data_home() / "tart-cache"
-        cache.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not (home / "cache").exists():
-            (home / "cache").symlink_to(cache)
+        tartcli.shared_cache(home)
         gib = spec.boot.disk_size
         size = [] if gib is None else ["--disk-size", str(gib >> 30)]
         if not (home / "vms" / tartcli.VM / "config.json").exists():
