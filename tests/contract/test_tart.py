@@ -258,3 +258,25 @@ def test_image_pull_oci_fills_the_cache_every_tart_vm_shares(
     cli.ok("kill", "t1")
     bad = cli("image", "pull", "oci://-x")
     assert bad.returncode == 2 and "is not an OCI reference" in bad.stderr
+
+
+@pytest.mark.capability("tart", "net_vmnet")
+def test_vmnet_modes_are_tarts_own_network_flags_and_start_no_helper(
+    fake_tart: Callable[[str, str], None], tmp_path: Path
+) -> None:
+    for net, flag in (
+        ({"mode": "vmnet", "vmnet": "bridged", "interface": "en0"}, ["--net-bridged=en0"]),
+        ({"mode": "vmnet", "vmnet": "host"}, ["--net-host"]),
+        ({"mode": "vmnet", "vmnet": "shared"}, []),  # Tart's default NAT is vmnet's shared
+    ):
+        plan = TartDriver(arch="aarch64").plan(tart_spec(networks=[net]), ctx_for(tmp_path))
+        assert plan.argv[6:] == flag and "vmnet0" not in plan.sockets
+    machine = Host().create(
+        tart_spec(name="t4", networks=[{"mode": "vmnet", "vmnet": "bridged", "interface": "en0"}])
+    )
+    machine.start()  # no vmnet-helper on PATH: none is asked for
+    assert machine.wait_ready(20).state == "ready"
+    run = next(c["argv"] for c in calls(tmp_path) if c["argv"][:2] == ["run", "vm"])
+    assert run == ["run", "vm", "--no-graphics", "--net-bridged=en0"]
+    assert not [h for h in machine.runtime().to_json().get("helpers", []) if h["kind"] == "vmnet"]
+    machine.kill()

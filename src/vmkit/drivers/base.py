@@ -98,7 +98,7 @@ CAPABILITY_TEXT = {
     "net_none": "No network",
     "net_user": "NAT networking through the hypervisor (QEMU user)",
     "net_switch": "VMs on vmkit's userspace L2 switch (`--net switch:NAME`), no root needed",
-    "net_vmnet": "macOS vmnet networks, vmnet-helper (`--net vmnet:shared`, `host`, `bridged:IF`)",
+    "net_vmnet": "macOS vmnet networks (`--net vmnet:shared`, `host`, `bridged:IF`)",
     "net_tap": "TAP NICs (Linux), optionally in a named netns or on a bridge (`--net tap:IF@NS`)",
     "shares": "Shared host folders over virtio-fs, read-only enforced (`--share`)",
     "publish": "Published ports: host 127.0.0.1:PORT forwarded to the guest (`--publish`)",

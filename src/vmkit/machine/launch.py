@@ -104,7 +104,7 @@ def launch(machine: Machine, plan: LaunchPlan, extra: dict[str, Any] | None = No
             relay = sidecars.PortRelay(machine.store.home, machine.name, machine.dir, maps)
             steps.run("port relay", lambda: keep(relay.start()), sidecars.stop)
         for i, net in enumerate(spec.get("networks", [])):
-            if net.get("mode") == "vmnet":  # the NIC joins this helper's socket (net/vmnet)
+            if f"vmnet{i}" in plan.sockets:  # the NIC joins this helper's socket (net/vmnet)
                 helper = sidecars.VmnetHelper(
                     net, i, plan.sockets[f"vmnet{i}"], machine.dir, machine.name
                 )

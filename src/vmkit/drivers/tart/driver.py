@@ -43,6 +43,8 @@ FEATURES: dict[str, tuple[str, str]] = {
     "--dir ...:tag=": ("run", "tag="),
     "--rosetta": ("run", "--rosetta"),
     "--disk": ("run", "--disk"),
+    "--net-bridged": ("run", "--net-bridged"),
+    "--net-host": ("run", "--net-host"),
     "set --disk-size": ("set", "--disk-size"),
 }
 LICENCE = (
@@ -66,6 +68,7 @@ class TartDriver(Driver):
         boot_oci=True,  # `tart clone IMAGE` (OCI registries), or `tart create --linux`
         disk_raw=True,  # extra disks: --disk=PATH[:ro]
         net_user=True,  # Tart's default shared (NAT) network
+        net_vmnet=True,  # vmnet:shared = that NAT, vmnet:bridged:IF --net-bridged, host --net-host
         shares=True,  # --dir=PATH:[ro,]tag=TAG (virtio-fs, read-only honoured)
         rosetta=True,  # --rosetta=rosetta
         graceful_stop=True,  # `tart stop` (SIGINT to `tart run`) -> SIGTERM -> SIGKILL
@@ -130,9 +133,10 @@ class TartDriver(Driver):
         if len(spec.networks) > 1:
             raise NotSupported("networks: vmkit's tart driver attaches exactly one NIC")
         net = spec.networks[0]
-        if net.mode not in ("user", "nat"):
+        if net.mode not in ("user", "nat", "vmnet"):
             raise NotSupported(
-                f"networks[0]: mode {net.mode!r} is not available with Tart; use user (NAT)"
+                f"networks[0]: mode {net.mode!r} is not available with Tart; use user (NAT), "
+                "vmnet:bridged:IF or vmnet:host"
             )
         for field, given in (("ip", net.ip), ("publish", net.publish)):
             if given:
@@ -190,6 +194,13 @@ class TartDriver(Driver):
         if spec.rosetta:
             argv.append("--rosetta=rosetta")
             used.append("--rosetta")
+        net = spec.networks[0]
+        if net.vmnet == "bridged":
+            argv.append(f"--net-bridged={net.interface}")
+            used.append("--net-bridged")
+        elif net.vmnet == "host":
+            argv.append("--net-host")  # Tart runs it through Softnet (its SUID helper)
+            used.append("--net-host")
         self.check_features(used)
         return LaunchPlan(
             argv=argv,
