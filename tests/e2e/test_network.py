@@ -148,7 +148,7 @@ def test_published_port_reaches_a_listener_in_the_guest(cli, guest):
 def test_bad_network_flags_are_refused(cli, guest):
     for args, text in (
         (("--net", "switch:../x"), "not a valid name"),
-        (("--net", "bogus"), "use nat, user, switch:NAME, tap:IFNAME[@NETNS] or none"),
+        (("--net", "bogus"), "use nat, user, switch:NAME, tap:IFNAME[@NETNS], vmnet:"),
         (("--net", "tap:this-name-is-too-long"), "not an interface name"),
         (("--publish", "99999:80"), "out of range"),
         (("--ip", "10.0.0.1/24"), "--ip needs a NIC"),
