@@ -41,6 +41,9 @@ LAZY: dict[str, str] = {
     **{verb: "vmkit.cli_info" for verb in ("inspect", "logs", "console", "gc", "doctor")},
     "guest": "vmkit.cli_guest:guest",
     "spec": "vmkit.cli_guest:spec_group",
+    "ssh": "vmkit.cli_access",
+    "exec": "vmkit.cli_access:exec_",
+    "cp": "vmkit.cli_access",
 }
 
 
@@ -371,7 +374,13 @@ def _report_ready(status: Any, seconds: float, as_json: bool) -> None:
 @_spec_options
 @click.option("--pool", "pool", help="Hand out a ready copy from this warm pool instead.")
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
-def run(name: str | None, pool: str | None, as_json: bool, **o: Any) -> None:
+@click.option(
+    "--wait-for",
+    type=click.Choice(["ready", "ssh"]),
+    default="ready",
+    help="ssh: also wait until a command runs in the guest over SSH.",
+)
+def run(name: str | None, pool: str | None, as_json: bool, wait_for: str, **o: Any) -> None:
     """Create, start and wait for readiness in one step.
 
     With no --kernel and no -f, boots the tiny guest (`vmkit guest build`). With --pool,
@@ -391,6 +400,10 @@ def run(name: str | None, pool: str | None, as_json: bool, **o: Any) -> None:
         return
     spec = _build_spec(name, o)
     status = _host().run(spec)
+    if wait_for == "ssh":
+        from vmkit.access.ssh import wait_for_ssh
+
+        wait_for_ssh(_host().get(spec.name), spec.readiness.timeout)
     _report_ready(status, time.monotonic() - t0, as_json)
 
 

@@ -55,6 +55,7 @@ SHUTDOWN_CAUSES = {
     10: ("snapshot load", True),
 }
 CTL_PORT_NAME = "org.vmkit.ctl"
+SSH_PORT_NAME = "org.vmkit.ssh"  # one SSH connection at a time, for `vmkit ssh` (access/)
 HOTPLUG_PORTS = 4
 HOTPLUG_PREFIX = "hp"
 MIGRATION_POLL = 0.01
@@ -119,10 +120,11 @@ def tap_fd_placeholder(index: int) -> str:
     return f"<tap{index}-fd>"
 
 
-def control_port_args(path: Path) -> list[str]:
+def control_port_args(path: Path, ssh_path: Path | None = None) -> list[str]:
     """A virtio-serial port `org.vmkit.ctl` on a Unix socket: vmkit asks a restored guest to
-    take its new MACs and announce readiness again (see guest/init.sh)."""
-    return [
+    take its new MACs and announce readiness again (see guest/init.sh). And `org.vmkit.ssh`,
+    the guest's SSH server reached without a network (access/transport.py)."""
+    argv = [
         "-device",
         "virtio-serial-pci,id=vser0",
         "-chardev",
@@ -130,6 +132,14 @@ def control_port_args(path: Path) -> list[str]:
         "-device",
         f"virtserialport,bus=vser0.0,chardev=ctl0,name={CTL_PORT_NAME}",
     ]
+    if ssh_path is not None:
+        argv += [
+            "-chardev",
+            f"socket,id=ssh0,path={qemu_escape(ssh_path)},server=on,wait=off",
+            "-device",
+            f"virtserialport,bus=vser0.0,chardev=ssh0,name={SSH_PORT_NAME}",
+        ]
+    return argv
 
 
 def hotplug_port_args() -> list[str]:
@@ -168,7 +178,12 @@ class QemuDriver(Driver):
         readopt=True,
         crash_detection=True,
     )
-    socket_roles: ClassVar[dict[str, str]] = {"qmp": "qmp", "console": "con", "ctl": "ctl"}
+    socket_roles: ClassVar[dict[str, str]] = {
+        "qmp": "qmp",
+        "console": "con",
+        "ctl": "ctl",
+        "ssh": "ssh",
+    }
     control_class: ClassVar[type[Control]]
     install_hint: ClassVar[str] = (
         "install QEMU (Debian/Ubuntu: `apt-get install qemu-system-x86` or "
@@ -380,7 +395,7 @@ class QemuDriver(Driver):
                 "-device",
                 f"vhost-user-fs-pci,chardev=fs{i},tag={share.tag}",
             ]
-        argv += control_port_args(ctx.sockets["ctl"])
+        argv += control_port_args(ctx.sockets["ctl"], ctx.sockets.get("ssh"))
         argv += hotplug_port_args()
         return plan
 

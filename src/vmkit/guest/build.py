@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from vmkit.errors import InvalidInput, VmkitError
-from vmkit.guest import cpio
+from vmkit.guest import cpio, sshd
 from vmkit.guest.apt import ARCHES, Apt, debian_arch_name
 from vmkit.paths import cache_dir
 from vmkit.storage import elf, kernel
@@ -106,6 +106,7 @@ def recipe_id() -> str:
     h = hashlib.sha256()
     h.update(_init_script())
     h.update("\n".join(WANTED_MODULES).encode())
+    h.update("\n".join((*sshd.PACKAGES, *sshd.LIBRARIES)).encode())
     return h.hexdigest()[:10]
 
 
@@ -208,7 +209,7 @@ def build(
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp_s:
         tmp = Path(tmp_s)
-        fetched = source.fetch([kpkg, "busybox-static"], tmp, progress)
+        fetched = source.fetch([kpkg, "busybox-static", *sshd.PACKAGES], tmp, progress)
         versions = {name: version for name, (version, _deb) in sorted(fetched.items())}
         tree = tmp / "tree"
         for _version, deb in fetched.values():
@@ -223,7 +224,10 @@ def build(
         progress("resolving modules from .modinfo")
         order = resolve_modules(mod_root, WANTED_MODULES)
         progress(f"packing initramfs ({len(order)} modules)")
-        initrd = gzip.compress(build_initramfs(busybox.read_bytes(), mod_root, order), mtime=0)
+        extra = sshd.entries(tree, arch)
+        initrd = gzip.compress(
+            build_initramfs(busybox.read_bytes(), mod_root, order, extra), mtime=0
+        )
         stage = tmp / "out"
         stage.mkdir()
         shutil.copyfile(bzimage, stage / "vmlinuz")
@@ -311,7 +315,9 @@ def resolve_modules(mod_root: Path, wanted: tuple[str, ...]) -> list[str]:
     return order
 
 
-def build_initramfs(busybox: bytes, mod_root: Path, order: list[str]) -> bytes:
+def build_initramfs(
+    busybox: bytes, mod_root: Path, order: list[str], extra: list[cpio.Entry] | None = None
+) -> bytes:
     init = resources.files("vmkit.guest").joinpath("init.sh").read_bytes()
     dirs = "bin dev etc etc/acpi etc/acpi/PWRF lib lib/modules proc sys tmp run root"
     entries = [cpio.directory(d) for d in dirs.split()]
@@ -326,6 +332,7 @@ def build_initramfs(busybox: bytes, mod_root: Path, order: list[str]) -> bytes:
         cpio.file("etc/modules.order", "".join(f"{m}\n" for m in order).encode()),
         cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"),
     ]
+    entries += extra or []
     made_dirs: set[str] = set()
     for rel in order:
         parts = rel.split("/")[:-1]

@@ -64,6 +64,40 @@ trap poweroff_cleanly TERM USR2
 # The ACPI power button arrives as an input event; acpid runs /etc/acpi/PWRF/00000080.
 acpid -c /etc/acpi -a /etc/acpid.conf -M /etc/acpi.map -l /dev/null 2>/dev/null
 
+# The /dev/vportNpM of the virtio-serial port named $1.
+vport() {
+    for n in /sys/class/virtio-ports/*/name; do
+        [ -r "$n" ] && [ "$(cat "$n")" = "$1" ] && {
+            d=${n%/name}
+            echo "/dev/${d##*/}"
+            return
+        }
+    done
+}
+
+# --- SSH: dropbear with the per-VM host key vmkit appends at start -----------------------
+# vmkit appends a second initramfs archive holding /etc/vmkit/ssh_host_ed25519_key (OpenSSH
+# format; dropbear wants its own) and /root/.ssh/authorized_keys. Password logins are off.
+# The virtio-serial port "org.vmkit.ssh" carries one SSH connection at a time (vmkit
+# multiplexes on it): the host says "vmkit-ssh" first, then the port is bridged to dropbear.
+ssh_loop() {
+    port=$(vport org.vmkit.ssh)
+    [ -n "$port" ] || return
+    while :; do
+        if read -r word < "$port" 2>/dev/null; then
+            [ "$word" = vmkit-ssh ] && nc 127.0.0.1 22 <> "$port" >&0 2>/dev/null
+        else
+            sleep 0.2 # EOF: no host connected
+        fi
+    done
+}
+if [ -r /etc/vmkit/ssh_host_ed25519_key ] &&
+    dropbearconvert openssh dropbear /etc/vmkit/ssh_host_ed25519_key \
+        /etc/dropbear/dropbear_ed25519_host_key >/dev/null 2>&1; then
+    dropbear -r /etc/dropbear/dropbear_ed25519_host_key -s -p 22 -P /run/dropbear.pid
+    ssh_loop &
+fi
+
 announce() {
     said=
     for tty in /dev/ttyS0 /dev/hvc0 /dev/ttyAMA0; do
@@ -76,15 +110,6 @@ announce
 # --- vmkit control port (virtio-serial "org.vmkit.ctl") -------------------------------
 # The host writes one line per request. "restored MAC..." after a snapshot restore: take the
 # new MACs, renew a DHCP lease, announce readiness again, answer "ok <ip>".
-ctl_port() {
-    for n in /sys/class/virtio-ports/*/name; do
-        [ -r "$n" ] && [ "$(cat "$n")" = org.vmkit.ctl ] && {
-            d=${n%/name}
-            echo "/dev/${d##*/}"
-            return
-        }
-    done
-}
 ctl_restored() {
     i=0
     for mac in "$@"; do
@@ -104,7 +129,7 @@ ctl_restored() {
     announce
 }
 ctl_loop() {
-    port=$(ctl_port)
+    port=$(vport org.vmkit.ctl)
     [ -n "$port" ] || return
     while :; do
         # read returns at once (EOF) while no host is connected: poll every 0.1 s then.

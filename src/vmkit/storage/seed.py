@@ -160,6 +160,9 @@ def make_seed(spec_json: dict[str, Any], vm_dir: Path, home: Path) -> Path:
         "instance-id": f"vmkit-{name}-{uuid.uuid4().hex[:12]}",
         "local-hostname": ci.get("hostname") or name,
     }
+    from vmkit.storage.sshkeys import cloud_init_keys
+
+    doc = {**user_data(ci, marker, keys), **cloud_init_keys(vm_dir, name)}  # the pinned host key
     path = vm_dir / "seed.iso"
-    build_iso(path, user_data(ci, marker, keys), meta, ci.get("network_config"))
+    build_iso(path, doc, meta, ci.get("network_config"))
     return path

@@ -1,0 +1,72 @@
+"""Hand the tiny guest its SSH keys at boot: its initramfs is swapped for the VM's own copy
+with a second archive appended, holding the host key and the authorized client key as files
+(the kernel unpacks concatenated archives in order); any other guest boots as specified."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+from vmkit.guest import cpio
+from vmkit.spec import LinuxBoot, MachineSpec
+from vmkit.storage import sshkeys as keys
+
+GUEST_INITRD = "initrd-access.img"  # base initramfs + the key archive, rebuilt at each start
+GUEST_KEY_PATH = "etc/vmkit/ssh_host_ed25519_key"  # what the tiny guest's /init looks for
+
+
+def boot_spec(spec: MachineSpec, vm_dir: Path, home: Path, write: bool) -> MachineSpec:
+    """`spec` with the tiny guest's initrd replaced by the VM's own copy carrying the keys
+    (written when `write`; `vmkit start --dry-run` only shows the path)."""
+    boot = spec.boot
+    if not isinstance(boot, LinuxBoot) or not has_sshd(tiny_guest_manifest(boot.initrd)):
+        return spec
+    assert boot.initrd is not None
+    if write:
+        from vmkit.storage.seed import host_key as client_key
+
+        client_pub = client_key(home).with_suffix(".pub").read_text()
+        path = guest_initrd(vm_dir, spec.name, boot.initrd, client_pub)
+    else:
+        path = vm_dir / GUEST_INITRD
+    return spec.model_copy(update={"boot": boot.model_copy(update={"initrd": path})})
+
+
+def tiny_guest_manifest(initrd: Path | None) -> dict[str, Any] | None:
+    """The manifest of the built tiny guest `initrd` belongs to, if it is one."""
+    if initrd is None or initrd.name != "initramfs.cpio.gz":
+        return None
+    manifest = initrd.parent / "manifest.json"
+    try:
+        doc = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and "recipe" in doc else None
+
+
+def has_sshd(manifest: dict[str, Any] | None) -> bool:
+    packages = (manifest or {}).get("packages")
+    return isinstance(packages, dict) and "dropbear-bin" in packages
+
+
+def key_archive(host_key_file: Path, client_pub: str) -> bytes:
+    """A newc archive with the host key and the authorized client key, each as a file."""
+    entries = [
+        cpio.directory("etc/vmkit", 0o700),
+        cpio.file(GUEST_KEY_PATH, host_key_file.read_bytes(), 0o600),
+        cpio.directory("root/.ssh", 0o700),
+        cpio.file("root/.ssh/authorized_keys", (client_pub.strip() + "\n").encode(), 0o600),
+    ]
+    return cpio.write(entries)
+
+
+def guest_initrd(vm_dir: Path, name: str, base: Path, client_pub: str) -> Path:
+    """`vm_dir/initrd-access.img`: the tiny guest's initramfs with the key archive appended
+    (gzip members need no alignment between them). 0600: it holds the private key."""
+    key = keys.host_key(vm_dir, name)
+    combined = base.read_bytes() + gzip.compress(key_archive(key, client_pub), mtime=0)
+    out = vm_dir / GUEST_INITRD
+    keys.private_write(out, combined)
+    return out

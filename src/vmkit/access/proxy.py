@@ -1,0 +1,131 @@
+"""ssh's ProxyCommand for guests reached without a network: bridges ssh's stdin/stdout to a
+Unix socket the VMM exposes.
+
+    python -m vmkit.access.proxy serial SOCKET        QEMU virtio-serial port org.vmkit.ssh
+    python -m vmkit.access.proxy hybrid-vsock SOCKET PORT   Cloud Hypervisor (and Firecracker)
+    python -m vmkit.access.proxy unix SOCKET          vfkit virtio-vsock (one socket per port)
+
+`serial`: a virtio-serial port has no connections, only bytes, so the host first says
+`vmkit-ssh\\n` and the guest (guest/init.sh) bridges the port to its SSH server only then;
+the SSH server speaks first (its version line), which is how the proxy knows the guest is
+there before it forwards anything ssh sends. `hybrid-vsock`: the VMM's `CONNECT PORT\\n`
+handshake, answered `OK HOSTPORT\\n`. Errors go to stderr starting with "vmkit-proxy:",
+which access.ssh turns into vmkit's own messages.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import sys
+import time
+
+PREFIX = "vmkit-proxy:"
+NO_ANSWER = "no-answer"
+NO_SOCKET = "no-socket"
+SERIAL_HELLO = b"vmkit-ssh\n"
+
+
+class ProxyError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{PREFIX} {code}: {message}")
+        self.code = code
+
+
+def connect_unix(path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError as exc:
+        s.close()
+        raise ProxyError(NO_SOCKET, f"cannot connect to {path}: {exc.strerror}") from None
+    return s
+
+
+def _recv_first(s: socket.socket, wait: float, what: str) -> bytes:
+    """The first bytes the guest sends, within `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ProxyError(NO_ANSWER, f"nothing answered on {what} within {wait:g}s")
+        ready, _, _ = select.select([s], [], [], left)
+        if ready:
+            data = s.recv(65536)
+            if not data:
+                raise ProxyError(NO_ANSWER, f"{what} closed before the SSH server spoke")
+            return data
+
+
+def open_serial(path: str, wait: float) -> tuple[socket.socket, bytes]:
+    s = connect_unix(path)
+    s.sendall(SERIAL_HELLO)
+    return s, _recv_first(s, wait, "the VM's virtio-serial port org.vmkit.ssh")
+
+
+def open_hybrid_vsock(path: str, port: int, wait: float) -> tuple[socket.socket, bytes]:
+    s = connect_unix(path)
+    s.sendall(f"CONNECT {port}\n".encode())
+    buf = b""
+    while b"\n" not in buf:
+        chunk = _recv_first(s, wait, f"the VMM's vsock socket (port {port})")
+        buf += chunk
+    line, rest = buf.split(b"\n", 1)
+    if not line.startswith(b"OK "):
+        raise ProxyError(NO_ANSWER, f"vsock port {port}: the VMM answered {line[:80]!r}")
+    return s, rest
+
+
+def relay(s: socket.socket, first: bytes, fd_in: int = 0, fd_out: int = 1) -> None:
+    """Copy fd_in -> s and s -> fd_out until the guest side closes."""
+    if first:
+        os.write(fd_out, first)
+    inputs = [s.fileno(), fd_in]
+    while True:
+        ready, _, _ = select.select(inputs, [], [])
+        if s.fileno() in ready:
+            data = s.recv(65536)
+            if not data:
+                return
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd_out, view) :]
+        if fd_in in ready:
+            data = os.read(fd_in, 65536)
+            if not data:
+                s.shutdown(socket.SHUT_WR)
+                inputs.remove(fd_in)
+            else:
+                s.sendall(data)
+
+
+def main(argv: list[str]) -> int:
+    wait = float(os.environ.get("VMKIT_SSH_WAIT", "15"))
+    try:
+        if len(argv) == 2 and argv[0] == "serial":
+            s, first = open_serial(argv[1], wait)
+        elif len(argv) == 3 and argv[0] == "hybrid-vsock":
+            s, first = open_hybrid_vsock(argv[1], int(argv[2]), wait)
+        elif len(argv) == 2 and argv[0] == "unix":
+            s, first = connect_unix(argv[1]), b""
+        else:
+            print(
+                f"{PREFIX} usage: serial SOCKET | hybrid-vsock SOCKET PORT | unix SOCKET",
+                file=sys.stderr,
+            )
+            return 2
+    except ProxyError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    try:
+        relay(s, first)
+    except (BrokenPipeError, ConnectionResetError):
+        return 0
+    finally:
+        s.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
