@@ -31,7 +31,7 @@ def _connection(name: str, user: str | None, transport: str | None, extra: list[
     return conn
 
 
-@click.command(context_settings={"allow_interspersed_args": False})
+@click.command()
 @click.argument("name")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.option("--user", "-u", help="Guest user (default: root, or the cloud-init user).")

@@ -15,6 +15,7 @@ import hashlib
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -111,15 +112,15 @@ class Connection:
 
     # ---- the master connection ----------------------------------------------------------
     def master_alive(self) -> bool:
-        if not self.control.exists():
-            return False
-        proc = subprocess.run(
-            [ssh_binary(), *self.options("no"), "-O", "check", self.destination],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
-        )
-        return proc.returncode == 0
+        """A master listens on the control socket (a connect, not an `ssh -O check` process:
+        this is on every exec's path)."""
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(str(self.control))
+            except OSError:
+                return False
+        return True
 
     def ensure_master(self, wait: float = 0.0) -> None:
         """Open the VM's multiplexed connection unless it is up; retry for `wait` seconds
