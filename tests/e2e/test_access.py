@@ -10,11 +10,10 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from vmkit.access import keys
+from vmkit.storage import sshkeys as keys
 
 TCG = ("--accel", "tcg")
 
@@ -60,12 +59,16 @@ def test_exec_and_cp_over_virtio_serial_without_a_network(cli, guest, tmp_path):
     (src / "run.sh").chmod(0o751)
     (src / "sub" / "data.bin").write_bytes(os.urandom(300_000))
     cli.ok("cp", str(src), "box:/root/")
-    proc = cli.ok("exec", "box", "--", "sh", "-c", "/root/tree/run.sh; stat -c %a /root/tree/run.sh")
+    proc = cli.ok(
+        "exec", "box", "--", "sh", "-c", "/root/tree/run.sh; stat -c %a /root/tree/run.sh"
+    )
     assert proc.stdout == "ran\n751\n"
     out = tmp_path / "back"
     out.mkdir()
     cli.ok("cp", "box:/root/tree", str(out))
-    assert (out / "tree" / "sub" / "data.bin").read_bytes() == (src / "sub" / "data.bin").read_bytes()
+    assert (out / "tree" / "sub" / "data.bin").read_bytes() == (
+        src / "sub" / "data.bin"
+    ).read_bytes()
     assert (out / "tree" / "run.sh").stat().st_mode & 0o777 == 0o751
     cli.ok("cp", "box:/etc/passwd", str(out / "passwd"))
     assert (out / "passwd").read_text().startswith("root:")
@@ -122,9 +125,13 @@ def test_exec_over_a_published_port_on_nat(cli, guest):
     cli.ok("run", "nat", "--net", "user", "--publish", f"{port}:22", *TCG, timeout=300)
     proc = cli("exec", "nat", "--transport", "network", "--", "sh", "-c", "echo via-nat")
     assert (proc.returncode, proc.stdout) == (0, "via-nat\n"), proc.stderr
-    argv = __import__("vmkit.machine").machine.Host(cli.home).get("nat").connection(
-        transport="network"
-    ).argv()
+    argv = (
+        __import__("vmkit.machine")
+        .machine.Host(cli.home)
+        .get("nat")
+        .connection(transport="network")
+        .argv()
+    )
     assert str(port) in argv and "127.0.0.1" in argv
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from vmkit.access import proxy
 from vmkit.storage import sshkeys as keys
 from vmkit.access.transport import Target, select_target
-from vmkit.errors import InvalidInput, VmkitError, VMStateError
+from vmkit.errors import InvalidInput, NotSupported, VmkitError, VMStateError
 from vmkit.paths import runtime_dir
 
 if TYPE_CHECKING:
@@ -226,6 +226,11 @@ def connect(
     """The Connection for a running VM (no network traffic yet)."""
     from vmkit.storage.seed import host_key as client_key
 
+    if not machine.driver.capabilities.guest_exec:
+        raise NotSupported(
+            f"the {machine.driver_name} driver cannot reach the guest over SSH yet (VM "
+            f"{machine.name!r}); see docs/capabilities.md"
+        )
     st = machine.status()
     if not st.alive:
         raise NotRunning(

@@ -64,6 +64,8 @@ class Capabilities:
     reboot: bool = False
     resize: bool = False
     counters: bool = False
+    guest_exec: bool = False
+    guest_copy: bool = False
 
     @classmethod
     def names(cls) -> list[str]:
@@ -122,6 +124,8 @@ CAPABILITY_TEXT = {
     "reboot": "Reboot a running guest",
     "resize": "Resize vCPUs and memory of a running VM (up to max_cpus / max_memory)",
     "counters": "Per-device I/O counters of a running VM",
+    "guest_exec": "Commands in the guest over SSH with a pinned host key (`vmkit ssh`/`exec`)",
+    "guest_copy": "Files and folders in and out of the guest (`vmkit cp`)",
 }
 
 

@@ -268,6 +268,8 @@ class CloudHypervisorDriver(Driver):
     memory_restore_modes: ClassVar[tuple[str, ...]] = ("copy", "ondemand")
     features = Capabilities(
         boot_linux=True,
+        guest_exec=True,  # vmkit ssh/exec: hybrid vsock (vsock_cid), or a TAP
+        guest_copy=True,
         boot_efi=True,  # payload.firmware: CLOUDHV.fd or hypervisor-fw (not packaged here)
         disk_raw=True,
         disk_qcow2=True,

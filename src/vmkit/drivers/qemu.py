@@ -157,6 +157,8 @@ class QemuDriver(Driver):
     vm_state_files: ClassVar[tuple[str, ...]] = (EFI_VARS,)
     features = Capabilities(
         boot_linux=True,
+        guest_exec=True,  # vmkit ssh/exec: virtio-serial port org.vmkit.ssh, or the network
+        guest_copy=True,
         arch_emulation=True,  # arch: another than the host's -> qemu-system-<arch>, TCG
         boot_efi=True,  # UEFI (OVMF/AAVMF from QEMU's firmware descriptors) from disk0
         disk_raw=True,
