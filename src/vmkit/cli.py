@@ -401,7 +401,7 @@ def run(name: str | None, pool: str | None, as_json: bool, wait_for: str, **o: A
     spec = _build_spec(name, o)
     status = _host().run(spec)
     if wait_for == "ssh":
-        from vmkit.access.ssh import wait_for_ssh
+        from vmkit.access.execute import wait_for_ssh
 
         wait_for_ssh(_host().get(spec.name), spec.readiness.timeout)
     _report_ready(status, time.monotonic() - t0, as_json)

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from vmkit.access import boot, execute, proxy, transport
-from vmkit.storage import sshkeys as keys
 from vmkit.access.ssh import Connection, HostKeyMismatch, NoSSHServer, classify
 from vmkit.errors import InvalidInput, NotSupported
+from vmkit.storage import sshkeys as keys
 
 
 def test_the_remote_script_runs_each_word_literally_in_a_real_shell(tmp_path):

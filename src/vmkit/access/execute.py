@@ -18,10 +18,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from vmkit.access.ssh import Connection
+from vmkit.access.ssh import AccessError, Connection, connect
 from vmkit.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from vmkit.machine import Machine
 
 PID_TAG = b"VMKIT_PID "
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -249,3 +252,15 @@ def run(
         timed_out=rc == TIMED_OUT and timeout is not None,
         signal=stream.signalled,
     )
+
+
+def wait_for_ssh(machine: Machine, timeout: float) -> None:
+    """Return once `true` runs in the guest over its SSH connection."""
+    conn = connect(machine)
+    conn.ensure_master(wait=timeout)
+    result = run(conn, ["true"], timeout=timeout)
+    if result.returncode != 0:
+        raise AccessError(
+            f"VM {machine.name!r}: `true` over SSH exited {result.returncode}: "
+            f"{result.stderr.decode(errors='replace').strip()}"
+        )

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vmkit.access import proxy
-from vmkit.storage import sshkeys as keys
 from vmkit.access.transport import Target, select_target
 from vmkit.errors import InvalidInput, NotSupported, VmkitError, VMStateError
 from vmkit.paths import runtime_dir
+from vmkit.storage import sshkeys as keys
 
 if TYPE_CHECKING:
     from vmkit.machine import Machine
@@ -257,17 +257,3 @@ def connect(
         control=control_path(machine.store.home, machine.name, user, target.kind),
         extra=list(extra or []),
     )
-
-
-def wait_for_ssh(machine: Machine, timeout: float) -> None:
-    """Return once `true` runs in the guest over its SSH connection."""
-    from vmkit.access.execute import run
-
-    conn = connect(machine)
-    conn.ensure_master(wait=timeout)
-    result = run(conn, ["true"], timeout=timeout)
-    if result.returncode != 0:
-        raise AccessError(
-            f"VM {machine.name!r}: `true` over SSH exited {result.returncode}: "
-            f"{result.stderr.decode(errors='replace').strip()}"
-        )

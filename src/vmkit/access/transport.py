@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vmkit.storage.sshkeys import alias
 from vmkit.errors import InvalidInput, NotSupported
+from vmkit.storage.sshkeys import alias
 
 if TYPE_CHECKING:
     from vmkit.machine import Machine, Status
