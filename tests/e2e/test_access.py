@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -51,6 +52,19 @@ def test_exec_and_cp_over_virtio_serial_without_a_network(cli, guest, tmp_path):
     assert proc.returncode == 124
     proc = cli("exec", "box", "-e", "1BAD=x", "--", "true")
     assert proc.returncode == 2 and "--env" in proc.stderr
+
+    # Ctrl-C and SIGTERM reach the guest command (by its pid: no TTY, no ssh signal)
+    trap = 'trap "echo got-int; exit 9" INT; echo ready; while :; do sleep 0.1; done'
+    for sig, script, want_rc, want_out in [
+        (signal.SIGINT, trap, 9, "ready\ngot-int\n"),
+        (signal.SIGTERM, "echo ready; exec sleep 600", 128 + signal.SIGTERM, "ready\n"),
+    ]:
+        p = subprocess.Popen([sys.executable, "-m", "vmkit.cli", "exec", "box", "--", "sh", "-c",
+                              script], env=cli.env, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        p.send_signal(sig)
+        rest = p.stdout.read()
+        assert (p.wait(60), "ready\n" + rest) == (want_rc, want_out)
 
     # cp a folder in and back out: contents and modes kept
     src = tmp_path / "tree"
