@@ -43,6 +43,19 @@ def _resolve(tree: Path, rel: str, hops: int = 10) -> Path:
     return resolved
 
 
+def _library(tree: Path, libdir: str, name: str) -> bytes:
+    """The file a soname names: the symlink apt's dpkg-deb unpacks, else (the archive
+    source unpacks no symlinks) the one versioned file `NAME.*` beside where it would be."""
+    for base in (libdir, f"usr/{libdir}"):
+        path = tree / base / name
+        if path.exists():
+            return _resolve(tree, f"{base}/{name}").read_bytes()
+        versioned = sorted(p for p in (tree / base).glob(f"{name}.*") if p.is_file())
+        if len(versioned) == 1:
+            return versioned[0].read_bytes()
+    raise VmkitError(f"the guest's SSH server: {name} is in none of {', '.join(PACKAGES)}")
+
+
 def entries(tree: Path, arch: str) -> list[cpio.Entry]:
     """The cpio entries for dropbear and its libraries, from the unpacked packages."""
     if arch not in LOADERS:
@@ -54,13 +67,8 @@ def entries(tree: Path, arch: str) -> list[cpio.Entry]:
         out.append(cpio.directory(loader_dir))
     out.append(cpio.symlink(f"{loader_dir}/{loader}", f"/{libdir}/{loader}"))
     for name in (loader, *LIBRARIES):
-        for base in (libdir, f"usr/{libdir}"):
-            if (tree / base / name).exists() or (tree / base / name).is_symlink():
-                data = _resolve(tree, f"{base}/{name}").read_bytes()
-                out.append(cpio.file(f"{libdir}/{name}", data, 0o755))
-                break
-        else:
-            raise VmkitError(f"the guest's SSH server: {name} is in none of {', '.join(PACKAGES)}")
+        data = _library(tree, libdir, name)
+        out.append(cpio.file(f"{libdir}/{name}", data, 0o755))
     for dest, src in BINARIES.items():
         out.append(cpio.file(dest, _resolve(tree, src).read_bytes(), 0o755))
     return out
