@@ -187,3 +187,15 @@ def test_a_vm_killed_mid_copy_leaves_no_partial_file(cli, guest, tmp_path):
     assert proc.returncode in (1, 255), proc.stderr
     assert "nothing was written" in proc.stderr or "not running" in proc.stderr
     assert not (tmp_path / "big").exists() and not list(tmp_path.glob(".vmkit-cp.*"))
+
+
+@capability("guest_exec", "snapshot")
+def test_a_restored_copy_answers_with_the_pinned_key_under_its_own_name(cli, guest):
+    cli.ok("run", "orig", "--wait-for", "ssh", *TCG, timeout=300)
+    cli.ok("exec", "orig", "--", "sh", "-c", "echo from-orig > /root/mark")
+    cli.ok("snapshot", "create", "orig", "snap", timeout=300)
+    cli.ok("restore", "snap", "--name", "copy", timeout=300)
+    proc = cli("exec", "copy", "--", "cat", "/root/mark")
+    assert (proc.returncode, proc.stdout) == (0, "from-orig\n"), proc.stderr
+    pinned = (cli.home / "vms" / "copy" / keys.KNOWN_HOSTS).read_text()
+    assert pinned.startswith("vmkit-copy ssh-ed25519 ")

@@ -239,7 +239,10 @@ def connect(
         )
     if st.state == "paused":
         raise NotRunning(f"VM {machine.name!r} is paused: `vmkit resume {machine.name}` first")
-    if not (machine.dir / keys.KNOWN_HOSTS).exists():
+    pinned = machine.dir / keys.KNOWN_HOSTS
+    if pinned.exists() and not pinned.read_text().startswith(keys.alias(machine.name) + " "):
+        keys.pin(machine.dir, machine.name)  # a restored or migrated copy: same key, new name
+    if not pinned.exists():
         raise NoSSHServer(
             f"VM {machine.name!r} has no SSH host key pinned by vmkit: it was made by an older "
             "vmkit or boots a guest vmkit cannot hand a key to; recreate it"

@@ -55,7 +55,8 @@ SHUTDOWN_CAUSES = {
     10: ("snapshot load", True),
 }
 CTL_PORT_NAME = "org.vmkit.ctl"
-SSH_PORT_NAME = "org.vmkit.ssh"  # one SSH connection at a time, for `vmkit ssh` (access/)
+SSH_PORT_NAME = "org.vmkit.ssh"
+SSH_KEY_FILES = ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "known_hosts")  # one SSH connection at a time, for `vmkit ssh` (access/)
 HOTPLUG_PORTS = 4
 HOTPLUG_PREFIX = "hp"
 MIGRATION_POLL = 0.01
@@ -154,7 +155,9 @@ def hotplug_port_args() -> list[str]:
 class QemuDriver(Driver):
     name = "qemu"
     emulates = True  # another architecture than the host's, with TCG
-    vm_state_files: ClassVar[tuple[str, ...]] = (EFI_VARS,)
+    # with a snapshot or migration go the variable store and the guest's SSH host key (a
+    # restored guest's memory holds it) with its pin (storage/sshkeys)
+    vm_state_files: ClassVar[tuple[str, ...]] = (EFI_VARS, *SSH_KEY_FILES)
     features = Capabilities(
         boot_linux=True,
         guest_exec=True,  # vmkit ssh/exec: virtio-serial port org.vmkit.ssh, or the network
