@@ -56,7 +56,11 @@ SHUTDOWN_CAUSES = {
 }
 CTL_PORT_NAME = "org.vmkit.ctl"
 SSH_PORT_NAME = "org.vmkit.ssh"
-SSH_KEY_FILES = ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "known_hosts")  # one SSH connection at a time, for `vmkit ssh` (access/)
+SSH_KEY_FILES = (
+    "ssh_host_ed25519_key",
+    "ssh_host_ed25519_key.pub",
+    "known_hosts",
+)  # one SSH connection at a time, for `vmkit ssh` (access/)
 HOTPLUG_PORTS = 4
 HOTPLUG_PREFIX = "hp"
 MIGRATION_POLL = 0.01

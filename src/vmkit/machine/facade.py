@@ -175,8 +175,9 @@ class Machine:
 
     # ---- lifecycle ---------------------------------------------------------------------
     def plan(self) -> LaunchPlan:
-        """What `start` would run (the exact argv), without running anything."""
-        return self._plan(write=False)
+        """What `start` would run (the exact argv), without running anything. The tiny
+        guest's keyed initramfs is written, so the argv runs as shown."""
+        return self._plan(write=True)
 
     def _plan(self, write: bool) -> LaunchPlan:
         from vmkit.access.boot import boot_spec
