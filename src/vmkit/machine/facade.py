@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from vmkit import faults, hostinfo, sidecars
+from vmkit.access.api import GuestAccess
 from vmkit.drivers import get_driver
 from vmkit.drivers.abilities import (
     ability,
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 A = TypeVar("A")
 
 
-class Machine:
+class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: access/api
     """One VM in the store. Cheap to construct. machine.json is read once per Machine (it
     does not change after create); runtime.json and the VMM are read on every call."""
 
@@ -175,18 +176,14 @@ class Machine:
 
     # ---- lifecycle ---------------------------------------------------------------------
     def plan(self) -> LaunchPlan:
-        """What `start` would run (the exact argv), without running anything. The tiny
-        guest's keyed initramfs is written, so the argv runs as shown."""
-        return self._plan(write=True)
-
-    def _plan(self, write: bool) -> LaunchPlan:
+        """What `start` would run (the exact argv); writes the tiny guest's keyed initrd."""
         from vmkit.access.boot import boot_spec
 
         spec = self.spec
         driver = self.driver
         driver.check(spec)
         accel = hostinfo.resolve_accelerator(spec.accelerator, spec.arch)
-        spec = boot_spec(spec, self.dir, self.store.home, write)  # the tiny guest's SSH keys
+        spec = boot_spec(spec, self.dir, self.store.home, write=True)
         return driver.plan(spec, self.context(accel))
 
     def start(self) -> LaunchPlan:
@@ -203,7 +200,7 @@ class Machine:
                 raise SpecError(problems)
             self.driver.find_binary()
             self.driver.host_limits(spec, self.host.running_specs(self.driver_name))
-            plan = self._plan(write=True)
+            plan = self.plan()
             self.driver.prepare(spec, self.context(plan.accelerator))
             proc = launch(self, plan)
         faults.point("start:launched")
@@ -360,42 +357,6 @@ class Machine:
                 self.release_sidecars()
             faults.point("rm:released")
             self.store.remove(self.name)
-
-    # ---- work inside the guest (vmkit/access) --------------------------------------------
-    def connection(self, user: str | None = None, transport: str | None = None) -> Any:
-        """The VM's SSH connection (access.ssh.Connection), its master opened."""
-        from vmkit.access.ssh import connect
-
-        conn = connect(self, user, transport)
-        conn.ensure_master()
-        return conn
-
-    def exec(self, argv: list[str], input: bytes | None = None, timeout: float | None = None,
-             user: str | None = None, **kw: Any) -> Any:  # fmt: skip
-        """Run `argv` in the guest -> access.ExecResult (exit code, stdout, stderr)."""
-        from vmkit.access.execute import run
-
-        return run(self.connection(user), argv, input=input, timeout=timeout, **kw)
-
-    def exec_stream(self, argv: list[str], user: str | None = None, **kw: Any) -> Any:
-        """Start `argv` in the guest -> access.ExecStream (.stdin/.stdout/.stderr, .wait())."""
-        from vmkit.access.execute import ExecStream
-
-        return ExecStream(self.connection(user), argv, **kw)
-
-    def copy_in(self, src: Path, dst: str, progress: Any = None) -> None:
-        from vmkit.access.copy import copy_in
-
-        copy_in(self.connection(), Path(src), dst, progress)
-
-    def copy_out(self, src: str, dst: Path, progress: Any = None) -> Path:
-        from vmkit.access.copy import copy_out
-
-        return copy_out(self.connection(), src, Path(dst), progress)
-
-    def ssh_command(self, user: str | None = None) -> list[str]:
-        """The exact ssh argv vmkit uses (append `--` and a remote command to run one)."""
-        return list(self.connection(user).argv())
 
     # ---- verbs on a running VM (each checks the driver's ability before touching it) ----
     def require(self, protocol: type[A], verb: str) -> type[A]:
