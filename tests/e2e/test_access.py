@@ -199,3 +199,22 @@ def test_a_restored_copy_answers_with_the_pinned_key_under_its_own_name(cli, gue
     assert (proc.returncode, proc.stdout) == (0, "from-orig\n"), proc.stderr
     pinned = (cli.home / "vms" / "copy" / keys.KNOWN_HOSTS).read_text()
     assert pinned.startswith("vmkit-copy ssh-ed25519 ")
+
+
+@capability("guest_exec")
+def test_a_guest_without_an_ssh_server_is_named_as_such(cli, guest, tmp_path):
+    """The tiny guest's initramfs copied elsewhere is not recognised as vmkit's: no key is
+    handed over, /init starts no dropbear, and nothing answers on the serial port."""
+    initrd = tmp_path / "plain-initramfs.cpio.gz"
+    initrd.write_bytes(guest.initrd.read_bytes())
+    boot = ("--kernel", str(guest.kernel), "--initrd", str(initrd), "--cmdline", "quiet")
+    cli.ok("run", "bare", *boot, *TCG, timeout=300)
+    proc = cli("exec", "bare", "--", "true")
+    assert proc.returncode == 255 and "no SSH host key pinned by vmkit" in proc.stderr
+    from vmkit.storage import sshkeys
+
+    sshkeys.host_key(cli.home / "vms" / "bare", "bare")  # pinned, but the guest has no server
+    env = {**cli.env, "VMKIT_SSH_WAIT": "3"}
+    proc = subprocess.run([sys.executable, "-m", "vmkit.cli", "exec", "bare", "--", "true"],
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 255 and "no SSH server answered over serial" in proc.stderr
