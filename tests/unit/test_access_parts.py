@@ -163,8 +163,11 @@ def test_serial_proxy_says_hello_and_waits_for_the_server_to_speak(tmp_path):
 
 def test_serial_proxy_reports_a_guest_that_never_answers(tmp_path):
     t = _serve_once(tmp_path / "s", lambda conn: _recv_until(conn, b"never"))
-    proc = _run_proxy("serial", str(tmp_path / "s"), stdin=b"", env={"VMKIT_SSH_WAIT": "0.5"})
+    log = tmp_path / "proxy.log"  # ssh gives a ControlPersist master's proxy no stderr
+    proc = _run_proxy("--log", str(log), "serial", str(tmp_path / "s"), stdin=b"",
+                      env={"VMKIT_SSH_WAIT": "0.5"})  # fmt: skip
     assert proc.returncode == 1 and b"vmkit-proxy: no-answer" in proc.stderr
+    assert log.read_text().startswith("vmkit-proxy: no-answer")
     del t
     proc = _run_proxy("serial", str(tmp_path / "gone"), stdin=b"")
     assert proc.returncode == 1 and b"vmkit-proxy: no-socket" in proc.stderr

@@ -1,7 +1,7 @@
 """ssh's ProxyCommand for guests reached without a network: bridges ssh's stdin/stdout to a
 Unix socket the VMM exposes.
 
-    python -m vmkit.access.proxy serial SOCKET        QEMU virtio-serial port org.vmkit.ssh
+    python proxy.py [--log FILE] serial SOCKET        QEMU virtio-serial port org.vmkit.ssh
     python -m vmkit.access.proxy hybrid-vsock SOCKET PORT   Cloud Hypervisor (and Firecracker)
     python -m vmkit.access.proxy unix SOCKET          vfkit virtio-vsock (one socket per port)
 
@@ -100,8 +100,20 @@ def relay(s: socket.socket, first: bytes, fd_in: int = 0, fd_out: int = 1) -> No
                 s.sendall(data)
 
 
+def _report(message: str, log: str | None) -> None:
+    """To stderr, and to `log`: ssh sends a ControlPersist master's ProxyCommand stderr to
+    /dev/null, so vmkit reads the reason from the file."""
+    print(message, file=sys.stderr)
+    if log:
+        with open(log, "a") as f:
+            f.write(message + "\n")
+
+
 def main(argv: list[str]) -> int:
     wait = float(os.environ.get("VMKIT_SSH_WAIT", "15"))
+    log = None
+    if argv[:1] == ["--log"] and len(argv) > 1:
+        log, argv = argv[1], argv[2:]
     try:
         if len(argv) == 2 and argv[0] == "serial":
             s, first = open_serial(argv[1], wait)
@@ -116,7 +128,7 @@ def main(argv: list[str]) -> int:
             )
             return 2
     except ProxyError as exc:
-        print(exc, file=sys.stderr)
+        _report(str(exc), log)
         return 1
     try:
         relay(s, first)

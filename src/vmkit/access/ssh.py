@@ -11,6 +11,7 @@ commands never race to open a second connection on a one-connection transport.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vmkit.access import proxy
-from vmkit.access.transport import Target, select_target
+from vmkit.access.transport import PROXY_LOG, Target, select_target
 from vmkit.errors import InvalidInput, NotSupported, VmkitError, VMStateError
 from vmkit.paths import runtime_dir
 from vmkit.storage import sshkeys as keys
@@ -144,6 +145,8 @@ class Connection:
     def _start_master(self) -> None:
         self.control.unlink(missing_ok=True)  # a dead master's socket
         log = self.vm_dir / MASTER_LOG
+        proxy_log = self.vm_dir / PROXY_LOG
+        proxy_log.unlink(missing_ok=True)
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             # -f: ssh backgrounds once authenticated; stderr goes to a file because the
@@ -158,7 +161,10 @@ class Connection:
         finally:
             os.close(fd)
         if proc.returncode != 0:
-            raise classify(self, log.read_text(errors="replace"))
+            text = log.read_text(errors="replace")
+            with contextlib.suppress(OSError):
+                text = proxy_log.read_text(errors="replace") + text
+            raise classify(self, text)
 
     def close_master(self) -> None:
         if self.control.exists():

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 KINDS = ("vsock", "serial", "network")
 SSH_PORT = 22
 PROXY = Path(__file__).with_name("proxy.py")
+PROXY_LOG = "ssh-proxy.log"  # the ProxyCommand's errors (a master's stderr goes nowhere)
 
 
 @dataclass(frozen=True)
@@ -41,23 +42,27 @@ class Target:
         return f"{self.kind} ({self.via})" if self.via else self.kind
 
 
-def proxy_argv(*args: str) -> list[str]:
-    return [sys.executable, "-I", "-S", str(PROXY), *args]
+def proxy_argv(*args: str, log: Path | None = None) -> list[str]:
+    return [sys.executable, "-I", "-S", str(PROXY), *(("--log", str(log)) if log else ()), *args]
 
 
-def serial_target(name: str, socket_path: str) -> Target:
-    return Target("serial", alias(name), proxy=proxy_argv("serial", socket_path), via=socket_path)
+def serial_target(name: str, socket_path: str, log: Path | None = None) -> Target:
+    argv = proxy_argv("serial", socket_path, log=log)
+    return Target("serial", alias(name), proxy=argv, via=socket_path)
 
 
-def hybrid_vsock_target(name: str, socket_path: str, port: int = SSH_PORT) -> Target:
-    argv = proxy_argv("hybrid-vsock", socket_path, str(port))
+def hybrid_vsock_target(
+    name: str, socket_path: str, port: int = SSH_PORT, log: Path | None = None
+) -> Target:
+    argv = proxy_argv("hybrid-vsock", socket_path, str(port), log=log)
     return Target("vsock", alias(name), proxy=argv, via=f"{socket_path} port {port}")
 
 
-def unix_vsock_target(name: str, socket_path: str) -> Target:
+def unix_vsock_target(name: str, socket_path: str, log: Path | None = None) -> Target:
     """vfkit: a `virtio-vsock,port=22,socketURL=PATH,connect` device gives one Unix socket
     per guest port; connecting to it is connecting to the guest's port."""
-    return Target("vsock", alias(name), proxy=proxy_argv("unix", socket_path), via=socket_path)
+    argv = proxy_argv("unix", socket_path, log=log)
+    return Target("vsock", alias(name), proxy=argv, via=socket_path)
 
 
 def network_target(
@@ -88,12 +93,13 @@ def select_target(machine: Machine, status: Status, prefer: str | None = None) -
     spec = machine.spec_json
     driver = machine.driver_name
     found: dict[str, Target] = {}
+    log = machine.dir / PROXY_LOG
     if driver == "cloud-hypervisor" and "vsock" in sockets:
-        found["vsock"] = hybrid_vsock_target(machine.name, sockets["vsock"])
+        found["vsock"] = hybrid_vsock_target(machine.name, sockets["vsock"], log=log)
     if driver in ("vfkit", "krunkit") and "vsock-ssh" in sockets:
-        found["vsock"] = unix_vsock_target(machine.name, sockets["vsock-ssh"])
+        found["vsock"] = unix_vsock_target(machine.name, sockets["vsock-ssh"], log=log)
     if "ssh" in sockets:
-        found["serial"] = serial_target(machine.name, sockets["ssh"])
+        found["serial"] = serial_target(machine.name, sockets["ssh"], log=log)
     for kind in [prefer] if prefer else [k for k in KINDS if k != "network"]:
         if kind in found:
             return found[kind]
