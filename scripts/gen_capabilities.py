@@ -43,11 +43,13 @@ def render(capmap: dict[str, dict[str, list[str]]]) -> str:
 
     declared: dict[str, Capabilities | None] = {}
     not_run_on: dict[str, str | None] = {}
+    vmm_level: dict[str, str | None] = {}
     DRIVERS = names()
     for name in DRIVERS:
         driver = get_driver(name)
         declared[name] = driver.capabilities  # features + abilities its Control implements
         not_run_on[name] = driver.not_yet_run_on
+        vmm_level[name] = driver.vmm_tested
 
     def cell(driver: str, cap: str) -> str:
         caps = declared[driver]
@@ -56,6 +58,10 @@ def render(capmap: dict[str, dict[str, list[str]]]) -> str:
         if not getattr(caps, cap):
             return "no"
         tests = capmap.get(driver, {}).get(cap, [])
+        vmm_tests = capmap.get(f"{driver}@vmm", {}).get(cap, [])
+        if vmm_tests and vmm_level[driver] and not_run_on[driver]:
+            n = len(vmm_tests)
+            return f"{vmm_level[driver]} ({n} test{'s' * (n > 1)})"
         if not tests:
             return "declared, untested"
         if not_run_on[driver]:
@@ -73,6 +79,11 @@ def render(capmap: dict[str, dict[str, list[str]]]) -> str:
         "`contract-tested, not yet run on X`: checked only against the VMM's documented interface",
         "and a named test double (its hypervisor cannot run where CI runs); not supported until a",
         "real run on X passes.",
+        "`VMM-tested on real ...; guest not booted`: tests start the hypervisor's real binary and",
+        "drive that capability through vmkit's CLI and the VMM's real API (marked",
+        "`vmm_capability`), on a host whose KVM cannot run a guest: the VMM's side is real, the",
+        "guest's is not; the contract tests (a named double standing in for a booted guest and",
+        "for faults) still apply there.",
         "",
         "What runs for real toward the Mac drivers: the arm64 tiny guest they boot",
         "(`vmkit guest build --arch arm64`, by apt or, as on a Mac, straight from the Debian",
@@ -95,8 +106,9 @@ def render(capmap: dict[str, dict[str, list[str]]]) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "## Tests behind each supported capability", ""]
     for driver in DRIVERS:
-        for cap, tests in sorted(capmap.get(driver, {}).items()):
-            lines.append(f"- {driver} / {cap}: " + ", ".join(f"`{t}`" for t in sorted(tests)))
+        for key, label in ((driver, driver), (f"{driver}@vmm", f"{driver} (real VMM)")):
+            for cap, tests in sorted(capmap.get(key, {}).items()):
+                lines.append(f"- {label} / {cap}: " + ", ".join(f"`{t}`" for t in sorted(tests)))
     lines.append("")
     return "\n".join(lines)
 

@@ -78,6 +78,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "capability(driver, *names): the driver capabilities this test exercises"
     )
+    config.addinivalue_line(
+        "markers",
+        "vmm_capability(driver, *names): capabilities exercised on the driver's real VMM "
+        "without a booted guest (docs/capabilities.md shows the driver's vmm_tested level)",
+    )
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -91,4 +96,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             driver, *names = mark.args
             for name in names:
                 capmap.setdefault(driver, {}).setdefault(name, []).append(item.nodeid)
+        for mark in item.iter_markers("vmm_capability"):
+            driver, *names = mark.args
+            for name in names:
+                capmap.setdefault(f"{driver}@vmm", {}).setdefault(name, []).append(item.nodeid)
     Path(out).write_text(json.dumps(capmap, indent=2, sort_keys=True))

@@ -441,6 +441,8 @@ def stop(names: tuple[str, ...], timeout: float, as_json: bool) -> None:
                 "sigterm": "VMM terminated with SIGTERM after the guest ignored the power button",
                 "sigkill": "VMM killed with SIGKILL (did not respond to SIGTERM)",
                 "already-stopped": "was not running",
+                "crashed": "VMM exited on its own while the power button was pending, "
+                "after a crash (see `vmkit inspect`)",
             }.get(r.step, f"VMM stopped by its hard-stop request ({r.step})")
             click.echo(f"{r.name}: {how} in {r.seconds:.2f}s")
 
@@ -474,8 +476,10 @@ def ls(as_json: bool) -> None:
     host = _host()
     items = []
     for m in host.machines():
-        spec = m.spec_json
         st = m.status()
+        # a live VM resized since start shows its size now (`vmkit resize`)
+        resized = (m.runtime().extra.get("resized") or {}) if st.alive else {}
+        spec = {**m.spec_json, **resized}
         items.append((m, spec, st))
     if as_json:
         _echo_json(

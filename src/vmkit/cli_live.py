@@ -194,7 +194,7 @@ def disk_add(vm: str, path: Path, readonly: bool, fmt: str | None, as_json: bool
 def disk_rm(vm: str, device_id: str) -> None:
     """Unplug a hot-plugged disk (by the id `disk add` printed)."""
     entry = host().get(vm).detach(device_id)
-    click.echo(f"{vm}: detached {device_id} ({entry.get('path', '')})")
+    click.echo(_detached(vm, device_id, entry, f" ({entry.get('path', '')})"))
 
 
 @click.group(name="net")
@@ -242,8 +242,8 @@ def net_add(
 @click.argument("device_id")
 def net_rm(vm: str, device_id: str) -> None:
     """Unplug a hot-plugged NIC."""
-    host().get(vm).detach(device_id)
-    click.echo(f"{vm}: detached {device_id}")
+    entry = host().get(vm).detach(device_id)
+    click.echo(_detached(vm, device_id, entry))
 
 
 # ---- migration -------------------------------------------------------------------------
@@ -394,5 +394,16 @@ def share_add(vm: str, host_dir: Path, tag: str, readonly: bool, as_json: bool) 
 @click.argument("device_id")
 def share_rm(vm: str, device_id: str) -> None:
     """Unplug a hot-plugged share."""
-    host().get(vm).detach(device_id)
-    click.echo(f"{vm}: detached {device_id}")
+    entry = host().get(vm).detach(device_id)
+    click.echo(_detached(vm, device_id, entry))
+
+
+def _detached(vm: str, device_id: str, entry: dict[str, Any], what: str = "") -> str:
+    """Say what happened: some VMMs (Cloud Hypervisor) keep a device until the guest
+    acknowledges the eject, and a guest that never does keeps it."""
+    if entry.get("pending_removal"):
+        return (
+            f"{vm}: removal of {device_id}{what} requested, pending guest acknowledgement "
+            "(the VMM keeps the device, and its id, until the guest releases it)"
+        )
+    return f"{vm}: detached {device_id}{what}"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vmkit.errors import InvalidInput, SpecError
+from vmkit.errors import InvalidInput, SpecError, VMStateError
 
 if TYPE_CHECKING:
     from vmkit.spec import Disk, Network
@@ -59,3 +60,39 @@ def next_id(devices: dict[str, Any], prefix: str) -> str:
     while f"{prefix}{n}" in devices:
         n += 1
     return f"{prefix}{n}"
+
+
+def settle(devices: dict[str, Any], present: Callable[[str], bool]) -> dict[str, Any]:
+    """`devices` without the removals the guest has acknowledged since: an entry marked
+    `pending_removal` stays (and keeps its id taken) while the VMM still has the device."""
+    out = {}
+    for device_id, entry in devices.items():
+        if entry.get("pending_removal") and not present(device_id):
+            release(entry)
+            continue
+        out[device_id] = entry
+    return out
+
+
+def release(entry: dict[str, Any]) -> None:
+    """What a removed device leaves on the host: a share's virtiofsd and its socket."""
+    helper = entry.get("helper")
+    if entry.get("kind") == "share" and helper:
+        from vmkit import sidecars
+        from vmkit.model import SidecarRecord
+
+        sidecars.stop(SidecarRecord.from_json(helper))
+
+
+def refuse_still_attached(devices: dict[str, Any], path: Path) -> None:
+    """A file whose removal the guest has not acknowledged is still open (and locked) in
+    the VMM: say so instead of passing on the VMM's lock error."""
+    for device_id, entry in devices.items():
+        if entry.get("kind") == "disk" and entry.get("path") == str(path):
+            pending = " (removal pending guest acknowledgement)" * bool(
+                entry.get("pending_removal")
+            )
+            raise VMStateError(
+                f"disk {str(path)!r} is still attached as {device_id}{pending}; "
+                "attach another file, or wait until the guest has released it"
+            )

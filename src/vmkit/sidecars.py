@@ -61,6 +61,13 @@ class Virtiofsd(Sidecar):
         log = self.vm_dir / f"virtiofsd-{self.share['tag']}.log"
         return SidecarRecord.from_json(virtiofsd.start(self.share, self.socket, log, self.vm_dir))
 
+    @classmethod
+    def stop(cls, record: SidecarRecord) -> None:
+        """The process, then its socket (virtiofsd leaves it behind)."""
+        super().stop(record)
+        if sock := record.extra.get("socket"):
+            Path(sock).unlink(missing_ok=True)
+
 
 class PortRelay(Sidecar):
     """vmkit's TCP relay for published ports the VMM does not forward (net/portfwd)."""

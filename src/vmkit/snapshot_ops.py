@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vmkit import faults
+from vmkit import faults, migration_wait
 from vmkit.drivers.abilities import (
     GuestChannel,
     IncomingPlanner,
@@ -310,6 +310,8 @@ def migrate(machine: Machine, to: str, timeout: float) -> Machine:
         for i, _src, dst in owned:
             record_json["disks"][i]["path"] = str(dst)
         target = host.register(record_json, driver.name, True, migrated_from=machine.name)
+        handed_over = False
+        src_proc = machine.process(rt)
         try:
             uri_path = host.store.socket_path(to, "mig")
             uri_path.unlink(missing_ok=True)
@@ -321,22 +323,30 @@ def migrate(machine: Machine, to: str, timeout: float) -> Machine:
             with target.locked():
                 proc = target.launch(plan, migrated_from=machine.name, ready=ready)
             faults.point("migrate:target")
-            receiver = ability(target.wait_control(proc), Migratable)
+            target_ctl = target.wait_control(proc)
+            receiver = ability(target_ctl, Migratable)
             assert receiver is not None
             receiver.start_incoming(uri)
             _wait_listening(uri_path, proc)
-            src_proc = machine.process(rt)
             sender.send_migration(uri, timeout)
+            # Nothing of the source moves until the target is confirmed running.
+            migration_wait.await_target(
+                machine, target, machine.control(rt), target_ctl, src_proc, proc, timeout
+            )
+            handed_over = True
             if src_proc is not None:
                 src_proc.wait_gone(10)
                 machine.mark_ended(rt, src_proc, "migrate", f"migrated to {to}")
             uri_path.unlink(missing_ok=True)
-            for _i, src, dst in owned:  # the target QEMU keeps its open fds across a rename
+            for _i, src, dst in owned:  # the target VMM keeps its open fds across a rename
                 dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 src.rename(dst)
+            migration_wait.move_serial(machine, target, driver)
         except BaseException:
-            with contextlib.suppress(Exception):
-                target.delete(force=True)
+            if not handed_over:  # the guest still lives in the source: drop the target
+                with contextlib.suppress(Exception):
+                    target.delete(force=True)
+                migration_wait.recover_source(machine.control(rt), src_proc)
             raise
     return target
 

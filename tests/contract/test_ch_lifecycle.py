@@ -109,12 +109,41 @@ def test_guest_poweroff_is_a_clean_stop_and_a_killed_vmm_a_failure(cli, fake_ch,
     assert "no shutdown was requested" in st["reason"]
 
 
+@CAP("cloud-hypervisor", "crash_detection", "graceful_stop")
+def test_a_vcpu_crash_during_stop_is_a_failure_not_an_acpi_poweroff(cli, fake_ch, tmp_path):
+    """Bug A. The real binary's vCPU dies here only after ~100 s, so the double crashes on
+    the power button instead: same events as a poweroff, and vmm.log's real CH line."""
+    fake_ch("vcpu-error")
+    cli.ok("run", "c7", *_args(tmp_path))
+    stopped = cli.json("stop", "c7", "--timeout", "5")
+    assert stopped[0]["step"] == "crashed"
+    st = cli.json("inspect", "c7")["status"]
+    assert st["state"] == "failed"
+    assert "vCPU error (vCPU run failed: InternalError)" in st["reason"]
+
+
+@CAP("cloud-hypervisor", "hotplug_disk")
+def test_an_unplug_the_guest_acknowledges_frees_the_file_and_the_id(cli, fake_ch, tmp_path):
+    """Only a booted guest acknowledges an eject, so only the double can show the end of a
+    pending removal (the real binary shows the pending part: tests/e2e/test_ch_vmm.py)."""
+    disk = tmp_path / "d.raw"
+    disk.write_bytes(b"\0" * 4096)
+    cli.ok("run", "c8", *_args(tmp_path))
+    cli.ok("disk", "add", "c8", str(disk))
+    out = cli.ok("disk", "rm", "c8", "hd0").stdout
+    assert "pending guest acknowledgement" in out
+    time.sleep(0.5)  # the guest lets go
+    again = json.loads(cli.ok("disk", "add", "c8", str(disk), "--json").stdout)
+    assert again["id"] == "hd0"
+    assert list(cli.json("inspect", "c8")["runtime"]["hotplug"]) == ["hd0"]
+
+
 def test_a_vm_ch_cannot_create_fails_with_chs_reason_and_no_vmm_left(cli, fake_ch, tmp_path):
     fake_ch("fail-create")
     cli.ok("create", "c6", *_args(tmp_path))
     proc = cli("start", "c6")
     assert proc.returncode == 1
-    assert "vm.create: HTTP 500: Error creating VM: Cannot open kernel" in proc.stderr
+    assert "vm.create: HTTP 500: The VM could not be created: Cannot open kernel" in proc.stderr
     status = cli.json("inspect", "c6")["status"]
     assert status["state"] == "failed" and status["pid"] is None
     assert "Cannot open kernel" in status["reason"]

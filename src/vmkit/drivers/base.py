@@ -305,6 +305,17 @@ class Control(abc.ABC):
         """Extra facts for `vmkit inspect` from the running VMM (vfkit: GET /vm/inspect)."""
         return {}
 
+    def device_present(self, device_id: str) -> bool:
+        """Whether the VMM still has `device_id` after a detach (Cloud Hypervisor keeps it
+        until the guest acknowledges the eject). Default: a detach is immediate."""
+        return False
+
+    def migration_result(self) -> str | None:
+        """On a migration source, after `send_migration` returned: "finished", "failed"
+        (the source keeps the guest) or None while under way. Default "finished":
+        `send_migration` itself waited for completion (QEMU)."""
+        return "finished"
+
 
 class Driver(abc.ABC):
     name: ClassVar[str]
@@ -321,6 +332,12 @@ class Driver(abc.ABC):
     # docs/capabilities.md then shows its tested capabilities as "contract-tested, not yet
     # run on <that>", never as supported.
     not_yet_run_on: ClassVar[str | None] = None
+    # A driver whose real VMM runs in the tests but cannot boot a guest there says how far
+    # that goes; capabilities with `vmm_capability` tests then show this, not "supported".
+    vmm_tested: ClassVar[str | None] = None
+    # The migration target writes the source's serial file (its config came from the
+    # source): vmkit moves that file into the target's folder once the target runs.
+    serial_follows_migration: ClassVar[bool] = False
     # Files in the VM's folder that are machine state besides its disks (QEMU: the UEFI
     # variable store): snapshots keep a copy, restored and migrated copies start from it.
     vm_state_files: ClassVar[tuple[str, ...]] = ()

@@ -1,9 +1,11 @@
 """Cloud Hypervisor's REST API over its Unix socket (`--api-socket`), with httpx.
 
-Every call is one short request; errors carry CH's own text (it answers failures with a
-plain-text or JSON body naming the cause). `put_with_fds` is the one call httpx cannot make:
-CH takes file descriptors (TAP fds for `vm.add-net`) as SCM_RIGHTS ancillary data on the
-request itself, so that request is written by hand on a raw socket.
+Every call is one short request; errors carry CH's own text. Real CH answers a failure
+with HTTP 500 and a JSON array of strings, the chain of causes (plus a backtrace when
+RUST_BACKTRACE is set); `error_text` keeps the chain and drops the backtrace.
+`put_with_fds` is the one call httpx cannot make: CH takes file descriptors (TAP fds for
+`vm.add-net`) as SCM_RIGHTS ancillary data on the request itself, so that request is
+written by hand on a raw socket.
 """
 
 from __future__ import annotations
@@ -23,9 +25,31 @@ class CHError(VmkitError):
     def __init__(self, endpoint: str, status: int | None, text: str):
         self.endpoint = endpoint
         self.status = status
-        self.text = text.strip()
+        self.text = error_text(text)
         where = f"HTTP {status}" if status is not None else "no answer"
         super().__init__(f"Cloud Hypervisor {endpoint}: {where}: {self.text or '(no text)'}")
+
+
+def error_text(body: str) -> str:
+    """CH's error body as one line: the JSON array's causes joined, without the generic
+    "Error from API" head and without backtrace lines; any other body as it came."""
+    body = body.strip()
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(parsed, list) or not all(isinstance(p, str) for p in parsed):
+        return body
+    causes: list[str] = []
+    for part in parsed:
+        first = (part.strip().splitlines() or [""])[0].strip()
+        if not first or first == "Error from API":
+            continue
+        if first.lower().startswith("stack backtrace") or first.startswith(("0: ", "at ")):
+            break  # RUST_BACKTRACE: the rest is the trace
+        if first not in causes:
+            causes.append(first)
+    return ": ".join(causes) or body
 
 
 class CHClient:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from vmkit import hotplug, sidecars
 from vmkit.drivers.abilities import DiskHotplug, NicHotplug, ShareHotplug
 from vmkit.errors import InvalidInput, VmkitError
-from vmkit.model import SidecarRecord
+from vmkit.model import RuntimeRecord
 
 if TYPE_CHECKING:
     from vmkit.machine.facade import Machine
@@ -21,7 +21,8 @@ def attach_disk(machine: Machine, path: Path, readonly: bool, fmt: str | None) -
     disk = hotplug.disk_from_path(path, readonly, fmt)
     with machine.locked():
         ctl, rt = machine.live_control(DiskHotplug, "hot-plug a disk into")
-        devices = dict(rt.hotplug)
+        devices = settled(machine, rt)
+        hotplug.refuse_still_attached(devices, disk.file)
         device_id = hotplug.next_id(devices, "hd")
         ctl.attach_disk(disk, device_id)
         entry: dict[str, Any] = {
@@ -52,7 +53,7 @@ def attach_net(
     net = hotplug.network(mode, mac, tap, netns, bridge, switch)
     with machine.locked():
         ctl, rt = machine.live_control(NicHotplug, "hot-plug a NIC into")
-        devices = dict(rt.hotplug)
+        devices = settled(machine, rt)
         device_id = hotplug.next_id(devices, "hn")
         mac = nic_mac(machine.name, 100 + int(device_id[2:]), net.mac)
         entry: dict[str, Any] = {"kind": "net", "mode": net.mode, "mac": mac}
@@ -89,7 +90,7 @@ def attach_share(machine: Machine, host_dir: Path, tag: str, readonly: bool) -> 
         raise InvalidInput(f"share: {str(share.host)!r} is not a directory")
     with machine.locked():
         ctl, rt = machine.live_control(ShareHotplug, "hot-plug a share into")
-        devices = dict(rt.hotplug)
+        devices = settled(machine, rt)
         device_id = hotplug.next_id(devices, "hs")
         sock = machine.store.socket_path(machine.name, device_id)
         server = sidecars.Virtiofsd(share.model_dump(mode="json"), sock, machine.dir)
@@ -110,30 +111,43 @@ def attach_share(machine: Machine, host_dir: Path, tag: str, readonly: bool) -> 
 def detach(machine: Machine, device_id: str) -> dict[str, Any]:
     with machine.locked():
         rt = machine.live_runtime("unplug a device from")
-        devices = dict(rt.hotplug)
+        devices = settled(machine, rt)
         entry = devices.get(device_id)
         if entry is None:
             known = ", ".join(sorted(devices)) or "none"
             raise InvalidInput(
                 f"VM {machine.name!r} has no hot-plugged device {device_id!r} (has: {known})"
             )
+        if entry.get("pending_removal"):
+            return {"id": device_id, **entry}  # asked before; the guest has not let go
         if entry["kind"] == "disk":
             disks, _ = machine.live_control(DiskHotplug, "unplug disks")
             disks.detach_disk(device_id)
         elif entry["kind"] == "share":
             shares, _ = machine.live_control(ShareHotplug, "unplug shares")
             shares.detach_share(device_id)
-            sidecars.stop(SidecarRecord.from_json(entry["helper"]))
         else:
             nics, _ = machine.live_control(NicHotplug, "unplug NICs")
             nics.detach_net(device_id)
             if entry.get("switch"):
                 del devices[device_id]
                 drop_switch_port(machine, entry, devices)
-        devices.pop(device_id, None)
+        if machine.control(rt).device_present(device_id):
+            entry = {**entry, "pending_removal": True}  # its id stays taken until it goes
+            devices[device_id] = entry
+        else:
+            hotplug.release(entry)  # a share's virtiofsd and socket
+            devices.pop(device_id, None)
         rt.hotplug = devices
         machine.save_runtime(rt)
     return {"id": device_id, **entry}
+
+
+def settled(machine: Machine, rt: RuntimeRecord) -> dict[str, Any]:
+    """The VM's hot-plugged devices, less the removals its guest has acknowledged since
+    (Cloud Hypervisor keeps a device until then)."""
+    ctl = machine.control(rt)
+    return hotplug.settle(dict(rt.hotplug), ctl.device_present)
 
 
 def drop_switch_port(machine: Machine, entry: dict[str, Any], others: dict[str, Any]) -> None:

@@ -319,6 +319,7 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
     def remove_sockets(rt: RuntimeRecord) -> None:
         for path in rt.sockets.values():
             Path(path).unlink(missing_ok=True)
+            Path(f"{path}.lock").unlink(missing_ok=True)  # Cloud Hypervisor's, next to its API
 
     def release_sidecars(
         self, records: list[Any] | None = None, with_switches: bool = True
@@ -327,6 +328,12 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
         switch stops when no other live VM uses it."""
         rt = self.runtime()
         sidecars.stop_all(rt.helpers if records is None else records)
+        if records is None:  # hot-plugged shares' virtiofsd (and sockets) go with the VM
+            from vmkit import hotplug
+
+            for entry in rt.hotplug.values():
+                with contextlib.suppress(Exception):
+                    hotplug.release(entry)
         if not with_switches:
             return
         from vmkit.net import switches

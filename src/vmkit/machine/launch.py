@@ -167,6 +167,7 @@ def _private_log(path: Path) -> None:
 
 def _log_header(machine: Machine) -> None:
     machine.context("tcg").events_log.unlink(missing_ok=True)
+    _private_log(machine.vmm_log)  # 0600: it holds the VMM's errors and paths
     with machine.vmm_log.open("ab") as log:
         log.write(f"--- vmkit: starting {machine.name} at {time.ctime()} ---\n".encode())
 

@@ -123,7 +123,8 @@ def read_status(machine: Machine) -> Status:
             ready=ready is not None,
             stopping=alive and stopping,
             readiness_failed=rt.readiness_failure is not None,
-            stopped_by_vmkit=rt.stop is not None,
+            # a VMM that crashed while a stop waited on the power button was not stopped
+            stopped_by_vmkit=rt.stop is not None and rt.stop.step != "crashed",
             exit_clean=None if exit_ is None else exit_.clean,
         )
     )
@@ -137,7 +138,7 @@ def read_status(machine: Machine) -> Status:
         st.reason, st.hint = rt.readiness_failure.reason, rt.readiness_failure.hint
         _tails(machine, st)
     elif not alive and exit_ is not None:
-        if rt.stop is not None:
+        if rt.stop is not None and rt.stop.step != "crashed":
             st.reason = f"stopped by `vmkit {rt.stop.requested}` ({rt.stop.step})"
         else:
             st.reason = exit_.reason

@@ -47,8 +47,10 @@ def stop(machine: Machine, timeout: float = 30.0) -> StopResult:
                 powered = proc.wait_gone(timeout)
             except Exception:
                 powered = proc.wait_gone(0)
-            if powered:
-                step = "acpi"
+            if powered:  # or it died on its own meanwhile (a vCPU crash): say which
+                ctx = machine.context(str(rt.accelerator))
+                cause = machine.driver.exit_cause(ctx)
+                step = "acpi" if cause is None or cause.clean else "crashed"
             elif (hard := _hard_stop(ctl)) is not None and proc.wait_gone(10):
                 step = hard
             elif proc.signal(signal.SIGTERM) and proc.wait_gone(10):

@@ -62,8 +62,11 @@ def resize(machine: Machine, cpus: int | None = None, memory: int | None = None)
             "bytes (set max_memory in its spec to allow more)"
         )
     with machine.locked():
-        ctl, _ = machine.live_control(Resizable, "resize")
+        ctl, rt = machine.live_control(Resizable, "resize")
         ctl.resize(cpus, memory)
+        asked = {k: v for k, v in (("cpus", cpus), ("memory", memory)) if v is not None}
+        rt.extra["resized"] = {**(rt.extra.get("resized") or {}), **asked}  # for ls / inspect
+        machine.save_runtime(rt)
     return machine.status()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,12 @@ def argv_for(binary: str, source: Path, socket: Path, readonly: bool) -> list[st
 
 
 def start(share: dict[str, Any], socket: Path, log: Path, cwd: Path) -> dict[str, Any]:
-    """Start the sidecar for one share and wait until its socket exists."""
+    """Start the sidecar for one share and wait until it listens: a VMM connecting earlier
+    fails, and Cloud Hypervisor's vm.add-fs blocks ~60 s on a socket nobody serves."""
     socket.unlink(missing_ok=True)
     argv = argv_for(find(), Path(share["host"]), socket, bool(share.get("readonly")))
     proc = spawn_detached(argv, log, cwd)
-    if not wait_for_path(proc, socket, START_WAIT):
+    if not wait_for_path(proc, socket, START_WAIT) or not _wait_listening(proc, socket):
         stop(proc)
         tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
         raise VmkitError(f"virtiofsd for share {share['tag']!r} did not start:\n{tail}")
@@ -60,3 +62,28 @@ def start(share: dict[str, Any], socket: Path, log: Path, cwd: Path) -> dict[str
 
 def stop(proc: ProcessRef) -> None:
     proc.terminate()
+
+
+def _wait_listening(proc: ProcessRef, path: Path) -> bool:
+    """After bind(), until listen(): False if virtiofsd exited or START_WAIT passed."""
+    deadline = time.monotonic() + START_WAIT
+    while not listening(path):
+        if proc.wait_gone(0) or time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def listening(path: Path) -> bool:
+    """Whether a Unix socket at `path` is in the listening state (/proc/net/unix), without
+    connecting: virtiofsd serves exactly one client, so a probe would use it up. Where
+    /proc/net/unix cannot be read, the socket file's existence has to do."""
+    try:
+        table = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return path.exists()
+    for line in table:
+        parts = line.split()
+        if len(parts) >= 8 and parts[-1] == str(path) and int(parts[3], 16) & 0x10000:
+            return True
+    return False
