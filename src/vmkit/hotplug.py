@@ -62,26 +62,19 @@ def next_id(devices: dict[str, Any], prefix: str) -> str:
     return f"{prefix}{n}"
 
 
-def settle(devices: dict[str, Any], present: Callable[[str], bool]) -> dict[str, Any]:
-    """`devices` without the removals the guest has acknowledged since: an entry marked
-    `pending_removal` stays (and keeps its id taken) while the VMM still has the device."""
-    out = {}
+def settle(
+    devices: dict[str, Any], present: Callable[[str], bool]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(`devices` without the removals the guest has acknowledged since, those entries):
+    an entry marked `pending_removal` stays (its id taken) while the VMM has the device."""
+    kept: dict[str, Any] = {}
+    gone: list[dict[str, Any]] = []
     for device_id, entry in devices.items():
         if entry.get("pending_removal") and not present(device_id):
-            release(entry)
-            continue
-        out[device_id] = entry
-    return out
-
-
-def release(entry: dict[str, Any]) -> None:
-    """What a removed device leaves on the host: a share's virtiofsd and its socket."""
-    helper = entry.get("helper")
-    if entry.get("kind") == "share" and helper:
-        from vmkit import sidecars
-        from vmkit.model import SidecarRecord
-
-        sidecars.stop(SidecarRecord.from_json(helper))
+            gone.append(entry)
+        else:
+            kept[device_id] = entry
+    return kept, gone
 
 
 def refuse_still_attached(devices: dict[str, Any], path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from vmkit import hotplug, sidecars
 from vmkit.drivers.abilities import DiskHotplug, NicHotplug, ShareHotplug
 from vmkit.errors import InvalidInput, VmkitError
-from vmkit.model import RuntimeRecord
+from vmkit.model import RuntimeRecord, SidecarRecord
 
 if TYPE_CHECKING:
     from vmkit.machine.facade import Machine
@@ -136,7 +136,7 @@ def detach(machine: Machine, device_id: str) -> dict[str, Any]:
             entry = {**entry, "pending_removal": True}  # its id stays taken until it goes
             devices[device_id] = entry
         else:
-            hotplug.release(entry)  # a share's virtiofsd and socket
+            release(entry)  # a share's virtiofsd and socket
             devices.pop(device_id, None)
         rt.hotplug = devices
         machine.save_runtime(rt)
@@ -146,8 +146,16 @@ def detach(machine: Machine, device_id: str) -> dict[str, Any]:
 def settled(machine: Machine, rt: RuntimeRecord) -> dict[str, Any]:
     """The VM's hot-plugged devices, less the removals its guest has acknowledged since
     (Cloud Hypervisor keeps a device until then)."""
-    ctl = machine.control(rt)
-    return hotplug.settle(dict(rt.hotplug), ctl.device_present)
+    kept, gone = hotplug.settle(dict(rt.hotplug), machine.control(rt).device_present)
+    for entry in gone:
+        release(entry)
+    return kept
+
+
+def release(entry: dict[str, Any]) -> None:
+    """What a removed device leaves on the host: a share's virtiofsd and its socket."""
+    if entry.get("kind") == "share" and entry.get("helper"):
+        sidecars.stop(SidecarRecord.from_json(entry["helper"]))
 
 
 def drop_switch_port(machine: Machine, entry: dict[str, Any], others: dict[str, Any]) -> None:

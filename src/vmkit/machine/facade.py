@@ -329,11 +329,11 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
         rt = self.runtime()
         sidecars.stop_all(rt.helpers if records is None else records)
         if records is None:  # hot-plugged shares' virtiofsd (and sockets) go with the VM
-            from vmkit import hotplug
+            from vmkit.machine import devices
 
             for entry in rt.hotplug.values():
                 with contextlib.suppress(Exception):
-                    hotplug.release(entry)
+                    devices.release(entry)
         if not with_switches:
             return
         from vmkit.net import switches
