@@ -469,6 +469,7 @@ def main(argv: list[str]) -> int:
     double = CHDouble(api)
     double.ignore_power_button = "ignore-power" in switches
     double.vcpu_error = "vcpu-error" in switches
+    double.ack_delay = 1.0  # well past the CLI's own look at the device after its removal
     if "fail-create" in switches:
         double.fail["vm.create"] = (
             500,

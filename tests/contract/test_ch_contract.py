@@ -12,6 +12,7 @@ import copy
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +245,7 @@ def test_advanced_verb_bodies_validate(openapi, tmp_path):
     state = tmp_path / "snap"
     state.mkdir()
     with CHDouble(c.sockets["api"]) as ch:
+        ch.ack_delay = 1.0  # the guest has not let hd0 go when it is asked again (detach_net)
         drv.bind(sockets, Path(".")).after_launch(drv.plan(make_spec({}), c))
         drv.bind(sockets, Path(".")).attach_disk(
             Disk(path=Path("/d/x.qcow2"), format="qcow2"), "hd0"
@@ -252,6 +254,8 @@ def test_advanced_verb_bodies_validate(openapi, tmp_path):
         drv.bind(sockets, Path(".")).detach_share("hs0")
         drv.bind(sockets, Path(".")).detach_disk("hd0")
         drv.bind(sockets, Path(".")).detach_net("hd0")
+        while ch.pending:  # the guest acknowledges the ejects; then it can be snapshot
+            time.sleep(0.02)
         drv.bind(sockets, Path(".")).pause()
         meta = drv.bind(sockets, Path(".")).save_state(state)
         assert meta["files"] == ["config.json", "memory-ranges", "state.json"]

@@ -132,8 +132,12 @@ def test_an_unplug_the_guest_acknowledges_frees_the_file_and_the_id(cli, fake_ch
     cli.ok("disk", "add", "c8", str(disk))
     out = cli.ok("disk", "rm", "c8", "hd0").stdout
     assert "pending guest acknowledgement" in out
-    time.sleep(0.5)  # the guest lets go
-    again = json.loads(cli.ok("disk", "add", "c8", str(disk), "--json").stdout)
+    deadline = time.monotonic() + 20
+    while (proc := cli("disk", "add", "c8", str(disk), "--json")).returncode != 0:
+        assert "still attached as hd0" in proc.stderr  # until the guest lets go
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    again = json.loads(proc.stdout)
     assert again["id"] == "hd0"
     assert list(cli.json("inspect", "c8")["runtime"]["hotplug"]) == ["hd0"]
 
