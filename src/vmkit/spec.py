@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from vmkit import optstr
 from vmkit.errors import SpecError
 from vmkit.imagefmt import sniff_format
 from vmkit.names import validate_name
@@ -49,6 +50,9 @@ ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:
     base = (info.context or {}).get("base_dir")
+    why = optstr.problem(str(value), optstr.CONTROL, "vmkit", optstr.PLAIN_FIX)
+    if why is not None:
+        raise ValueError(why)
     value = value.expanduser()
     if not value.is_absolute() and base is not None:
         value = Path(base) / value
@@ -367,7 +371,11 @@ class Share(_Model):
     @field_validator("host")
     @classmethod
     def _host(cls, v: Path, info: ValidationInfo) -> Path:
-        return _resolve(v, info)
+        v = _resolve(v, info)
+        why = optstr.problem(str(v), optstr.VIRTIOFSD, optstr.VIRTIOFSD_WHO, optstr.VIRTIOFSD_FIX)
+        if why is not None:  # `-o source=/a,source=/` would share another folder
+            raise ValueError(why)
+        return v
 
     @field_validator("tag")
     @classmethod

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from vmkit import optstr
 from vmkit.drivers import ch_facts, register
 from vmkit.drivers.base import (
     ApiRequest,
@@ -396,9 +397,9 @@ class CloudHypervisorDriver(Driver):
         return [
             self.binary_or_name(),
             "--api-socket",
-            f"path={ctx.sockets['api']}",
+            "path=" + optstr.cloud_hypervisor("VMKIT_RUNTIME_DIR (sockets)", ctx.sockets["api"]),
             "--event-monitor",
-            f"path={ctx.events_log}",
+            "path=" + optstr.cloud_hypervisor("VMKIT_HOME (the VM's folder)", ctx.events_log),
         ]
 
     def plan(self, spec: MachineSpec, ctx: LaunchContext) -> LaunchPlan:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from vmkit import optstr
 from vmkit.drivers import register
 from vmkit.drivers.base import (
     Capabilities,
@@ -69,6 +70,8 @@ SAVE_TIMEOUT = 600.0
 UNPLUG_TIMEOUT = 30.0
 ANNOUNCE_TIMEOUT = 10.0
 EFI_VARS = "efi-vars.fd"  # the VM's own UEFI variable store (a copy of the template)
+RUNTIME = "VMKIT_RUNTIME_DIR (a socket path)"
+HOME = "VMKIT_HOME (the VM's folder)"
 _TRACE_RE = re.compile(r"qemu_system_shutdown_request reason=(\d+)")
 
 RUN_STATES = {
@@ -90,9 +93,9 @@ RUN_STATES = {
 }
 
 
-def qemu_escape(value: str | Path) -> str:
-    """QEMU's option syntax doubles commas inside a value."""
-    return str(value).replace(",", ",,")
+def qemu_escape(value: str | Path, field: str = "a path") -> str:
+    """QEMU's option syntax doubles commas inside a value (vmkit.optstr)."""
+    return optstr.qemu(field, value)
 
 
 def netdev_arg(net: Network, index: int, ctx: LaunchContext) -> tuple[str, Path | None]:
@@ -110,8 +113,8 @@ def netdev_arg(net: Network, index: int, ctx: LaunchContext) -> tuple[str, Path 
         local = ctx.sockets["qmp"].with_suffix(f".n{index}")
         remote = ctx.switch_sockets[net.switch]
         return (
-            f"dgram,id=net{index},local.type=unix,local.path={qemu_escape(local)},"
-            f"remote.type=unix,remote.path={qemu_escape(remote)}",
+            f"dgram,id=net{index},local.type=unix,local.path={qemu_escape(local, RUNTIME)},"
+            f"remote.type=unix,remote.path={qemu_escape(remote, RUNTIME)}",
             local,
         )
     if net.mode == "tap":
@@ -133,7 +136,7 @@ def control_port_args(path: Path, ssh_path: Path | None = None) -> list[str]:
         "-device",
         "virtio-serial-pci,id=vser0",
         "-chardev",
-        f"socket,id=ctl0,path={qemu_escape(path)},server=on,wait=off",
+        f"socket,id=ctl0,path={qemu_escape(path, RUNTIME)},server=on,wait=off",
         "-device",
         f"virtserialport,bus=vser0.0,chardev=ctl0,name={CTL_PORT_NAME}",
     ]
@@ -290,19 +293,20 @@ class QemuDriver(Driver):
         if not isinstance(spec.boot, LinuxBoot):
             fw = self.firmware(spec)
             if fw.vars_template is None:
-                return ["-bios", str(fw.code)]
+                return ["-bios", optstr.check_plain("boot.firmware", fw.code)]
             return [
                 "-drive",
-                f"if=pflash,format=raw,unit=0,readonly=on,file={qemu_escape(fw.code)}",
+                "if=pflash,format=raw,unit=0,readonly=on,file="
+                + qemu_escape(fw.code, "boot.firmware"),
                 "-drive",
-                f"if=pflash,format=raw,unit=1,file={qemu_escape(ctx.vm_dir / EFI_VARS)}",
+                f"if=pflash,format=raw,unit=1,file={qemu_escape(ctx.vm_dir / EFI_VARS, HOME)}",
             ]
         cmdline = spec.boot.cmdline
         if not re.search(r"(?:^|\s)console=", cmdline):
             cmdline = f"console={self.console_device()} {cmdline}".strip()
-        argv = ["-kernel", str(spec.boot.kernel)]
+        argv = ["-kernel", optstr.check_plain("boot.kernel", spec.boot.kernel)]
         if spec.boot.initrd is not None:
-            argv += ["-initrd", str(spec.boot.initrd)]
+            argv += ["-initrd", optstr.check_plain("boot.initrd", spec.boot.initrd)]
         return [*argv, "-append", cmdline]
 
     def console_device(self) -> str:
@@ -349,7 +353,7 @@ class QemuDriver(Driver):
             ]
         argv += [
             "-trace",
-            f"enable=qemu_system_shutdown_request,file={qemu_escape(ctx.events_log)}",
+            f"enable=qemu_system_shutdown_request,file={qemu_escape(ctx.events_log, HOME)}",
         ]
 
         argv += self.boot_args(spec, ctx)
@@ -357,12 +361,12 @@ class QemuDriver(Driver):
         con, qmp = ctx.sockets["console"], ctx.sockets["qmp"]
         argv += [
             "-chardev",
-            f"socket,id=serial0,path={qemu_escape(con)},server=on,wait=off,"
-            f"logfile={qemu_escape(ctx.serial_log)},logappend=off",
+            f"socket,id=serial0,path={qemu_escape(con, RUNTIME)},server=on,wait=off,"
+            f"logfile={qemu_escape(ctx.serial_log, 'serial_log')},logappend=off",
             "-serial",
             "chardev:serial0",
             "-chardev",
-            f"socket,id=qmp0,path={qemu_escape(qmp)},server=on,wait=off",
+            f"socket,id=qmp0,path={qemu_escape(qmp, RUNTIME)},server=on,wait=off",
             "-mon",
             "chardev=qmp0,mode=control",
         ]
@@ -370,7 +374,8 @@ class QemuDriver(Driver):
             ro = "on" if disk.readonly else "off"
             argv += [
                 "-blockdev",
-                f"driver=file,node-name=file{i},filename={qemu_escape(disk.file)},read-only={ro}",
+                f"driver=file,node-name=file{i},"
+                f"filename={qemu_escape(disk.file, f'disks[{i}].path')},read-only={ro}",
                 "-blockdev",
                 f"driver={disk.format},node-name=disk{i},file=file{i},read-only={ro}",
                 "-device",
@@ -400,9 +405,9 @@ class QemuDriver(Driver):
             plan.shares.append(ShareServer(i, path))
             argv += [
                 "-chardev",
-                f"socket,id=fs{i},path={qemu_escape(path)}",
+                f"socket,id=fs{i},path={qemu_escape(path, RUNTIME)}",
                 "-device",
-                f"vhost-user-fs-pci,chardev=fs{i},tag={share.tag}",
+                f"vhost-user-fs-pci,chardev=fs{i},tag={qemu_escape(share.tag, f'shares[{i}].tag')}",
             ]
         argv += control_port_args(ctx.sockets["ctl"], ctx.sockets.get("ssh"))
         argv += hotplug_port_args()

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vmkit import optstr
 from vmkit.errors import VmkitError
 from vmkit.process import ProcessRef, spawn_detached, wait_for_path
 
@@ -34,8 +35,12 @@ def find() -> str:
     )
 
 
-def argv_for(binary: str, source: Path, socket: Path, readonly: bool) -> list[str]:
-    argv = [binary, f"--socket-path={socket}", "-o", f"source={source}", "-o", "cache=auto"]
+def argv_for(
+    binary: str, source: Path, socket: Path, readonly: bool, field: str = "shares.host"
+) -> list[str]:
+    src = optstr.virtiofsd(field, source)  # a comma would add options (`,source=/`)
+    sock = optstr.check_plain("VMKIT_RUNTIME_DIR (a socket path)", socket)
+    argv = [binary, f"--socket-path={sock}", "-o", f"source={src}", "-o", "cache=auto"]
     if readonly:
         return [sys.executable, "-m", "vmkit.shares.ro_exec", str(source), "--", *argv]
     return argv
@@ -45,7 +50,9 @@ def start(share: dict[str, Any], socket: Path, log: Path, cwd: Path) -> dict[str
     """Start the sidecar for one share and wait until it listens: a VMM connecting earlier
     fails, and Cloud Hypervisor's vm.add-fs blocks ~60 s on a socket nobody serves."""
     socket.unlink(missing_ok=True)
-    argv = argv_for(find(), Path(share["host"]), socket, bool(share.get("readonly")))
+    argv = argv_for(
+        find(), Path(share["host"]), socket, bool(share.get("readonly")), f"share {share['tag']!r}"
+    )
     proc = spawn_detached(argv, log, cwd)
     if not wait_for_path(proc, socket, START_WAIT) or not _wait_listening(proc, socket):
         stop(proc)
