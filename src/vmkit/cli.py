@@ -477,6 +477,9 @@ def ls(as_json: bool) -> None:
     items = []
     for m in host.machines():
         st = m.status()
+        if st.state == "broken":
+            items.append((m, {"cpus": None, "memory": None}, st))
+            continue
         # a live VM resized since start shows its size now (`vmkit resize`)
         resized = (m.runtime().extra.get("resized") or {}) if st.alive else {}
         spec = {**m.spec_json, **resized}
@@ -496,8 +499,8 @@ def ls(as_json: bool) -> None:
             st.name,
             st.state,
             st.driver,
-            str(spec["cpus"]),
-            format_size(int(spec["memory"])),
+            str(spec["cpus"] or "-"),
+            format_size(int(spec["memory"])) if spec["memory"] else "-",
             st.ip or "-",
             str(st.pid or "-"),
         ]

@@ -32,6 +32,12 @@ class NameInUse(InvalidInput):
     pass
 
 
+class BrokenRecord(VmkitError, ValueError):
+    """A VM's machine.json cannot be read or is not a record (shown as `broken`).
+
+    Also a ValueError, so code that skips unreadable records keeps skipping this one."""
+
+
 class NotSupported(VmkitError):
     """The driver cannot do this; said before touching the VM."""
 

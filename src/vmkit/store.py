@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vmkit import errors
 from vmkit.errors import NameInUse, NotFound, VmkitError
 from vmkit.names import validate_name
 from vmkit.paths import data_home, ensure_private_dir, runtime_dir
@@ -69,6 +70,14 @@ def read_json(path: Path) -> Any:
 
 class LockBusy(VmkitError):
     pass
+
+
+class BrokenRecord(errors.BrokenRecord):
+    def __init__(self, name: str, reason: str):
+        self.reason = reason
+        super().__init__(
+            f"VM {name!r} is broken: {reason}; remove it with `vmkit rm --force {name}`"
+        )
 
 
 @contextlib.contextmanager
@@ -179,11 +188,17 @@ class Store:
         return final
 
     def load_machine(self, name: str) -> dict[str, Any]:
+        """The record's JSON; BrokenRecord (naming the reason) if it cannot be read (the
+        machine layer checks its fields: vmkit.machine.status.broken_reason)."""
         path = self.vm_dir(name) / MACHINE_FILE
         try:
-            data: dict[str, Any] = read_json(path)
+            data = json.loads(path.read_bytes())
         except FileNotFoundError:
             raise NotFound(f"no VM named {name!r} (see `vmkit ls`)") from None
+        except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
+            raise BrokenRecord(name, f"machine.json cannot be read: {exc}") from None
+        if not isinstance(data, dict):
+            raise BrokenRecord(name, f"machine.json is a JSON {type(data).__name__}, not a record")
         return data
 
     def save_machine(self, name: str, machine: dict[str, Any]) -> None:

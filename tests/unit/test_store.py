@@ -27,7 +27,7 @@ from vmkit.store import (
     read_json,
 )
 
-RECORD = {"spec": {"name": "vm1"}, "driver": "qemu", "format": 1}
+RECORD = {"spec": {"name": "vm1", "boot": {"kernel": "/k"}}, "driver": "qemu", "format": 1}
 
 
 def _mode(path: Path) -> int:

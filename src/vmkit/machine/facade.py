@@ -33,7 +33,7 @@ from vmkit.errors import (
     VMStateError,
 )
 from vmkit.machine import verbs
-from vmkit.machine.status import Status, read_status
+from vmkit.machine.status import Status, broken_reason, read_status
 from vmkit.machine.stopping import StopResult
 from vmkit.model import (
     CONTROL_WAIT,
@@ -72,8 +72,9 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
 
     @functools.cached_property
     def record(self) -> MachineRecord:
+        data = self.store.load_machine(self.name)  # BrokenRecord (a VmkitError) if damaged
         try:
-            return MachineRecord.from_json(self.store.load_machine(self.name))
+            return MachineRecord.from_json(data)
         except ValueError as exc:
             raise VmkitError(
                 f"VM {self.name!r} is broken: {exc}; remove it with `vmkit rm --force {self.name}`"
@@ -360,6 +361,9 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
                     raise VMFailed(f"VM {self.name!r}: the VMM (pid {proc.pid}) did not die")
             faults.point("rm:killed")
             self.remove_sockets(rt)
+            broken = broken_reason(self)
+            if broken is not None and not force:
+                raise VMStateError(f"VM {self.name!r} is broken: {broken}; use `vmkit rm --force`")
             with contextlib.suppress(VmkitError):
                 self.release_sidecars()
             faults.point("rm:released")
@@ -504,4 +508,14 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
         """Everything vmkit knows of this VM: record, status, runtime, the VMM's own view."""
         from vmkit.machine.status import inspect
 
+        if broken_reason(self) is not None:
+            from vmkit.store import MACHINE_FILE
+
+            return {
+                "name": self.name,
+                "driver": None,
+                "status": self.status().to_json(),
+                "runtime": self.runtime().to_json(),
+                "paths": {"dir": str(self.dir), "machine": str(self.dir / MACHINE_FILE)},
+            }
         return inspect(self)

@@ -81,7 +81,38 @@ def seen_ready(machine: Machine, rt: RuntimeRecord) -> Ready | None:
     return None if found is None else Ready(found.ip, time.time(), found.offset)
 
 
+def broken_reason(machine: Machine) -> str | None:
+    """Why the VM's machine.json is not a usable record (unreadable, wrong types, unknown
+    driver, invalid spec), or None. Such a VM is `broken`; `rm --force` removes it."""
+    from vmkit.errors import SpecError, VmkitError
+    from vmkit.model import MachineRecord
+    from vmkit.spec import spec_from_dict
+    from vmkit.store import BrokenRecord
+
+    try:
+        record = MachineRecord.from_json(machine.store.load_machine(machine.name))
+        machine.driver  # noqa: B018 - an unknown driver raises
+        spec_from_dict(record.spec, check_files=False)
+    except BrokenRecord as exc:
+        return exc.reason
+    except SpecError as exc:
+        why = "; ".join(f"{f}: {m}" for f, m in exc.problems)
+        return f"machine.json has an invalid spec: {why}"
+    except (VmkitError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
 def read_status(machine: Machine) -> Status:
+    broken = broken_reason(machine)
+    if broken is not None:
+        return Status(
+            machine.name,
+            State.BROKEN,
+            "?",
+            reason=broken,
+            hint=f"`vmkit rm --force {machine.name}` removes it",
+        )
     rt = machine.runtime()
     st = Status(machine.name, State.CREATED, machine.driver_name)
     if machine.record.extra.get("creating") and not machine.store.lock_busy(machine.name):
