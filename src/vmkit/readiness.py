@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,25 +61,28 @@ class ReadinessFollower:
         return None
 
     def _parse(self, raw: bytes) -> str | None:
+        """The address after any whole-word marker in the line; kernel messages may sit
+        before the marker or right after the address (`VMKIT_READY -[ 1.84] tsc: ...`)."""
         text = raw.decode("utf-8", errors="replace").replace("\r", "")
-        idx = text.find(self.marker)
-        if idx < 0:
-            return None
-        rest = text[idx + len(self.marker) :]
-        if rest and not rest[0].isspace():
-            return None  # e.g. VMKIT_READYX
-        words = rest.split()
-        if not words:
+        bad = False
+        for m in re.finditer(re.escape(self.marker) + r"(?=\s|$)", text):
+            addr = _ADDR_RE.match(text, m.end())
+            if addr is None:
+                bad = True
+                continue
+            word = addr.group(1)
+            if word == "-":
+                return "-"
+            try:
+                return str(ipaddress.ip_address(word))
+            except ValueError:
+                bad = True
+        if bad:
             self.rejected.append(text.strip())
-            return None
-        addr = words[0]
-        if addr == "-":
-            return "-"
-        try:
-            return str(ipaddress.ip_address(addr))
-        except ValueError:
-            self.rejected.append(text.strip())
-            return None
+        return None
+
+
+_ADDR_RE = re.compile(r"[ \t]+(-(?![0-9A-Za-z:.])|[0-9A-Fa-f:.]+(?![0-9A-Za-z_:.-]))")
 
 
 def tail_lines(path: Path, n: int = 20, max_bytes: int = 64 * 1024) -> list[str]:

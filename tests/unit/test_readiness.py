@@ -268,3 +268,21 @@ def test_tail_lines_reads_only_the_end_of_big_files(tmp_path: Path) -> None:
     lines = tail_lines(path, 100, max_bytes=100)
     assert lines[-1] == "last"
     assert "first line" not in lines
+
+
+@pytest.mark.parametrize(
+    ("line", "ip"),
+    [
+        ("VMKIT_READY -[    1.840000] tsc: Refined TSC clocksource calibration", None),
+        ("VMKIT_READY 10.0.2.15[    1.84] tsc: Refined TSC", "10.0.2.15"),
+        ("[    1.84] tsc: Refined TSC clocksource calibrationVMKIT_READY 10.0.2.15", "10.0.2.15"),
+        ("[    1.84] random: crng init VMKIT_READY - done", None),
+        ("VMKIT_READYX 1.2.3.4 and later VMKIT_READY 10.0.2.16", "10.0.2.16"),
+    ],
+)
+def test_marker_found_when_kernel_messages_share_its_line(
+    log: Log, line: str, ip: str | None
+) -> None:
+    """Issue 15 item 13: `VMKIT_READY -[ 1.84] tsc: ...` was missed (2 of 14 boots)."""
+    ready = log.append(line + "\n")
+    assert ready is not None and ready.ip == ip

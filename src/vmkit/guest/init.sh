@@ -98,12 +98,14 @@ if [ -r /etc/vmkit/ssh_host_ed25519_key ] &&
     ssh_loop &
 fi
 
+# One write that starts and ends its own line: a kernel message printed just before or after
+# cannot glue itself to the marker's line.
 announce() {
     said=
     for tty in /dev/ttyS0 /dev/hvc0 /dev/ttyAMA0; do
-        [ -c "$tty" ] && echo "$marker $addr" 2>/dev/null > "$tty" && said=1
+        [ -c "$tty" ] && printf '\n%s %s\n' "$marker" "$addr" 2>/dev/null > "$tty" && said=1
     done
-    [ -n "$said" ] || echo "$marker $addr" > /dev/console
+    [ -n "$said" ] || printf '\n%s %s\n' "$marker" "$addr" > /dev/console
 }
 announce
 
