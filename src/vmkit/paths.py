@@ -16,7 +16,7 @@ APP = "vmkit"
 def data_home() -> Path:
     env = os.environ.get("VMKIT_HOME")
     if env:
-        return Path(env).expanduser().absolute()
+        return private_root(Path(env).expanduser().absolute(), "VMKIT_HOME")
     from platformdirs import user_data_path
 
     return user_data_path(APP)
@@ -40,24 +40,57 @@ def runtime_dir() -> Path:
     env = os.environ.get("VMKIT_RUNTIME_DIR")
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if env:
-        path = Path(env)
+        path = private_root(Path(env).expanduser().absolute(), "VMKIT_RUNTIME_DIR")
     elif xdg and sys.platform != "darwin" and Path(xdg).is_dir():
         path = Path(xdg) / APP
     else:
         base = "/tmp" if sys.platform == "darwin" else tempfile.gettempdir()
         path = Path(base) / f"{APP}-{os.getuid()}"
-    ensure_private_dir(path)
+    ensure_private_dir(path, "VMKIT_RUNTIME_DIR")
     return path
 
 
-def ensure_private_dir(path: Path) -> Path:
+def private_root(path: Path, env: str) -> Path:
+    """`path`, or a private `vmkit-<uid>` folder inside it when `path` is an existing folder
+    others can use (e.g. /tmp): vmkit never changes the mode of a folder it did not make.
+
+    Nesting is safe only where no one else can rename our folder away: a folder owned by
+    us or root, and sticky if others may write to it. Anything else is refused.
+    """
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return path  # vmkit makes it, 0700
+    except OSError as exc:
+        raise VmkitError(f"{env}={path}: cannot use it ({exc.strerror})") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise VmkitError(f"{env}={path} is not a directory; point {env} at a folder")
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid == os.getuid() and mode & 0o077 == 0:
+        return path
+    writable_by_others = mode & 0o022
+    if st.st_uid not in (os.getuid(), 0) or (writable_by_others and not mode & stat.S_ISVTX):
+        raise VmkitError(
+            f"{env}={path} is a folder others control (owner uid {st.st_uid}, mode "
+            f"{mode:o}); point {env} at a folder of your own, e.g. /tmp/vk-{os.getuid()}"
+        )
+    return path / f"{APP}-{os.getuid()}"
+
+
+def ensure_private_dir(path: Path, env: str = "VMKIT_HOME") -> Path:
+    """Make `path` 0700, or check that it is ours and 0700; never chmod an existing one."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except FileExistsError:
         raise VmkitError(f"{path} exists and is not a directory; move it away") from None
+    except OSError as exc:
+        raise VmkitError(f"cannot make {path} ({exc.strerror}); check {env}") from None
     st = path.lstat()
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        raise VmkitError(f"{path} is not a directory owned by you; remove it or set VMKIT_HOME")
-    if stat.S_IMODE(st.st_mode) != 0o700:
-        os.chmod(path, 0o700)
+        raise VmkitError(f"{path} is not a directory owned by you; remove it or set {env}")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise VmkitError(
+            f"{path} is open to other users (mode {stat.S_IMODE(st.st_mode):o}); vmkit does "
+            f"not change the mode of a folder it did not make: `chmod 700 {path}` or set {env}"
+        )
     return path

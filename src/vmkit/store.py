@@ -244,7 +244,7 @@ class Store:
         if len(str(path)) >= MAX_SOCKET_PATH:
             raise VmkitError(
                 f"socket path {path} is too long for a Unix socket; set VMKIT_RUNTIME_DIR "
-                "to a shorter directory"
+                f"to a short path of your own, e.g. /tmp/vk-{os.getuid()} (vmkit makes it, 0700)"
             )
         return path
 

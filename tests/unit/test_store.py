@@ -131,12 +131,16 @@ def test_save_runtime_is_0600_and_reads_back(store: Store, vm: str) -> None:
     assert _mode(store.vm_dir(vm) / "runtime.json") == 0o600
 
 
-def test_home_with_loose_mode_is_tightened(vmkit_dirs: tuple[Path, Path]) -> None:
+def test_home_with_loose_mode_is_left_alone_and_gets_a_private_subfolder(
+    vmkit_dirs: tuple[Path, Path],
+) -> None:
     home, _ = vmkit_dirs
     home.mkdir(mode=0o755)
     home.chmod(0o755)
-    Store().ensure()
-    assert _mode(home) == 0o700
+    store = Store()
+    store.ensure()
+    assert _mode(home) == 0o755
+    assert store.home == home / f"vmkit-{os.getuid()}" and _mode(store.home) == 0o700
 
 
 def test_create_of_existing_name_raises_and_leaves_no_staging_dir(store: Store, vm: str) -> None:
@@ -464,5 +468,5 @@ def test_runtime_dir_owned_by_another_uid_is_refused(
     run.mkdir(mode=0o700)
     os.chown(run, 65534, 65534)
     monkeypatch.setenv("VMKIT_RUNTIME_DIR", str(run))
-    with pytest.raises(VmkitError, match="not a directory owned by you"):
+    with pytest.raises(VmkitError, match=r"VMKIT_RUNTIME_DIR=.* others control"):
         runtime_dir()

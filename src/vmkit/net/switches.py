@@ -51,7 +51,7 @@ def ensure(store: Store, name: str, vm: str, ports: list[str]) -> dict[str, Any]
     """The running switch `name` (started if needed), with a lease for `vm`'s `ports` (the
     sockets its VMM will bind: the switch floods to them even before they first speak)."""
     d = switch_dir(store, name)
-    ensure_private_dir(d)
+    ensure_private_dir(d, "VMKIT_RUNTIME_DIR")
     (d / "leases").mkdir(mode=0o700, exist_ok=True)
     with file_lock(d / "lock", 30.0, f"switch {name!r}"):
         atomic_write_json(d / "leases" / vm, {"taken": time.time(), "ports": ports})

@@ -93,7 +93,7 @@ class CachedImage:
 
 def images_dir() -> Path:
     d = cache_dir() / "images"
-    ensure_private_dir(d)
+    ensure_private_dir(d, "VMKIT_CACHE")
     return d
 
 
