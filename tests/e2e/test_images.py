@@ -113,7 +113,8 @@ def test_pull_verifies_caches_and_reuses(cli, server: Server, tmp_path: Path) ->
     assert [i["url"] for i in cli.json("image", "ls")] == [url]
     n = len(server.requests)
     again = cli.json("image", "pull", url, "--checksum", _url(server, "SHA256SUMS"))
-    assert again["path"] == got["path"] and len(server.requests) == n  # from the cache
+    assert again["path"] == got["path"]  # from the cache: only the checksum file fetched again
+    assert [r for r, _ in server.requests[n:]] == ["/SHA256SUMS"]
     raw = Path(cli.ok("image", "path", "tiny.qcow2", "--raw").stdout.strip())
     assert raw.suffix == ".raw" and raw.read_bytes() == bytes(range(256)) * 8192
     cli.ok("image", "rm", "tiny.qcow2")
@@ -248,3 +249,32 @@ def test_rm_refuses_an_image_a_vm_overlay_reads(cli, guest, server: Server, tmp_
     assert cli.json("image", "ls")[0]["read_by"] == []
     cli.ok("image", "rm", "tiny.qcow2")
     assert not Path(path).exists()
+
+
+def test_a_cached_image_is_checked_against_what_was_asked_every_time(
+    cli, server: Server, tmp_path: Path
+) -> None:
+    """Issue 15 item 10: once cached, any --checksum (another file's hash, md5:abc, an
+    unreachable checksum URL) used to exit 0 with "(sha256 verified)"."""
+    cli.env["VMKIT_CACHE"] = str(tmp_path / "cache")
+    url, sums = _url(server, "tiny.qcow2"), _url(server, "SHA256SUMS")
+    got = cli.json("image", "pull", url, "--checksum", sums)
+    digest = got["digest"]
+    cli.ok("image", "pull", url, "--checksum", f"sha256:{digest}")
+    cli.ok("image", "pull", url)  # nothing asked: the file is re-hashed against its record
+    for checksum, code, text in (
+        ("sha256:" + "0" * 64, 1, "does not match"),
+        (_url(server, "BAD256SUMS"), 1, "does not match"),
+        ("http://127.0.0.1:9/SUMS", 1, "cannot get the checksum file"),
+        ("md5:abc", 2, "--checksum"),
+        (f"sha256:{digest}\n", 2, "--checksum"),
+        ("sha256:abc", 2, "wrong length"),
+    ):
+        proc = cli("image", "pull", url, "--checksum", checksum)
+        assert proc.returncode == code, (checksum, proc.stdout, proc.stderr)
+        assert text in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    with Path(got["path"]).open("r+b") as f:  # the cached file is damaged on disk
+        f.seek(70000)
+        f.write(b"rot")
+    proc = cli("image", "pull", url)
+    assert proc.returncode == 1 and "does not match" in proc.stderr, proc.stderr

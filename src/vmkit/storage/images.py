@@ -137,13 +137,51 @@ def expected_digest(checksums: str, filename: str) -> tuple[str, str]:
 
 
 def _parse_checksum_arg(value: str) -> tuple[str, str] | None:
+    """(algo, hex) for `sha256:HEX`/`sha512:HEX`, None for a checksum file's http(s) URL;
+    anything else is refused."""
     m = re.fullmatch(r"(sha256|sha512):([0-9a-fA-F]+)", value)
     if m:
         algo, digest = m.group(1), m.group(2).lower()
         if len(digest) != {"sha256": 64, "sha512": 128}[algo]:
             raise InvalidInput(f"--checksum {value!r}: wrong length for {algo}")
         return algo, digest
+    if re.fullmatch(r"https?://[^\s]+", value) is None:
+        raise InvalidInput(
+            f"--checksum {value!r}: give sha256:HEX, sha512:HEX or the http(s) URL of the "
+            "publisher's checksum file"
+        )
     return None
+
+
+def _fetch_digest(client: Any, sums_url: str, filename: str, name_or_url: str) -> tuple[str, str]:
+    import httpx
+
+    try:
+        resp = client.get(sums_url)
+    except httpx.HTTPError as exc:
+        raise VmkitError(f"cannot get the checksum file {sums_url}: {exc}") from None
+    if resp.status_code != 200:
+        raise VmkitError(
+            f"cannot get the checksum file {sums_url}: HTTP {resp.status_code}"
+            + _stale_hint(name_or_url, resp.status_code)
+        )
+    return expected_digest(resp.text, filename)
+
+
+def _check_cached(cached: CachedImage, asked: tuple[str, str] | None) -> CachedImage:
+    """Re-hash the cached file against what was asked (else its own record), every time."""
+    algo, digest = asked or (cached.algo, cached.digest)
+    hasher = hashlib.new(algo)
+    with open(cached.path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            hasher.update(chunk)
+    if hasher.hexdigest() != digest:
+        raise VmkitError(
+            f"the cached {cached.path} does not match the checksum asked ({algo} {digest}, "
+            f"the file is {hasher.hexdigest()}); remove it with `vmkit image rm {cached.url}` "
+            "and pull again"
+        )
+    return cached
 
 
 def pull(
@@ -158,12 +196,16 @@ def pull(
 
     name, url, sums_url = resolve(name_or_url, arch)
     filename = Path(urlparse(url).path).name  # as the checksum file names it
-    cached = _find(url)
-    if cached is not None and Path(cached.path).exists():
-        return cached
-    fixed = _parse_checksum_arg(checksum) if checksum else None
+    fixed = _parse_checksum_arg(checksum) if checksum is not None else None
     if fixed is None and checksum:
         sums_url = checksum
+    cached = _find(url)
+    if cached is not None and Path(cached.path).exists():
+        asked = fixed
+        if asked is None and checksum:
+            with httpx.Client(follow_redirects=True, timeout=timeout) as client:
+                asked = _fetch_digest(client, checksum, filename, name_or_url)
+        return _check_cached(cached, asked)
     if fixed is None and sums_url is None:
         raise InvalidInput(
             f"no checksum for {url}: give --checksum URL_OF_CHECKSUM_FILE or "
@@ -176,24 +218,15 @@ def pull(
     locks = images_dir() / "locks"
     locks.mkdir(mode=0o700, exist_ok=True)
     with file_lock(locks / f"{key}.lock", 0.0, f"the download of {url}"):
-        cached = _find(url)  # the pull we waited for may have finished it
-        if cached is not None and Path(cached.path).exists():
-            return cached
         with httpx.Client(follow_redirects=True, timeout=timeout) as client:
             if fixed is not None:
                 algo, digest = fixed
             else:
                 assert sums_url is not None
-                try:
-                    resp = client.get(sums_url)
-                except httpx.HTTPError as exc:
-                    raise VmkitError(f"cannot get the checksum file {sums_url}: {exc}") from None
-                if resp.status_code != 200:
-                    raise VmkitError(
-                        f"cannot get the checksum file {sums_url}: HTTP {resp.status_code}"
-                        + _stale_hint(name_or_url, resp.status_code)
-                    )
-                algo, digest = expected_digest(resp.text, filename)
+                algo, digest = _fetch_digest(client, sums_url, filename, name_or_url)
+            cached = _find(url)  # the pull we waited for may have finished it
+            if cached is not None and Path(cached.path).exists():
+                return _check_cached(cached, (algo, digest))
             try:
                 with _large_reads():
                     part = _download(client, url, partial / f"{key}.part", algo, digest, progress)
