@@ -178,10 +178,17 @@ def disk_group() -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--readonly", is_flag=True, help="Attach read-only.")
 @click.option("--format", "fmt", type=click.Choice(["raw", "qcow2"]), help="Default: detected.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Even a device, another user's file, a hard-linked or a system file.",
+)
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
-def disk_add(vm: str, path: Path, readonly: bool, fmt: str | None, as_json: bool) -> None:
+def disk_add(
+    vm: str, path: Path, readonly: bool, fmt: str | None, force: bool, as_json: bool
+) -> None:
     """Hot-plug the disk image PATH into the running VM."""
-    entry = host().get(vm).attach_disk(path, readonly, fmt)
+    entry = host().get(vm).attach_disk(path, readonly, fmt, force)
     if as_json:
         echo_json(entry)
     else:

@@ -12,14 +12,23 @@ if TYPE_CHECKING:
     from vmkit.spec import Disk, Network
 
 
-def disk_from_path(path: Path, readonly: bool, fmt: str | None) -> Disk:
+def disk_from_path(path: Path, readonly: bool, fmt: str | None, force: bool = False) -> Disk:
     """A checked Disk for `path`; the format is read from the file when not given."""
     from pydantic import ValidationError
 
+    from vmkit import input_checks, optstr
     from vmkit.spec import Disk
 
     path = path.expanduser().absolute()
-    if not path.is_file():
+    optstr.check_plain("disk", path)
+    why = input_checks.disk_problem(path, readonly, force)
+    if why is not None:
+        raise InvalidInput(f"disk {why}")
+    try:
+        usable = path.is_file() or (force and path.exists() and not path.is_dir())
+    except OSError as exc:
+        raise InvalidInput(f"disk {str(path)!r} cannot be used ({exc.strerror})") from None
+    if not usable:
         why = "is a directory" if path.is_dir() else "does not exist"
         raise InvalidInput(f"disk {str(path)!r} {why}")
     from vmkit.imagefmt import sniff_format
@@ -30,7 +39,7 @@ def disk_from_path(path: Path, readonly: bool, fmt: str | None) -> Disk:
             f"disk {str(path)!r} is a {sniffed} image, not {fmt}; use --format {sniffed}"
         )
     try:
-        return Disk(path=path, readonly=readonly, format=fmt or sniffed)  # type: ignore[arg-type]
+        return Disk(path=path, readonly=readonly, format=fmt or sniffed, force=force)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise SpecError([("disk", str(e["msg"])) for e in exc.errors()]) from None
 

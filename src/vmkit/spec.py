@@ -178,6 +178,11 @@ class Disk(_Model):
     format: Literal["raw", "qcow2"] = "raw"
     iops: int | None = Field(default=None, gt=0, description="I/O operations per second cap")
     bandwidth: int | None = Field(default=None, description="bytes per second cap (e.g. 50M)")
+    force: bool = Field(
+        default=False,
+        description="use `path` even if it is a device, another user's file, hard-linked or a "
+        "system file (refused otherwise)",
+    )
 
     @field_validator("bandwidth", mode="before")
     @classmethod
@@ -638,24 +643,38 @@ def spec_from_dict(
     except ValidationError as exc:
         raise SpecError(_problems(exc)) from None
     if check_files:
-        problems = missing_files(spec)
+        problems = missing_files(spec, creating=True)
         if problems:
             raise SpecError(problems)
     return spec
 
 
-def missing_files(spec: MachineSpec) -> list[tuple[str, str]]:
-    """Files the spec names that do not exist or are not what the spec says."""
+def missing_files(spec: MachineSpec, creating: bool = False) -> list[tuple[str, str]]:
+    """Files the spec names that do not exist or are not what the spec says, and values that
+    cannot work on this host (vmkit.input_checks); `creating`: also refuse an existing
+    serial_log file (a start reuses the one it made)."""
+    from vmkit import input_checks
+
     problems: list[tuple[str, str]] = []
 
     def need(field: str, path: Path | None) -> None:
-        if path is not None and not path.is_file():
+        if path is None:
+            return
+        try:
+            if path.is_file():
+                return
             why = "is a directory" if path.is_dir() else "does not exist"
-            problems.append((field, f"{str(path)!r} {why}"))
+            if path.exists() and not path.is_dir():
+                why = "is not a regular file"
+        except OSError as exc:  # e.g. a name component longer than 255 bytes
+            why = f"cannot be used ({exc.strerror})"
+        problems.append((field, f"{str(path)!r} {why}"))
 
     if isinstance(spec.boot, LinuxBoot):
         need("boot.kernel", spec.boot.kernel)
         need("boot.initrd", spec.boot.initrd)
+        if not problems and (why := input_checks.kernel_problem(spec.boot.kernel)):
+            problems.append(("boot.kernel", why))
     elif isinstance(spec.boot, MacosBoot):
         need("boot.machine_identifier", spec.boot.machine_identifier)
         need("boot.hardware_model", spec.boot.hardware_model)
@@ -668,8 +687,11 @@ def missing_files(spec: MachineSpec) -> list[tuple[str, str]]:
         need(f"disks[{i}].clone", disk.clone if disk.path is None else None)
         if disk.path is None:
             continue
-        need(f"disks[{i}].path", disk.path)
-        if disk.path.is_file() and disk.format == "raw" and sniff_format(disk.path) == "qcow2":
+        if not (disk.force and disk.path.exists()):
+            need(f"disks[{i}].path", disk.path)
+        if why := input_checks.disk_problem(disk.path, disk.readonly, disk.force):
+            problems.append((f"disks[{i}].path", why))
+        elif disk.path.is_file() and disk.format == "raw" and sniff_format(disk.path) == "qcow2":
             problems.append(
                 (
                     f"disks[{i}].format",
@@ -683,8 +705,20 @@ def missing_files(spec: MachineSpec) -> list[tuple[str, str]]:
     tags = [share.tag for share in spec.shares]
     for tag in sorted({t for t in tags if tags.count(t) > 1}):
         problems.append(("shares", f"tag {tag!r} is used twice; each share needs its own tag"))
-    if spec.serial_log is not None and not spec.serial_log.parent.is_dir():
-        problems.append(("serial_log", f"folder {str(spec.serial_log.parent)!r} does not exist"))
+    if spec.serial_log is not None and (
+        why := input_checks.serial_log_problem(spec.serial_log, creating)
+    ):
+        problems.append(("serial_log", why))
+    for field, value in (("memory", spec.memory), ("max_memory", spec.max_memory)):
+        if value is not None and (why := input_checks.memory_problem(value)):
+            problems.append((field, why))
+    problems += input_checks.duplicate_ports(
+        [
+            (f"networks[{i}].publish", item, *parse_publish(item)[1:4:2])
+            for i, net in enumerate(spec.networks)
+            for item in net.publish
+        ]
+    )
     return problems
 
 

@@ -62,6 +62,6 @@ def fake_vfkit(
 @pytest.fixture
 def boot(tmp_path: Path) -> dict[str, Any]:
     kernel, initrd = tmp_path / "vmlinux", tmp_path / "initrd.img"
-    kernel.write_bytes(b"\0" * 512)
+    kernel.write_bytes(b"\x7fELF" + b"\0" * 508)  # starts like a kernel (create checks)
     initrd.write_bytes(b"\0" * 512)
     return {"kernel": str(kernel), "initrd": str(initrd), "cmdline": "quiet"}

@@ -48,7 +48,7 @@ def recorded(tmp_path: Path, endpoint: str) -> list[dict]:
 
 def _args(tmp_path: Path) -> list[str]:
     kernel = tmp_path / "vmlinux"
-    kernel.write_bytes(b"\0" * 512)
+    kernel.write_bytes(b"\x7fELF" + b"\0" * 508)  # starts like a kernel
     return ["--driver", "cloud-hypervisor", "--accel", "kvm", "--kernel", str(kernel)]
 
 

@@ -20,7 +20,8 @@ def vmkit_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, P
 
 @pytest.fixture
 def boot_files(tmp_path: Path) -> dict[str, Path]:
-    """A fake kernel, initrd and raw disk (contents irrelevant to validation)."""
+    """A fake kernel (an ELF header: create checks it starts like a kernel), initrd and raw
+    disk."""
     files = {
         "kernel": tmp_path / "vmlinux",
         "initrd": tmp_path / "initrd.img",
@@ -28,6 +29,7 @@ def boot_files(tmp_path: Path) -> dict[str, Path]:
     }
     for path in files.values():
         path.write_bytes(b"\0" * 512)
+    files["kernel"].write_bytes(b"\x7fELF" + b"\0" * 508)
     return files
 
 

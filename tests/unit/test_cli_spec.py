@@ -13,7 +13,7 @@ from vmkit.cli import _build_spec
 def kernel(tmp_path: Path) -> Path:
     k = tmp_path / "specs" / "vmlinux"
     k.parent.mkdir()
-    k.write_bytes(b"kernel")
+    k.write_bytes(b"\x7fELF kernel")
     return k
 
 

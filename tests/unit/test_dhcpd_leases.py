@@ -53,7 +53,7 @@ def test_normalize_mac_rejects_non_macs(text: str) -> None:
 
 def test_vfkit_driver_finds_the_guest_ip_by_the_nics_mac(tmp_path: Path) -> None:
     kernel = tmp_path / "k"
-    kernel.write_bytes(b"\0")
+    kernel.write_bytes(b"\x7fELF")
     spec = spec_from_dict(
         {
             "name": "g",

@@ -12,7 +12,7 @@ def fake_guest(root: Path, name: str) -> Path:
     d = root / "guest" / name
     d.mkdir(parents=True)
     (d / "manifest.json").write_text(json.dumps({"arch": "amd64"}))
-    (d / "vmlinux").write_bytes(b"\0" * 512)
+    (d / "vmlinux").write_bytes(b"\x7fELF" + b"\0" * 508)
     (d / "initramfs.cpio.gz").write_bytes(b"\0" * 512)
     return d
 

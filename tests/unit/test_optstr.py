@@ -140,7 +140,7 @@ def build(driver: str, field: str, value: str, tmp: Path) -> tuple[list[str], st
         share = spec.shares[0]
         argv = argv_for("virtiofsd", share.host, ctx.sockets["api"].with_suffix(".fs0"), False)
         return argv, ""
-    return plan.argv, json.dumps(plan.api_requests)
+    return plan.argv, json.dumps([r.to_json() for r in plan.api_requests])
 
 
 DRIVERS = ["qemu", "cloud-hypervisor", "virtiofsd", "vfkit"]

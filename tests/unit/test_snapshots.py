@@ -111,7 +111,7 @@ def test_macs_are_pinned_unique_within_a_store(tmp_path: Path) -> None:
 
     host = Host(tmp_path)
     kernel = tmp_path / "k"
-    kernel.write_bytes(b"k")
+    kernel.write_bytes(b"\x7fELFk")
 
     def make(name: str, nets: list[object]) -> dict[str, object]:
         spec = spec_from_dict(

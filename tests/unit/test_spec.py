@@ -304,7 +304,7 @@ def test_relative_paths_default_to_cwd(tmp_path: Path, monkeypatch: pytest.Monke
 def _write_spec_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "specs"
     (folder / "img").mkdir(parents=True)
-    (folder / "img" / "vmlinux").write_bytes(b"k")
+    (folder / "img" / "vmlinux").write_bytes(b"\x7fELFk")
     (folder / "img" / "initrd").write_bytes(b"i")
     (folder / "disk.raw").write_bytes(b"\0" * 16)
     return folder
@@ -457,6 +457,37 @@ def test_serial_log_folder_must_exist(tmp_path: Path, spec_dict: dict[str, Any])
     spec_dict["serial_log"] = str(tmp_path / "nofolder" / "serial.log")
     problems = _problems(spec_dict)
     assert problems == {"serial_log": f"folder {str(tmp_path / 'nofolder')!r} does not exist"}
+
+
+@pytest.mark.parametrize("where", ["existing", "shared folder", "symlink"])
+def test_serial_log_never_overwrites_a_file(
+    tmp_path: Path, spec_dict: dict[str, Any], where: str
+) -> None:
+    """Issue 15 item 8: `serial_log: /etc/passwd` (or any existing file) was truncated."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    log = victim
+    if where == "shared folder":
+        shared = tmp_path / "tmp"
+        shared.mkdir()
+        shared.chmod(0o1777)
+        log = shared / "new.log"
+    elif where == "symlink":
+        log = tmp_path / "link.log"
+        log.symlink_to(victim)
+    spec_dict["serial_log"] = str(log)
+    problems = _problems(spec_dict)
+    assert list(problems) == ["serial_log"]
+    assert "serial_log unset" in problems["serial_log"]
+    assert victim.read_text() == "precious\n"
+    # at start the log vmkit's first start made is reused, but not a replaced one
+    if where == "existing":
+        spec = spec_from_dict({**spec_dict, "serial_log": str(tmp_path / "s.log")})
+        (tmp_path / "s.log").write_text("old run\n")
+        assert missing_files(spec) == []
+        (tmp_path / "s.log").unlink()
+        (tmp_path / "s.log").symlink_to(victim)
+        assert [f for f, _ in missing_files(spec)] == ["serial_log"]
 
 
 def test_serial_log_in_existing_folder_is_fine(tmp_path: Path, spec_dict: dict[str, Any]) -> None:

@@ -16,9 +16,11 @@ if TYPE_CHECKING:
     from vmkit.machine.facade import Machine
 
 
-def attach_disk(machine: Machine, path: Path, readonly: bool, fmt: str | None) -> dict[str, Any]:
+def attach_disk(
+    machine: Machine, path: Path, readonly: bool, fmt: str | None, force: bool = False
+) -> dict[str, Any]:
     machine.require(DiskHotplug, "hot-plug disks")
-    disk = hotplug.disk_from_path(path, readonly, fmt)
+    disk = hotplug.disk_from_path(path, readonly, fmt, force)
     with machine.locked():
         ctl, rt = machine.live_control(DiskHotplug, "hot-plug a disk into")
         devices = settled(machine, rt)

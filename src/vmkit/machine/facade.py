@@ -420,12 +420,13 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
         return verbs.counters(self)
 
     def attach_disk(
-        self, path: Path, readonly: bool = False, fmt: str | None = None
+        self, path: Path, readonly: bool = False, fmt: str | None = None, force: bool = False
     ) -> dict[str, Any]:
-        """Hot-plug a disk image; returns its record (with the device id for `detach`)."""
+        """Hot-plug a disk image; returns its record (with the device id for `detach`).
+        `force`: even a device, another user's file, hard-linked or a system file."""
         from vmkit.machine import devices
 
-        return devices.attach_disk(self, path, readonly, fmt)
+        return devices.attach_disk(self, path, readonly, fmt, force)
 
     def attach_net(
         self,

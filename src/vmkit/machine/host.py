@@ -40,7 +40,7 @@ class Host:
         from vmkit.spec import missing_files
 
         spec = resolve_tiny_boot(spec, self.progress)
-        problems = missing_files(spec)
+        problems = missing_files(spec, creating=True)
         if problems:
             raise SpecError(problems)
         driver_name = resolve_driver_name(spec.driver, spec.arch)
