@@ -79,7 +79,8 @@ def snapshot_create(vm: str, name: str, as_json: bool) -> None:
         click.echo(
             f"snapshot {name} of {vm}: {_mib(r['bytes'])} on disk "
             f"(state {_mib(r['state'].get('state_bytes', 0))}), "
-            f"{r['seconds']['total']:.2f}s; the VM kept running"
+            f"{r['seconds']['total']:.2f}s; "
+            + ("the VM stays paused" if r.get("was_paused") else "the VM kept running")
         )
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vmkit import faults, migration_wait
+from vmkit import faults, migration_wait, snapshot_guard
 from vmkit.drivers.abilities import (
     GuestChannel,
     IncomingPlanner,
@@ -67,23 +67,23 @@ def create_snapshot(machine: Machine, name: str) -> Snapshot:
         staging = snaps.begin(name)
         was_paused = machine.status().state == State.PAUSED
         try:
-            if not was_paused and pauser is not None:
-                pauser.pause()
-            try:
+            with contextlib.ExitStack() as guard:
+                if not was_paused and pauser is not None:
+                    guard.enter_context(snapshot_guard.paused(machine))
+                    pauser.pause()
+                    guard.callback(pauser.resume)
                 t_save = time.monotonic()
                 state = saver.save_state(staging)
                 save_s = time.monotonic() - t_save
                 disks = _clone_disks(spec, staging)
                 files = _copy_state_files(machine.dir, staging / "files", driver.vm_state_files)
-            finally:
-                if not was_paused and pauser is not None:
-                    pauser.resume()
             record = {
                 "format": 1,
                 "name": name,
                 "source": machine.name,
                 "driver": driver.name,
                 "created_at": time.time(),
+                "was_paused": was_paused,  # and stays so; else the guest kept running
                 "spec": spec.to_json(),
                 "macs": _effective_macs(spec),
                 "ready": None if rt.ready is None else rt.ready.to_json(),

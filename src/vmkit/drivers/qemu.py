@@ -72,6 +72,7 @@ ANNOUNCE_TIMEOUT = 10.0
 EFI_VARS = "efi-vars.fd"  # the VM's own UEFI variable store (a copy of the template)
 RUNTIME = "VMKIT_RUNTIME_DIR (a socket path)"
 HOME = "VMKIT_HOME (the VM's folder)"
+_MIGRATING = ("setup", "active", "pre-switchover", "device", "wait-unplug")
 _TRACE_RE = re.compile(r"qemu_system_shutdown_request reason=(\d+)")
 
 RUN_STATES = {
@@ -458,7 +459,16 @@ class QemuControl(Control):
             q.execute("stop")
 
     def resume(self) -> None:
+        """`cont`; a save still in flight (a snapshot cut off by SIGKILL) is cancelled
+        first, else its end would stop the guest again."""
         with QMP(self.sockets["qmp"]) as q:
+            if q.execute("query-migrate").get("status") in _MIGRATING:
+                q.execute("migrate_cancel")
+                deadline = time.monotonic() + UNPLUG_TIMEOUT
+                while q.execute("query-migrate").get("status") in (*_MIGRATING, "cancelling"):
+                    if time.monotonic() > deadline:
+                        raise VmkitError("QEMU did not cancel the cut-off snapshot save")
+                    time.sleep(MIGRATION_POLL)
             q.execute("cont")
 
     def reboot(self) -> None:
@@ -476,7 +486,17 @@ class QemuControl(Control):
                 os.close(fd)
                 fd = -1
                 q.execute("migrate", {"uri": "fd:vmkit-save"})
-                _wait_migration(q, "saving the snapshot", SAVE_TIMEOUT)
+                try:
+                    _wait_migration(q, "saving the snapshot", SAVE_TIMEOUT)
+                except BaseException:  # e.g. SIGTERM: stop writing before the guest resumes
+                    with contextlib.suppress(QMPError, OSError):
+                        q.execute("migrate_cancel")
+                    raise
+                # The source is left in `postmigrate` with its disks inactive: the next save
+                # would fail. `cont` reactivates them; `stop` pauses again at once (the
+                # guest runs for one QMP round trip; a running guest is resumed right after).
+                q.execute("cont")
+                q.execute("stop")
                 version = q.execute("query-version")
         finally:
             if fd >= 0:

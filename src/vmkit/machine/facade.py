@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from vmkit import faults, hostinfo, sidecars
+from vmkit import faults, hostinfo, sidecars, snapshot_guard
 from vmkit.access.api import GuestAccess
 from vmkit.drivers import get_driver
 from vmkit.drivers.abilities import (
@@ -142,6 +142,7 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
             if rt.stopping:  # its stopper held this lock and is gone: the stop was cut off
                 rt.stopping = False
                 self.save_runtime(rt)
+            snapshot_guard.recover(self, rt)  # likewise a snapshot, with the guest paused
             yield
 
     def update_runtime(self, wait: bool = True, **changes: Any) -> bool:
@@ -173,6 +174,9 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
 
     # ---- status ------------------------------------------------------------------------
     def status(self) -> Status:
+        if snapshot_guard.MARK in self.runtime().extra:  # a snapshot paused the guest:
+            with contextlib.suppress(LockBusy), self.locked(0.0):  # resumed if it is gone
+                pass
         return read_status(self)
 
     # ---- lifecycle ---------------------------------------------------------------------
