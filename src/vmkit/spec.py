@@ -7,6 +7,7 @@ what is allowed.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import json
 import re
@@ -415,6 +416,12 @@ class CloudInit(_Model):
     network_config: dict[str, Any] | None = None
     ready_line: bool = Field(default=True, description="print the readiness line when done")
 
+    @field_validator("user_data", "network_config")
+    @classmethod
+    def _plain(cls, v: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        _plain_data(v, str(info.field_name))
+        return v
+
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, v: str | None) -> str | None:
@@ -722,12 +729,58 @@ def missing_files(spec: MachineSpec, creating: bool = False) -> list[tuple[str, 
     return problems
 
 
+MAX_SPEC_BYTES = 1 << 20
+
+
+def _read_spec_text(path: Path) -> str:
+    """The file's text: a regular file (never blocks on a FIFO), at most 1 MiB, UTF-8."""
+    import os
+    import stat
+
+    def bad(why: str) -> SpecError:
+        return SpecError([("", f"spec file {str(path)!r} {why}")])
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise bad(f"cannot be read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise bad("is not a regular file (a device, FIFO or folder); give a YAML/JSON file")
+        try:
+            data = f.read(MAX_SPEC_BYTES + 1)
+        except OSError as exc:
+            raise bad(f"cannot be read: {exc.strerror}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise bad(f"is larger than {MAX_SPEC_BYTES >> 20} MiB; a spec is a small YAML/JSON file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad(f"is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
+def _plain_data(value: Any, where: str) -> Any:
+    """Refuse what YAML can make but JSON cannot hold (`!!binary` bytes, sets, odd keys)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: key {key!r} is not a string")
+            _plain_data(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _plain_data(item, f"{where}[{i}]")
+    elif not isinstance(value, str | int | float | bool | datetime.date | type(None)):
+        raise ValueError(
+            f"{where}: a {type(value).__name__} value (e.g. YAML !!binary) cannot go into "
+            "cloud-init's YAML; use text"
+        )
+    return value
+
+
 def load_spec_file(path: Path, overrides: dict[str, Any] | None = None) -> MachineSpec:
     """A spec from a YAML or JSON file; `overrides` (e.g. from CLI flags) win."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError([("", f"cannot read spec file {str(path)!r}: {exc.strerror}")]) from None
+    text = _read_spec_text(path)
     try:
         if path.suffix == ".json":
             data = json.loads(text)
