@@ -72,6 +72,7 @@ def create_snapshot(machine: Machine, name: str) -> Snapshot:
                     guard.enter_context(snapshot_guard.paused(machine))
                     pauser.pause()
                     guard.callback(pauser.resume)
+                    faults.point("snapshot:paused")
                 t_save = time.monotonic()
                 state = saver.save_state(staging)
                 save_s = time.monotonic() - t_save

@@ -743,7 +743,7 @@ def _read_spec_text(path: Path) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise bad(f"cannot be read: {exc.strerror}") from None
+        raise SpecError([("", f"cannot read spec file {str(path)!r}: {exc.strerror}")]) from None
     with os.fdopen(fd, "rb") as f:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

@@ -46,7 +46,7 @@ def test_gc_removes_a_dead_vms_sockets_and_temp_files(host: Host, tmp_path: Path
     from vmkit.spec import spec_from_dict
 
     kernel = tmp_path / "k"
-    kernel.write_bytes(b"k")
+    kernel.write_bytes(b"\x7fELFk")  # starts like a kernel (create checks)
     machine = host.create(
         spec_from_dict({"name": "dead", "boot": {"kernel": str(kernel)}, "accelerator": "tcg"})
     )
