@@ -9,6 +9,7 @@ rules themselves in tests/e2e/test_optstr.py.
 from __future__ import annotations
 
 import json
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,11 @@ def ch_split(text: str) -> list[tuple[str, str]]:
     return out
 
 
+def _kv(part: str) -> tuple[str, str]:
+    key, eq, value = part.partition("=")
+    return (key, value) if eq else ("", part)
+
+
 def decode(driver: str, argv: list[str]) -> list[list[tuple[str, str]]]:
     out = []
     for i, arg in enumerate(argv):
@@ -86,10 +92,12 @@ def decode(driver: str, argv: list[str]) -> list[list[tuple[str, str]]]:
             out.append(qemu_split(arg))
         elif driver == "cloud-hypervisor" and prev.startswith("--"):
             out.append(ch_split(arg))
+        elif driver == "vfkit" and prev == "--restful-uri":  # a URI: percent-encoded
+            out.append([("", urllib.parse.unquote(arg))])
         elif (driver == "virtiofsd" and prev == "-o") or (
             driver == "vfkit" and prev.startswith("--")
         ):
-            out.append([tuple(p.partition("=")[::2]) for p in arg.split(",")])  # type: ignore[misc]
+            out.append([_kv(p) for p in arg.split(",")])
         else:
             out.append([("", arg)])
     return out

@@ -35,10 +35,11 @@ def control_path(vm_dir: Path) -> Path:
 def shared_cache(home: Path) -> None:
     """Make `home` (0700) with its `cache` (Tart's pulled OCI images) linked to the one
     folder every vmkit VM shares, `$VMKIT_HOME/tart-cache`: an image is pulled once."""
-    from vmkit.paths import data_home
+    from vmkit.paths import data_home, ensure_private_dir
 
+    root = ensure_private_dir(data_home())  # made 0700 first: never by a parents=True below
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    cache = data_home() / "tart-cache"
+    cache = root / "tart-cache"
     cache.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not (home / "cache").exists():
         (home / "cache").symlink_to(cache)
@@ -47,14 +48,15 @@ def shared_cache(home: Path) -> None:
 def pull(binary: str, ref: str) -> Path:
     """`tart pull REF` into the shared cache (for `vmkit image pull oci://REF`), so the
     first start of a VM cloned from it copies instead of downloading."""
-    from vmkit.paths import data_home
+    from vmkit.paths import data_home, ensure_private_dir
 
     if not ref or any(c.isspace() for c in ref) or ref.startswith("-"):
         raise InvalidInput(f"image: {ref!r} is not an OCI reference (host/repository[:tag])")
-    home = data_home() / "tart-pull"
+    root = ensure_private_dir(data_home())
+    home = root / "tart-pull"
     shared_cache(home)
     run(binary, home, ["pull", ref], timeout=None)
-    return data_home() / "tart-cache"
+    return root / "tart-cache"
 
 
 def env_for(home: Path) -> dict[str, str]:
