@@ -308,7 +308,7 @@ def macos_vm(
     """A macOS guest on the double, as on an Apple silicon Mac; bootpd's leases in tmp."""
     from vmkit.drivers import vfkit
 
-    monkeypatch.setattr(vfkit, "machine_arch", lambda: "aarch64")
+    monkeypatch.setattr(vfkit.driver, "machine_arch", lambda: "aarch64")
     leases = tmp_path / "dhcpd_leases"
     monkeypatch.setenv("VMKIT_DHCPD_LEASES", str(leases))
     monkeypatch.setenv("VFKIT_DOUBLE_LEASES", str(leases))
