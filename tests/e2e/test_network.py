@@ -78,8 +78,10 @@ def test_a_nic_hot_plugged_onto_a_switch_reaches_the_guest_already_there(cli, gu
     assert not Path(nic["port"]).exists()
     nic = cli.json("net", "add", "b", "--mode", "switch", "--switch", "other")
     assert {sw["name"] for sw in cli.json("switch", "ls")} == {"lan", "other"}
+    assert Path(nic["port"]).exists()
     cli.ok("kill", "b")  # a switch joined only by hot-plug stops with its VM too
     assert {sw["name"] for sw in cli.json("switch", "ls")} == {"lan"}
+    assert not Path(nic["port"]).exists()  # nor does its hot-plugged port's socket stay
     cli.ok("kill", "a")
     assert cli.json("switch", "ls") == []
 

@@ -322,9 +322,13 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
 
     @staticmethod
     def remove_sockets(rt: RuntimeRecord) -> None:
+        """The VMM's sockets, and the ports it bound for hot-plugged switch NICs."""
         for path in rt.sockets.values():
             Path(path).unlink(missing_ok=True)
             Path(f"{path}.lock").unlink(missing_ok=True)  # Cloud Hypervisor's, next to its API
+        for entry in rt.hotplug.values():
+            if entry.get("port"):
+                Path(entry["port"]).unlink(missing_ok=True)
 
     def release_sidecars(
         self, records: list[Any] | None = None, with_switches: bool = True
