@@ -1,10 +1,5 @@
-"""QEMU driver: spec -> `qemu-system-*` argv; control over QMP.
-
-q35 (x86_64) or virt (aarch64), `-nodefaults`, the serial console on a Unix socket with a
-logfile (so `vmkit console` can attach while serial.log keeps everything), QMP on a Unix
-socket, seccomp sandbox on, and a trace of shutdown requests so vmkit can tell a guest
-poweroff from a crash after the fact (it is not QEMU's parent by then).
-"""
+"""The QEMU driver: driver.py plans a launch, control.py drives the running VMM
+(the module docstring of driver.py says how)."""
 
 from __future__ import annotations
 
