@@ -1,7 +1,7 @@
 """Values placed in a VMM's or helper's comma/`=`-separated option strings: escape or refuse.
 
 One place for every argv builder, so a path such as `/tmp/pub,source=/tmp/secret` can never
-add an option. Each VMM's own rule, checked against the real binary (tests/e2e/test_optstr.py):
+add an option. Each VMM's own rule, checked against the real binary (tests/e2e/test_optstr_real.py):
 
 - QEMU (`-drive`, `-blockdev`, `-chardev`, `-netdev`, `-trace` ...): a comma inside a value
   is written twice (`,,`); `=` and quotes are plain characters after the first `=`.
