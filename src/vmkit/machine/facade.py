@@ -321,14 +321,18 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
         self.release_sidecars()
 
     @staticmethod
-    def remove_sockets(rt: RuntimeRecord) -> None:
-        """The VMM's sockets, and the ports it bound for hot-plugged switch NICs."""
+    def remove_sockets(rt: RuntimeRecord) -> list[str]:
+        """The VMM's sockets, and the ports it bound for hot-plugged switch NICs; returns
+        the sockets that were there."""
+        removed = []
+        ports = [str(e["port"]) for e in rt.hotplug.values() if e.get("port")]
+        for path in [*rt.sockets.values(), *ports]:
+            with contextlib.suppress(FileNotFoundError):
+                Path(path).unlink()
+                removed.append(path)
         for path in rt.sockets.values():
-            Path(path).unlink(missing_ok=True)
             Path(f"{path}.lock").unlink(missing_ok=True)  # Cloud Hypervisor's, next to its API
-        for entry in rt.hotplug.values():
-            if entry.get("port"):
-                Path(entry["port"]).unlink(missing_ok=True)
+        return removed
 
     def release_sidecars(
         self, records: list[Any] | None = None, with_switches: bool = True

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vmkit.errors import NotFound, VmkitError
+from vmkit.machine.facade import Machine
 from vmkit.model import RuntimeRecord
 from vmkit.store import LockBusy
 
 if TYPE_CHECKING:
-    from vmkit.machine.facade import Machine
     from vmkit.machine.host import Host
 
 
@@ -84,10 +83,7 @@ def _leftover_dirs(host: Host, report: GcReport) -> None:
                 if proc is not None and proc.signal(signal.SIGKILL):
                     proc.wait_gone(10)
                     report.killed_pids.append(proc.pid)
-                for path in rt.sockets.values():
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
-                        report.removed_sockets.append(path)
+                report.removed_sockets += Machine.remove_sockets(rt)
             shutil.rmtree(leftover, ignore_errors=True)
             report.removed_dirs.append(str(leftover))
         for leftover in host.snapshots.leftovers():
@@ -119,15 +115,7 @@ def _one(machine: Machine, report: GcReport) -> None:
         machine.release_sidecars(with_switches=False)
     if rt.process is None or rt.gc_done or rt.process.alive():
         return
-    for path in rt.sockets.values():
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-            report.removed_sockets.append(path)
-    for entry in rt.hotplug.values():
-        if entry.get("port"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry["port"])
-                report.removed_sockets.append(str(entry["port"]))
+    report.removed_sockets += machine.remove_sockets(rt)
     with contextlib.suppress(VmkitError, OSError):
         # relays, virtiofsds and TAPs vmkit made; switches.gc does the switches
         machine.release_sidecars(with_switches=False)
