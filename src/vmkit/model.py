@@ -10,6 +10,8 @@ nothing, so it is tested as a table.
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -215,6 +217,11 @@ class RuntimeRecord:
         return out
 
 
+def spec_digest(spec: dict[str, Any]) -> str:
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 @dataclass
 class MachineRecord:
     """machine.json: the validated spec (as JSON) and how the VM came to be."""
@@ -231,6 +238,11 @@ class MachineRecord:
     @property
     def name(self) -> str:
         return str(self.spec["name"])
+
+    @property
+    def spec_intact(self) -> bool:
+        """The spec is byte-for-byte what vmkit validated and wrote (no hand edit, no damage)."""
+        return self.extra.get("spec_sha256") == spec_digest(self.spec)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MachineRecord:
@@ -252,8 +264,11 @@ class MachineRecord:
             raise ValueError(f"machine.json: {exc}") from None
 
     def to_json(self) -> dict[str, Any]:
+        """Records are written only from validated specs, so the digest written with them
+        vouches for the spec: `spec_intact` then spares every status a validation."""
         out: dict[str, Any] = {**self.extra}
         out.update(spec=self.spec, driver=self.driver, created_at=self.created_at)
+        out["spec_sha256"] = spec_digest(self.spec)
         out["format"] = self.format
         for key in ("restored_from", "migrated_from"):
             if getattr(self, key) is not None:

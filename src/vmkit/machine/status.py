@@ -86,13 +86,15 @@ def broken_reason(machine: Machine) -> str | None:
     driver, invalid spec), or None. Such a VM is `broken`; `rm --force` removes it."""
     from vmkit.errors import SpecError, VmkitError
     from vmkit.model import MachineRecord
-    from vmkit.spec import spec_from_dict
     from vmkit.store import BrokenRecord
 
     try:
         record = MachineRecord.from_json(machine.store.load_machine(machine.name))
         machine.driver  # noqa: B018 - an unknown driver raises
-        spec_from_dict(record.spec, check_files=False)
+        if not record.spec_intact:  # edited or damaged since vmkit wrote it: validate
+            from vmkit.spec import spec_from_dict
+
+            spec_from_dict(record.spec, check_files=False)
     except BrokenRecord as exc:
         return exc.reason
     except SpecError as exc:
