@@ -26,7 +26,7 @@ class CLI:
         self, *args: str, input: str | None = None, timeout: float = 180
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "vmkit.cli", *args],
+            [sys.executable, "-m", "vmkit", *args],  # the console script's entry
             env=self.env,
             input=input,
             capture_output=True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import tempfile
 from pathlib import Path
 
 from vmkit.errors import VmkitError
@@ -44,6 +43,8 @@ def runtime_dir() -> Path:
     elif xdg and sys.platform != "darwin" and Path(xdg).is_dir():
         path = Path(xdg) / APP
     else:
+        import tempfile
+
         base = "/tmp" if sys.platform == "darwin" else tempfile.gettempdir()
         path = Path(base) / f"{APP}-{os.getuid()}"
     ensure_private_dir(path, "VMKIT_RUNTIME_DIR")

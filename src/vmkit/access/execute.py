@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import signal
 import subprocess
 import threading
@@ -20,13 +19,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import IO, TYPE_CHECKING, Any
 
+from vmkit.access.fastexec import PID_TAG, quote
 from vmkit.access.ssh import AccessError, Connection, connect
 from vmkit.errors import InvalidInput
 
 if TYPE_CHECKING:
     from vmkit.machine import Machine
 
-PID_TAG = b"VMKIT_PID "
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 CD_FAILED = 126
 TIMED_OUT = 124
@@ -73,10 +72,10 @@ def remote_script(
     if announce:
         parts.append('echo "VMKIT_PID $$" >&2')
     if workdir:
-        parts.append(f"cd -- {shlex.quote(workdir)} || exit {CD_FAILED}")
-    words = [shlex.quote(a) for a in argv]
+        parts.append(f"cd -- {quote(workdir)} || exit {CD_FAILED}")
+    words = [quote(a) for a in argv]
     if env:
-        words = ["env", *(shlex.quote(f"{k}={v}") for k, v in env.items()), *words]
+        words = ["env", *(quote(f"{k}={v}") for k, v in env.items()), *words]
     parts.append("exec " + " ".join(words))
     return "; ".join(parts)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vmkit.access import proxy
+from vmkit.access import fastexec, proxy
 from vmkit.access.transport import PROXY_LOG, Target, select_target
 from vmkit.errors import InvalidInput, NotSupported, VmkitError, VMStateError
 from vmkit.paths import runtime_dir
@@ -257,7 +257,7 @@ def connect(
     if not user or any(c in user for c in " \t\n%@:/") or user.startswith("-"):
         raise InvalidInput(f"--user: {user!r} is not a user name")
     target = select_target(machine, st, transport)
-    return Connection(
+    conn = Connection(
         name=machine.name,
         vm_dir=machine.dir,
         user=user,
@@ -266,3 +266,6 @@ def connect(
         control=control_path(machine.store.home, machine.name, user, target.kind),
         extra=list(extra or []),
     )
+    if user == default_user(machine) and transport is None and not extra and st.pid is not None:
+        fastexec.remember(machine.dir, st.pid, conn.argv(flags=("-T",), master="no"), conn.control)
+    return conn

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from vmkit.access import fastexec
 from vmkit.drivers.abilities import CounterSource, Pausable, Rebootable, Resizable
 from vmkit.errors import InvalidInput
 from vmkit.model import State
@@ -21,6 +22,7 @@ def pause(machine: Machine) -> Status:
     with machine.locked():
         ctl, _ = machine.live_control(Pausable, "pause")
         if machine.status().state != State.PAUSED:
+            fastexec.forget(machine.dir)  # an exec must not hang on a frozen guest
             ctl.pause()
     return machine.status()
 
