@@ -110,6 +110,18 @@ def test_host_key_is_private_and_pinned_and_travels_as_a_file(tmp_path):
     assert names["root/.ssh/authorized_keys"] == (0o600, b"ssh-ed25519 AAAA c\n")
     assert names["root/.ssh"][0] == 0o700
 
+    # made once per change of its parts, not at every start
+    made = out.stat().st_ino
+    again = boot.guest_initrd(tmp_path, "vm", tmp_path / "initramfs.cpio.gz", "ssh-ed25519 AAAA c")
+    assert again.stat().st_ino == made and again.read_bytes() == data
+    other = boot.guest_initrd(tmp_path, "vm", tmp_path / "initramfs.cpio.gz", "ssh-ed25519 BBBB d")
+    assert other.stat().st_ino != made and b"BBBB" in gzip.decompress(
+        other.read_bytes()[len(base) :]
+    )
+    (tmp_path / "initramfs.cpio.gz").write_bytes(base + base)  # a rebuilt guest
+    newer = boot.guest_initrd(tmp_path, "vm", tmp_path / "initramfs.cpio.gz", "ssh-ed25519 BBBB d")
+    assert newer.read_bytes().startswith(base + base)
+
 
 def _serve_once(path: Path, handler) -> threading.Thread:
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

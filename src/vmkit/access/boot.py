@@ -4,6 +4,7 @@ with a second archive appended, holding the host key and the authorized client k
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 from pathlib import Path
@@ -64,9 +65,17 @@ def key_archive(host_key_file: Path, client_pub: str) -> bytes:
 
 def guest_initrd(vm_dir: Path, name: str, base: Path, client_pub: str) -> Path:
     """`vm_dir/initrd-access.img`: the tiny guest's initramfs with the key archive appended
-    (gzip members need no alignment between them). 0600: it holds the private key."""
+    (gzip members need no alignment between them). 0600: it holds the private key. Written
+    once per change of its parts (a stamp beside it), not at every start: it is 4 MB."""
     key = keys.host_key(vm_dir, name)
-    combined = base.read_bytes() + gzip.compress(key_archive(key, client_pub), mtime=0)
     out = vm_dir / GUEST_INITRD
+    stamp_file = out.with_name(out.name + ".stamp")
+    b, k = base.stat(), key.stat()
+    stamp = json.dumps([str(base), b.st_size, b.st_mtime_ns, k.st_mtime_ns, client_pub])
+    with contextlib.suppress(OSError):  # made by an earlier start from the same parts
+        if stamp_file.read_text() == stamp and out.is_file():
+            return out
+    combined = base.read_bytes() + gzip.compress(key_archive(key, client_pub), mtime=0)
     keys.private_write(out, combined)
+    keys.private_write(stamp_file, stamp.encode())
     return out

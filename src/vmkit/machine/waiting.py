@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from vmkit import hostinfo
 from vmkit.errors import ReadinessTimeout, VMFailed, VMStateError
+from vmkit.filewatch import Watch
 from vmkit.machine.status import TAIL, Status
 from vmkit.model import ReadinessFailure, Ready, State
 from vmkit.readiness import ReadinessFollower, tail_lines
@@ -15,10 +16,13 @@ from vmkit.readiness import ReadinessFollower, tail_lines
 if TYPE_CHECKING:
     from vmkit.machine.facade import Machine
 
+PROBE_EVERY = 0.2  # seconds between driver readiness probes (guests that print no line)
+SAFETY_WAKE = 1.0  # a missed event (log rotated, file replaced) costs at most this
+
 
 def wait_ready(machine: Machine, timeout: float | None = None, poll: float = 0.02) -> Status:
     """Block until the guest prints its readiness line; VMFailed/ReadinessTimeout if not."""
-    spec = machine.spec
+    readiness = machine.spec_json["readiness"]  # validated when stored: no spec layer here
     rt = machine.runtime()
     proc = machine.process(rt)
     if proc is None:
@@ -27,39 +31,49 @@ def wait_ready(machine: Machine, timeout: float | None = None, poll: float = 0.0
         )
     if rt.ready is not None and proc.alive():
         return machine.status()
-    limit = spec.readiness.timeout if timeout is None else timeout
-    follower = ReadinessFollower(machine.serial_log, spec.readiness.marker, offset=rt.serial_offset)
+    limit = float(readiness["timeout"]) if timeout is None else timeout
+    marker = str(readiness["marker"])
+    follower = ReadinessFollower(machine.serial_log, marker, offset=rt.serial_offset)
     started = float(rt.started_at or time.time())
     deadline = time.monotonic() + max(0.0, limit - max(0.0, time.time() - started))
-    checks = 0
     ctl = machine.control(rt)
     probe = ctl.probe_readiness(machine.spec_json)
-    while True:
-        found = follower.poll()
-        if found is not None:
-            _record_ready(machine, Ready(found.ip, time.time(), found.offset))
-            return machine.status()
-        if probe is not None and checks % 10 == 0:
-            probe = ctl.probe_readiness(machine.spec_json)
-            if probe is not None and probe.ready:
-                _record_ready(machine, Ready(probe.ip, time.time(), follower.offset))
+    next_probe = time.monotonic() + PROBE_EVERY
+    with Watch(machine.serial_log, proc.pid) as watch:
+        while True:
+            found = follower.poll()
+            if found is not None:
+                _record_ready(machine, Ready(found.ip, time.time(), found.offset))
                 return machine.status()
-        checks += 1
-        if checks % 10 == 0 and proc.wait_gone(0):
-            st = machine.status()
-            raise VMFailed(machine.failure_message(st, "the VMM exited before the guest was ready"))
-        if time.monotonic() >= deadline:
-            hint = hostinfo.accel_hint(str(rt.accelerator))
-            reason = f"the guest did not print '{spec.readiness.marker} <ip>' within {limit:g}s"
+            now = time.monotonic()
+            if probe is not None and now >= next_probe:
+                next_probe = now + PROBE_EVERY
+                probe = ctl.probe_readiness(machine.spec_json)
+                if probe is not None and probe.ready:
+                    _record_ready(machine, Ready(probe.ip, time.time(), follower.offset))
+                    return machine.status()
+            if proc.wait_gone(0):
+                st = machine.status()
+                raise VMFailed(
+                    machine.failure_message(st, "the VMM exited before the guest was ready")
+                )
+            if now >= deadline:
+                hint = hostinfo.accel_hint(str(rt.accelerator))
+                reason = f"the guest did not print '{marker} <ip>' within {limit:g}s"
+                if probe is not None:
+                    reason = f"the guest was not {probe.waiting_for} within {limit:g}s"
+                machine.update_runtime(
+                    readiness_failure=asdict(ReadinessFailure(reason, hint)),
+                    serial_offset=follower.offset,
+                )
+                st = machine.status()
+                raise ReadinessTimeout(machine.failure_message(st, reason, hint))
+            # Wakes when the serial log is written or the VMM exits (a fixed `poll` where
+            # the platform has neither inotify nor kqueue); the probe keeps its own pace.
+            wake = deadline if watch.event_driven else min(deadline, now + poll)
             if probe is not None:
-                reason = f"the guest was not {probe.waiting_for} within {limit:g}s"
-            machine.update_runtime(
-                readiness_failure=asdict(ReadinessFailure(reason, hint)),
-                serial_offset=follower.offset,
-            )
-            st = machine.status()
-            raise ReadinessTimeout(machine.failure_message(st, reason, hint))
-        time.sleep(poll)
+                wake = min(wake, next_probe)
+            watch.wait(min(wake - now, SAFETY_WAKE))
 
 
 def _record_ready(machine: Machine, ready: Ready) -> None:
