@@ -6,8 +6,11 @@ After each run, `vmkit stop` and `vmkit rm` (not timed).
 
 B (raw): the argv `vmkit start raw-ref --dry-run --json` prints, Popen'd directly. Before
 each run the serial log, the trace (events) log and the sockets named in that argv are
-removed; the serial log is polled every 10 ms for "VMKIT_READY" followed by a newline;
-time from Popen to seeing it; then QEMU is killed.
+removed; the serial log is followed (woken by inotify, as vmkit's own wait is) for
+"VMKIT_READY" followed by a newline; time from Popen to seeing it; then QEMU is killed.
+
+C (library, `--library`): `Host.run(spec)` in this live process (vmkit already imported,
+as in a long-running program that uses the Python API): create, start, wait for ready.
 
 Runs are interleaved ABAB so slow drift of the machine affects both alike.
 
@@ -43,8 +46,9 @@ from _common import (
 )
 
 MARKER = b"VMKIT_READY"
-POLL = 0.01  # seconds between serial-log reads in the raw runs
-TARGET_MS = 100.0
+POLL = 0.01  # the raw runs wake on inotify as vmkit does; at least this often regardless
+TARGET_MS = 60.0  # issue 17: within 5 % or 60 ms, whichever is larger
+LIBRARY_TARGET_MS = 10.0  # Host.run in a live process: within 10 ms of raw
 TARGET_PCT = 5.0
 
 
@@ -149,6 +153,12 @@ class RawBoot:
             api.request(req["method"], req["endpoint"], req.get("body"))
 
     def _wait_ready(self, proc: subprocess.Popen[Any], t0: float) -> float:
+        from vmkit.filewatch import Watch
+
+        with Watch(self.serial, proc.pid) as watch:
+            return self._follow(proc, t0, watch)
+
+    def _follow(self, proc: subprocess.Popen[Any], t0: float, watch: Any) -> float:
         seen = b""
         offset = 0
         deadline = t0 + self.timeout
@@ -170,7 +180,7 @@ class RawBoot:
                 raise BenchError(f"raw QEMU exited {proc.returncode} before ready:\n{tail}")
             if time.perf_counter() > deadline:
                 raise BenchError(f"raw QEMU: no {MARKER.decode()} line within {self.timeout:g}s")
-            time.sleep(POLL)
+            watch.wait(POLL)
 
 
 def since_boot() -> float | None:
@@ -222,6 +232,22 @@ def vmkit_boot(
     return wall, float(status["seconds_to_ready"]), to_qemu
 
 
+def library_boot(sandbox: Sandbox, name: str, timeout: float, driver: str) -> float:
+    """Seconds for `Host.run` of the same default guest, in this process."""
+    os.environ["VMKIT_HOME"] = str(sandbox.home)
+    os.environ["VMKIT_RUNTIME_DIR"] = str(sandbox.rundir)
+    from vmkit import Host, spec_from_dict
+
+    host = Host(sandbox.home)
+    spec = spec_from_dict({"name": name, "driver": driver, "readiness": {"timeout": timeout}})
+    t0 = time.perf_counter()
+    status = host.run(spec)
+    elapsed = time.perf_counter() - t0
+    if str(status.state) != "ready":
+        raise BenchError(f"Host.run({name}) ended {status.state}")
+    return elapsed
+
+
 def stop_and_remove(sandbox: Sandbox, name: str) -> None:
     stopped = sandbox.vmkit_cmd("stop", name, check=False, timeout=120)
     if stopped.returncode != 0:
@@ -242,6 +268,7 @@ def report(samples: dict[str, list[float]]) -> dict[str, Any]:
         "vmkit_reported": "  its own seconds_to_ready",
         "vmkit_to_qemu": "  spawn -> QEMU forked (10 ms ticks)",
         "raw": "raw QEMU (Popen->marker)",
+        "library": "Host.run in a live process",
     }
     rows = [
         [
@@ -265,7 +292,7 @@ def report(samples: dict[str, list[float]]) -> dict[str, Any]:
     outside = statistics.median(
         a - b for a, b in zip(samples["vmkit_wall"], samples["vmkit_reported"], strict=True)
     )
-    ok = overhead * MS <= TARGET_MS or pct <= TARGET_PCT
+    ok = overhead * MS <= max(TARGET_MS, TARGET_PCT / 100 * raw_med * MS)
     print()
     print(f"overhead (median vmkit - median raw): {overhead * MS:+.0f} ms ({pct:+.1f}%)")
     print(f"overhead (median of paired A-B):      {paired * MS:+.0f} ms")
@@ -276,7 +303,17 @@ def report(samples: dict[str, list[float]]) -> dict[str, Any]:
         print(f"  overhead before QEMU forks (start-up, create, plan): {before * MS:.0f} ms")
         print(f"  overhead after (control socket, readiness polling, exit): {after * MS:+.0f} ms")
     print(f"target: <= {TARGET_PCT:g}% or <= {TARGET_MS:g} ms -> {'MET' if ok else 'NOT MET'}")
+    library: dict[str, Any] | None = None
+    if samples.get("library"):
+        lib_over = sums["library"]["median"] - raw_med
+        lib_ok = lib_over * MS <= LIBRARY_TARGET_MS
+        print(
+            f"library (Host.run) - raw: {lib_over * MS:+.0f} ms; target <= "
+            f"{LIBRARY_TARGET_MS:g} ms -> {'MET' if lib_ok else 'NOT MET'}"
+        )
+        library = {"overhead_ms": lib_over * MS, "met": lib_ok}
     return {
+        "library": library,
         "summary_seconds": sums,
         "overhead_ms": overhead * MS,
         "overhead_pct": pct,
@@ -302,6 +339,7 @@ def main() -> int:
         help="qemu (default here), or cloud-hypervisor where CH and KVM exist",
     )
     ap.add_argument("--arch", help="guest architecture (another than the host's: emulated)")
+    ap.add_argument("--library", action="store_true", help="also time Host.run in this process (C)")
     args = ap.parse_args()
     extra = ("--arch", args.arch) if args.arch else ()
     if args.runs < 1 or args.warmup < 0:
@@ -309,7 +347,7 @@ def main() -> int:
 
     install_signal_handlers()
     vmkit = vmkit_executable(args.vmkit)
-    keys = ("vmkit_wall", "vmkit_reported", "vmkit_to_qemu", "raw")
+    keys = ("vmkit_wall", "vmkit_reported", "vmkit_to_qemu", "raw", "library")
     samples: dict[str, list[float]] = {k: [] for k in keys}
     with Sandbox(vmkit) as sb:
         env = environment(vmkit, sb)
@@ -327,9 +365,14 @@ def main() -> int:
             wall, reported, to_qemu = vmkit_boot(sb, name, args.timeout, args.driver, extra)
             stop_and_remove(sb, name)
             raw_s = raw.run()
+            lib_s = None
+            if args.library and not args.arch:
+                lib_s = library_boot(sb, f"lib-{i:02d}", args.timeout, args.driver)
+                stop_and_remove(sb, f"lib-{i:02d}")
             print(
                 f"{tag:>10}: vmkit {wall * MS:7.0f} ms (reports {reported * MS:.0f})"
-                f"   raw {raw_s * MS:7.0f} ms",
+                f"   raw {raw_s * MS:7.0f} ms"
+                + ("" if lib_s is None else f"   library {lib_s * MS:7.0f} ms"),
                 flush=True,
             )
             if not warm:
@@ -338,6 +381,8 @@ def main() -> int:
                 if to_qemu is not None:
                     samples["vmkit_to_qemu"].append(to_qemu)
                 samples["raw"].append(raw_s)
+                if lib_s is not None:
+                    samples["library"].append(lib_s)
         sb.vmkit_cmd("rm", "raw-ref")
     env["loadavg_end"] = os.getloadavg()
     print()
