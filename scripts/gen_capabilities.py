@@ -36,6 +36,62 @@ def collect() -> dict[str, dict[str, list[str]]]:
         return data
 
 
+# Guest-access transports (access/transport.py, best first: vsock > serial > network): the
+# path, its label, and what has to listen in the guest. Each path's level is the best its
+# tests (marked `access_path(path, level)`) show; a path without tests is "not implemented".
+ACCESS_PATHS = (
+    ("ch-hybrid-vsock", "Cloud Hypervisor hybrid vsock (`vsock_cid`; Unix socket + `CONNECT 22`)",
+     "an SSH server on vsock port 22", ""),
+    ("vfkit-vsock", "vfkit `virtio-vsock,port=22,socketURL=…,connect` (`vsock_cid: 3`)",
+     "an SSH server on vsock port 22",
+     ", not yet run on macOS (vfkit's own parser and the vfkit test double)"),
+    ("krunkit-vsock", "krunkit (>= 1.2) the same `virtio-vsock …,connect` device (`vsock_cid: 3`)",
+     "an SSH server on vsock port 22",
+     ", not yet run on macOS (krunkit's grammar as modelled and the test double)"),
+    ("qemu-vhost-vsock", "QEMU `-device vhost-vsock-pci,guest-cid=N` (`vsock_cid`, host needs "
+     "/dev/vhost-vsock), AF_VSOCK to CID:22", "an SSH server on vsock port 22",
+     ": the real QEMU takes vmkit's argv and fails only opening /dev/vhost-vsock, which the "
+     "CI host lacks; the proxy's AF_VSOCK connect is the host kernel's; no guest reached"),
+    ("qemu-serial", "QEMU virtio-serial port `org.vmkit.ssh` (works with `--net none`)",
+     "the tiny guest's /init bridges it to dropbear", ""),
+    ("network", "a published port to guest 22 (NAT), or the guest's address on a TAP",
+     "an SSH server on TCP port 22", ""),
+)  # fmt: skip
+LEVELS = (
+    ("e2e", "**supported**"),
+    ("vmm", "VMM-tested, no guest booted"),
+    ("contract", "contract-tested"),
+)
+
+
+def access_rows(capmap: dict[str, dict[str, list[str]]]) -> list[str]:
+    tests = capmap.get("@access", {})
+    lines = [
+        "## Guest access transports",
+        "",
+        "Which path `vmkit ssh/exec/cp` takes, best first (vsock > serial > network; "
+        "`--transport` picks one). Each vsock path needs the guest to serve SSH on vsock port "
+        "22: systemd >= 256 does by itself when sshd is installed (systemd-ssh-generator binds "
+        "a socket-activated sshd to AF_VSOCK port 22 in a VM; e.g. Debian 13's systemd 257), "
+        "Debian 12 (systemd 252) does not, and neither does vmkit's tiny guest (a vsock "
+        "listener from Debian's packages, socat, would grow its initramfs from 4.08 to 7.14 MB: "
+        "docs/benchmarks.md). Without `vsock_cid` no vsock device is added.",
+        "",
+        "| Path | Guest side | Level | Tests |",
+        "|---|---|---|---|",
+    ]
+    for key, label, guest, note in ACCESS_PATHS:
+        level, ids = "not implemented", []
+        for tag, text in LEVELS:
+            ids = sorted(tests.get(f"{key} {tag}", []))
+            if ids:
+                level = text + (note if tag == "contract" else "")
+                break
+        names = ", ".join(f"`{i.rsplit('::', 1)[-1]}`" for i in ids) or "-"
+        lines.append(f"| {label} | {guest} | {level} | {names} |")
+    return [*lines, ""]
+
+
 def render(capmap: dict[str, dict[str, list[str]]]) -> str:
     sys.path.insert(0, str(ROOT / "src"))
     from vmkit.drivers import get_driver, names
@@ -104,7 +160,8 @@ def render(capmap: dict[str, dict[str, list[str]]]) -> str:
     for cap in Capabilities.names():
         row = [CAPABILITY_TEXT.get(cap, cap)] + [cell(d, cap) for d in DRIVERS]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "## Tests behind each supported capability", ""]
+    lines += ["", *access_rows(capmap)]
+    lines += ["## Tests behind each supported capability", ""]
     for driver in DRIVERS:
         for key, label in ((driver, driver), (f"{driver}@vmm", f"{driver} (real VMM)")):
             for cap, tests in sorted(capmap.get(key, {}).items()):

@@ -83,6 +83,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "vmm_capability(driver, *names): capabilities exercised on the driver's real VMM "
         "without a booted guest (docs/capabilities.md shows the driver's vmm_tested level)",
     )
+    config.addinivalue_line(
+        "markers",
+        "access_path(path, level): the guest-access transport this test exercises, and how "
+        "(e2e: a real guest answers; vmm: the real VMM, no guest; contract: a double or the "
+        "VMM's parser/binary short of a guest); docs/capabilities.md lists each path's best",
+    )
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -96,6 +102,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             driver, *names = mark.args
             for name in names:
                 capmap.setdefault(driver, {}).setdefault(name, []).append(item.nodeid)
+        for mark in item.iter_markers("access_path"):
+            path, level = mark.args
+            capmap.setdefault("@access", {}).setdefault(f"{path} {level}", []).append(item.nodeid)
         for mark in item.iter_markers("vmm_capability"):
             driver, *names = mark.args
             for name in names:

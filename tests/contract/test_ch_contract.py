@@ -414,6 +414,7 @@ def test_qcow2_with_a_missing_backing_file_is_refused_before_launch(tmp_path):
         CloudHypervisorDriver().check(spec)
 
 
+@pytest.mark.access_path("ch-hybrid-vsock", "contract")
 def test_topology_limits_and_vsock_map_onto_vm_config(tmp_path):
     body = vm_config(make_spec(SPECS[-1]), ctx(tmp_path))
     assert body["cpus"]["topology"] == {

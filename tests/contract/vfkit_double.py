@@ -16,7 +16,11 @@ As a program (`vfkit_double.py ARGV...`, put on PATH as `vfkit`/`krunkit` by the
   POST /vm/state {Stop|HardStop|Pause|Resume} -> 202, GET /vm/inspect; in the krunkit
   flavour, krunkit's canned answers as its src/status.rs writes them (any GET: Running, any
   POST: 200 Stopping and stop; no Content-Length, a trailing NUL, then close);
-- logs like vfkit (logrus text lines) to stdout, ending with `msg="VM is stopped"`.
+- logs like vfkit (logrus text lines) to stdout, ending with `msg="VM is stopped"`;
+- for each `virtio-vsock,port=P,socketURL=S,connect`, listens on S as vfkit's connectVsock
+  does (net.ListenUnix: an existing file is a fatal error) and plays the guest's port P: each
+  connection is relayed to $VFKIT_DOUBLE_VSOCK_GUEST (`HOST:PORT`, a TCP server the test
+  runs), or closed at once when it is unset (nothing listens on the guest's port).
 
 Behaviour switches, comma-separated in $VFKIT_DOUBLE: `ignore-stop` (the guest ignores the
 Stop request), `refuse-hardstop` (HardStop answers 500), `ignore-sigterm`, `no-ready`,
@@ -28,6 +32,7 @@ As a module, `DoubleServer` runs the same REST API in a thread for client tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -205,6 +210,55 @@ class DoubleServer:
         self.server.server_close()
 
 
+class _VsockHandler(socketserver.BaseRequestHandler):
+    """One host connection to a `connect` vsock socket: the guest's port, as the test says."""
+
+    def handle(self) -> None:
+        import socket as sockmod
+
+        guest = os.environ.get("VFKIT_DOUBLE_VSOCK_GUEST")
+        if not guest:
+            return  # vfkit's dial to the guest port fails: the host connection just closes
+        host, port = guest.rsplit(":", 1)
+        with sockmod.create_connection((host, int(port))) as up:
+            pipe(self.request, up)
+
+
+def pipe(a: Any, b: Any) -> None:
+    """Copy both ways; an end that closes is passed on as a half-close, until both did."""
+    import select
+    import socket as sockmod
+
+    open_ = [a, b]
+    while open_:
+        ready, _, _ = select.select(open_, [], [])
+        for src in ready:
+            dst = b if src is a else a
+            try:
+                data = src.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            if data:
+                dst.sendall(data)
+            else:
+                open_.remove(src)
+                with contextlib.suppress(OSError):
+                    dst.shutdown(sockmod.SHUT_WR)
+
+
+def vsock_listeners(devices: list[Any]) -> list[socketserver.UnixStreamServer]:
+    out = []
+    for dev in devices:
+        if dev.kind == "virtio-vsock" and dev.has("connect"):
+            path = dev.get("socketURL")
+            if os.path.exists(path):
+                raise OSError(f"listen unix {path}: bind: address already in use")
+            server = socketserver.ThreadingUnixStreamServer(path, _VsockHandler)
+            threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+            out.append(server)
+    return out
+
+
 def log(msg: str, level: str = "info") -> None:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     print(f'time="{stamp}" level={level} msg="{msg}"', flush=True)
@@ -268,6 +322,11 @@ def main(argv: list[str]) -> int:
         "devices": [{"kind": d.kind, **{k: v for k, v in d.options}} for d in parsed.devices],
     }
     sock = Path(urllib.parse.unquote(parsed.restful_uri.removeprefix("unix://")))
+    try:
+        vsocks = vsock_listeners(parsed.devices)
+    except OSError as exc:
+        log(str(exc), "fatal")
+        return 1
     double = DoubleServer(sock, behaviour, flavor, config)
     vm = double.vm
 
@@ -302,6 +361,9 @@ def main(argv: list[str]) -> int:
         log("VM is stopped")
     if parsed.pidfile:
         Path(parsed.pidfile).unlink(missing_ok=True)
+    for server in vsocks:
+        server.shutdown()
+        server.server_close()
     sock.unlink(missing_ok=True)
     return 0
 

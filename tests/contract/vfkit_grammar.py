@@ -40,7 +40,7 @@ KRUNKIT_DEVICE_KEYS: dict[str, tuple[set[str], set[str]]] = {
                    set()),
     "virtio-fs": ({"sharedDir", "mountTag"}, set()),
     "virtio-serial": ({"logFilePath"}, set()),
-    "virtio-vsock": ({"port", "socketURL"}, {"listen"}),
+    "virtio-vsock": ({"port", "socketURL"}, {"listen", "connect"}),  # connect: PR #87
     "virtio-rng": (set(), set()),
     "virtio-gpu": ({"width", "height"}, set()),
     "virtio-input": (set(), {"keyboard", "pointing"}),

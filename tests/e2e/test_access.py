@@ -30,6 +30,7 @@ def _free_port() -> int:
 
 
 @capability("guest_exec", "guest_copy", "net_none")
+@pytest.mark.access_path("qemu-serial", "e2e")
 def test_exec_and_cp_over_virtio_serial_without_a_network(cli, guest, tmp_path):
     cli.ok("run", "box", "--net", "none", "--wait-for", "ssh", *TCG, timeout=300)
 
@@ -134,6 +135,7 @@ def test_interactive_shell_through_a_pseudo_terminal(cli, guest):
 
 
 @capability("guest_exec", "net_user", "publish")
+@pytest.mark.access_path("network", "e2e")
 def test_exec_over_a_published_port_on_nat(cli, guest):
     port = _free_port()
     cli.ok("run", "nat", "--net", "user", "--publish", f"{port}:22", *TCG, timeout=300)

@@ -386,3 +386,25 @@ def test_taps_in_a_netns_hotplug_and_restore_as_fds(ch, netns):
     assert restored["state"] == "running"
     assert _taps_held(restored["pid"]) == {tap}
     assert not _host_has_link(tap)
+
+
+@pytest.mark.access_path("ch-hybrid-vsock", "vmm")
+def test_vsock_cid_gives_a_hybrid_vsock_socket_the_ssh_path_uses(ch, tmp_path):
+    """The real VMM binds the hybrid vsock socket where vmkit recorded it and takes the
+    `CONNECT 22` handshake; no guest runs here to accept it, so `exec` says that nothing
+    answered over vsock (not a socket or proxy error), and the socket goes with the VM."""
+    spec = tmp_path / "v.json"
+    spec.write_text(json.dumps({"name": "vs1", "driver": "cloud-hypervisor", "memory": "128M",
+                                "accelerator": "kvm", "vsock_cid": 5}))  # fmt: skip
+    ch.ok("create", "-f", str(spec))
+    ch.ok("start", "vs1")
+    sock = ch.json("inspect", "vs1")["runtime"]["sockets"]["vsock"]
+    assert stat.S_ISSOCK(os.stat(sock).st_mode)
+    assert vm_info(ch, "vs1")["config"]["vsock"]["socket"] == sock
+    assert vm_info(ch, "vs1")["config"]["vsock"]["cid"] == 5
+    ch.env["VMKIT_SSH_WAIT"] = "2"
+    proc = fails(ch, "exec", "vs1", "--", "true")
+    assert proc.returncode == 255 and "no SSH server answered over vsock" in proc.stderr
+    assert f"{sock} port 22" in proc.stderr
+    ch.ok("kill", "vs1")
+    assert not os.path.exists(sock)

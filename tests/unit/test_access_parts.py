@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -186,6 +187,7 @@ def test_serial_proxy_reports_a_guest_that_never_answers(tmp_path):
 
 
 @pytest.mark.capability("cloud-hypervisor", "guest_exec", "guest_copy")
+@pytest.mark.access_path("ch-hybrid-vsock", "contract")
 def test_hybrid_vsock_proxy_speaks_cloud_hypervisors_connect_handshake(tmp_path):
     """Test double: Cloud Hypervisor's hybrid vsock socket as its docs (vsock.md) describe:
     the host writes `CONNECT <port>\\n`, the VMM answers `OK <host port>\\n`, then bytes flow
@@ -209,6 +211,64 @@ def test_hybrid_vsock_proxy_speaks_cloud_hypervisors_connect_handshake(tmp_path)
     target = transport.hybrid_vsock_target("vm", str(tmp_path / "v"))
     assert target.kind == "vsock" and target.proxy is not None
     assert target.proxy[-3:] == ["hybrid-vsock", str(tmp_path / "v"), "22"]
+
+
+@pytest.mark.access_path("vfkit-vsock", "contract")
+@pytest.mark.access_path("krunkit-vsock", "contract")
+def test_unix_proxy_waits_for_the_guest_port_behind_vfkits_socket(tmp_path):
+    """vfkit's `connect` socket accepts at once and dials the guest's port; a guest not yet
+    listening shows as a connection closed before the SSH server spoke (and libkrun's first
+    connection after boot ends so too): the proxy dials again until the server speaks."""
+    attempts: list[int] = []
+    path = str(tmp_path / "vs22")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen()
+
+    def vmm() -> None:
+        for n in range(3):
+            conn, _ = srv.accept()
+            attempts.append(n)
+            with conn:
+                if n == 2:  # the guest's sshd is up now
+                    conn.sendall(b"SSH-2.0-guest\r\n")
+                    _recv_until(conn, b"hi")
+
+    t = threading.Thread(target=vmm, daemon=True)
+    t.start()
+    proc = _run_proxy("unix", path, stdin=b"hi", env={"VMKIT_SSH_WAIT": "10"})
+    t.join(10)
+    assert attempts == [0, 1, 2] and proc.stdout == b"SSH-2.0-guest\r\n", proc.stderr
+
+    def no_guest_port() -> None:  # vfkit up, nothing on the guest's port: each one closes
+        while True:
+            try:
+                srv.accept()[0].close()
+            except OSError:
+                return
+
+    threading.Thread(target=no_guest_port, daemon=True).start()
+    proc = _run_proxy("unix", path, stdin=b"", env={"VMKIT_SSH_WAIT": "0.5"})
+    assert proc.returncode == 1 and b"vmkit-proxy: no-answer" in proc.stderr
+    srv.close()
+    proc = _run_proxy("unix", str(tmp_path / "gone"), stdin=b"")
+    assert proc.returncode == 1 and b"vmkit-proxy: no-socket" in proc.stderr
+
+
+@pytest.mark.access_path("qemu-vhost-vsock", "contract")
+def test_vsock_proxy_dials_the_guest_cid_with_the_hosts_af_vsock():
+    """The host kernel's own AF_VSOCK (real here; no VM has CID 7, and this host has no
+    vhost_vsock, so nothing answers): a clear no-answer naming the CID and port."""
+    target = transport.af_vsock_target("vm", 7)
+    assert target.kind == "vsock" and target.proxy is not None
+    assert target.proxy[-3:] == ["vsock", "7", "22"] and target.via == "vsock CID 7 port 22"
+    try:
+        socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).close()
+    except OSError as exc:
+        pytest.skip(f"no AF_VSOCK sockets on this host: {exc}")
+    proc = _run_proxy("vsock", "7", "22", stdin=b"", env={"VMKIT_SSH_WAIT": "1"})
+    assert proc.returncode == 1, proc.stderr
+    assert re.match(rb"vmkit-proxy: no-answer: vsock CID 7 port 22: \S", proc.stderr)
 
 
 def test_the_proxy_imports_nothing_from_vmkit():

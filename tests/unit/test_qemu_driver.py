@@ -449,10 +449,24 @@ def test_smp_topology_and_max_cpus(tmp_path: Path) -> None:
     ("fields", "word"),
     [
         ({"hugepages": True}, "hugepages"),
-        ({"vsock_cid": 7}, "vsock_cid"),
         ({"disks": [{"path": "/d.img", "iops": 10}]}, "I/O limits"),
     ],
 )
 def test_fields_qemu_does_not_wire_yet_are_refused(fields: dict[str, Any], word: str) -> None:
     with pytest.raises(NotSupported, match=word):
         QemuDriver(arch="x86_64").check(make_spec(**fields))
+
+
+def test_vsock_cid_becomes_vhost_vsock_only_where_the_host_has_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VMKIT_VHOST_VSOCK", str(tmp_path / "absent"))
+    with pytest.raises(NotSupported, match=r"vsock_cid: QEMU's vhost-vsock needs .*modprobe"):
+        QemuDriver(arch="x86_64").check(make_spec(vsock_cid=7))
+    (tmp_path / "vhost-vsock").touch()
+    monkeypatch.setenv("VMKIT_VHOST_VSOCK", str(tmp_path / "vhost-vsock"))
+    argv = plan_argv(tmp_path, vsock_cid=7)
+    assert "vhost-vsock-pci,id=vsock0,guest-cid=7" in argv
+    assert not any("vhost-vsock" in a for a in plan_argv(tmp_path))
+    with pytest.raises(InvalidInput, match=r"vsock_cid: 4294967295 is out of range"):
+        QemuDriver(arch="x86_64").check(make_spec(vsock_cid=2**32 - 1))

@@ -3,14 +3,19 @@ Unix socket the VMM exposes.
 
     python proxy.py [--log FILE] serial SOCKET        QEMU virtio-serial port org.vmkit.ssh
     python -m vmkit.access.proxy hybrid-vsock SOCKET PORT   Cloud Hypervisor (and Firecracker)
-    python -m vmkit.access.proxy unix SOCKET          vfkit virtio-vsock (one socket per port)
+    python -m vmkit.access.proxy unix SOCKET          vfkit/krunkit virtio-vsock `connect`
+    python -m vmkit.access.proxy vsock CID PORT       QEMU vhost-vsock (the host's AF_VSOCK)
 
 `serial`: a virtio-serial port has no connections, only bytes, so the host first says
 `vmkit-ssh\\n` and the guest (guest/init.sh) bridges the port to its SSH server only then;
 the SSH server speaks first (its version line), which is how the proxy knows the guest is
 there before it forwards anything ssh sends. `hybrid-vsock`: the VMM's `CONNECT PORT\\n`
-handshake, answered `OK HOSTPORT\\n`. Errors go to stderr starting with "vmkit-proxy:",
-which access.ssh turns into vmkit's own messages.
+handshake, answered `OK HOSTPORT\\n`. `unix`: vfkit (and krunkit) listen on one Unix socket
+per guest port and dial the guest's port for each connection, so a connection that closes
+before the SSH server spoke means nothing listens yet (or libkrun's first host-to-guest
+connection after boot, which ends at once): it is retried until `wait` runs out. `vsock`: a
+plain AF_VSOCK connection to the guest's CID (needs the host's vhost_vsock). Errors go to
+stderr starting with "vmkit-proxy:", which access.ssh turns into vmkit's own messages.
 """
 
 from __future__ import annotations
@@ -77,6 +82,35 @@ def open_hybrid_vsock(path: str, port: int, wait: float) -> tuple[socket.socket,
     return s, rest
 
 
+def open_unix(path: str, wait: float) -> tuple[socket.socket, bytes]:
+    deadline = time.monotonic() + wait
+    while True:
+        s = connect_unix(path)
+        try:
+            return s, _recv_first(s, max(deadline - time.monotonic(), 0.05), "vsock port 22")
+        except ProxyError:
+            s.close()
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
+def open_vsock(cid: int, port: int, wait: float) -> tuple[socket.socket, bytes]:
+    try:
+        s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ProxyError(NO_SOCKET, f"this host has no AF_VSOCK sockets: {exc.strerror}") from None
+    s.settimeout(wait)
+    try:
+        s.connect((cid, port))
+    except OSError as exc:
+        s.close()
+        why = "timed out" if isinstance(exc, TimeoutError) else exc.strerror
+        raise ProxyError(NO_ANSWER, f"vsock CID {cid} port {port}: {why}") from None
+    s.settimeout(None)
+    return s, b""
+
+
 def relay(s: socket.socket, first: bytes, fd_in: int = 0, fd_out: int = 1) -> None:
     """Copy fd_in -> s and s -> fd_out until the guest side closes."""
     if first:
@@ -120,10 +154,13 @@ def main(argv: list[str]) -> int:
         elif len(argv) == 3 and argv[0] == "hybrid-vsock":
             s, first = open_hybrid_vsock(argv[1], int(argv[2]), wait)
         elif len(argv) == 2 and argv[0] == "unix":
-            s, first = connect_unix(argv[1]), b""
+            s, first = open_unix(argv[1], wait)
+        elif len(argv) == 3 and argv[0] == "vsock":
+            s, first = open_vsock(int(argv[1]), int(argv[2]), wait)
         else:
             print(
-                f"{PREFIX} usage: serial SOCKET | hybrid-vsock SOCKET PORT | unix SOCKET",
+                f"{PREFIX} usage: serial SOCKET | hybrid-vsock SOCKET PORT | unix SOCKET | "
+                "vsock CID PORT",
                 file=sys.stderr,
             )
             return 2

@@ -188,6 +188,13 @@ def classify(conn: Connection, stderr: str) -> AccessError:
         )
     if f"{proxy.PREFIX} {proxy.NO_SOCKET}" in stderr:
         return AccessError(f"VM {conn.name!r}: its VMM socket is gone ({how}): is it running?")
+    if f"{proxy.PREFIX} {proxy.NO_ANSWER}" in stderr and conn.target.kind == "vsock":
+        return NoSSHServer(
+            f"VM {conn.name!r}: no SSH server answered over {how}. vsock_cid routes SSH over "
+            "vsock port 22, which the guest must serve (systemd >= 256 binds sshd there by "
+            "itself; the tiny guest does not): remove vsock_cid to use virtio-serial or the "
+            "network, or `--transport serial|network`"
+        )
     if f"{proxy.PREFIX} {proxy.NO_ANSWER}" in stderr:
         return NoSSHServer(
             f"VM {conn.name!r}: no SSH server answered over {how}. The tiny guest has one "

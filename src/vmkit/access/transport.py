@@ -1,7 +1,9 @@
 """Which path reaches a VM's SSH server, best first.
 
-- `vsock`: Cloud Hypervisor's hybrid vsock (its Unix socket, `CONNECT 22` handshake) when
-  the spec has `vsock_cid`; the guest needs an SSH server on vsock port 22.
+- `vsock`, when the spec has `vsock_cid` (the guest must serve SSH on vsock port 22: systemd
+  >= 256 does, the tiny guest does not): Cloud Hypervisor's hybrid vsock (its Unix socket,
+  `CONNECT 22` handshake); vfkit's and krunkit's `virtio-vsock,port=22,...,connect` socket;
+  QEMU's vhost-vsock (AF_VSOCK to the guest's CID).
 - `serial`: QEMU's virtio-serial port `org.vmkit.ssh` (guest/init.sh bridges it to the tiny
   guest's dropbear); works with `--net none`.
 - `network`: a published host port forwarding to guest port 22 (NAT), else the guest's own
@@ -65,6 +67,12 @@ def unix_vsock_target(name: str, socket_path: str, log: Path | None = None) -> T
     return Target("vsock", alias(name), proxy=argv, via=socket_path)
 
 
+def af_vsock_target(name: str, cid: int, port: int = SSH_PORT, log: Path | None = None) -> Target:
+    """QEMU's vhost-vsock: the guest is CID `cid` in the host's own AF_VSOCK space."""
+    argv = proxy_argv("vsock", str(cid), str(port), log=log)
+    return Target("vsock", alias(name), proxy=argv, via=f"vsock CID {cid} port {port}")
+
+
 def network_target(
     record_spec: dict[str, Any], ports: list[dict[str, Any]], ip: str | None, name: str
 ) -> Target:
@@ -98,6 +106,8 @@ def select_target(machine: Machine, status: Status, prefer: str | None = None) -
         found["vsock"] = hybrid_vsock_target(machine.name, sockets["vsock"], log=log)
     if driver in ("vfkit", "krunkit") and "vsock-ssh" in sockets:
         found["vsock"] = unix_vsock_target(machine.name, sockets["vsock-ssh"], log=log)
+    if driver == "qemu" and spec.get("vsock_cid") is not None:  # the plan added vhost-vsock
+        found["vsock"] = af_vsock_target(machine.name, int(spec["vsock_cid"]), log=log)
     if "ssh" in sockets:
         found["serial"] = serial_target(machine.name, sockets["ssh"], log=log)
     for kind in [prefer] if prefer else [k for k in KINDS if k != "network"]:

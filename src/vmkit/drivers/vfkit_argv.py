@@ -201,6 +201,33 @@ def macos_bootloader(boot: Any) -> str:
     )
 
 
+SSH_VSOCK_PORT = 22
+# What Go's url.URL.EscapedPath keeps as is: vfkit's `connect` mode listens on the escaped
+# path of `unix://:<socketURL>` (pkg/vf/vsock.go), so any other character moves the socket.
+_PLAIN_PATH = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-._~+@:=")
+
+
+def ssh_vsock_socket(ctx: LaunchContext) -> Path:
+    """Where vfkit (`connect` mode) listens for host connections to the guest's vsock port
+    22: beside the REST socket, refused when macOS or vfkit's URL handling cannot take it."""
+    rest = ctx.sockets["rest"]
+    path = rest.with_name(f"{rest.stem}.vs{SSH_VSOCK_PORT}")
+    raw = os.fsencode(path)
+    if len(raw) >= MAX_SOCKET_PATH:
+        raise InvalidInput(
+            f"vsock_cid: the vsock socket {path} is {len(raw)} bytes; macOS allows at most "
+            f"{MAX_SOCKET_PATH - 1}: set VMKIT_RUNTIME_DIR to a shorter directory"
+        )
+    odd = sorted(set(str(path)) - _PLAIN_PATH)
+    if odd:
+        raise InvalidInput(
+            f"vsock_cid: the vsock socket {path} has characters vfkit would URL-escape "
+            f"({''.join(odd)!r}) and then listen elsewhere: set VMKIT_RUNTIME_DIR to a plain "
+            "directory"
+        )
+    return path
+
+
 def switch_socket(ctx: LaunchContext, switch: str) -> Path:
     """The switch's socket, refused when vfkit's own end beside it would be too long."""
     return _peer_socket(ctx.switch_sockets[switch], f"switch {switch!r}")

@@ -40,6 +40,7 @@ from vmkit.drivers.vfkit_argv import (
     macos_bootloader,
     restful_uri,
     rosetta,
+    ssh_vsock_socket,
     switch_socket,
     usb_mass_storage,
     value,
@@ -51,6 +52,7 @@ from vmkit.drivers.vfkit_argv import (
     virtio_net_unixgram,
     virtio_rng,
     virtio_serial_log,
+    virtio_vsock,
     vmnet_socket,
 )
 from vmkit.drivers.vmm_version import Version, format_version, installed_version
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
     from vmkit.spec import MachineSpec
 
 MAX_MACOS_GUESTS = 2  # running at once per Mac
+GUEST_CID = 3  # Virtualization.framework and libkrun give the guest this CID; not settable
 ROSETTA_TAG = "rosetta"  # the guest mounts it: mount -t virtiofs rosetta /mnt/rosetta
 
 
@@ -99,6 +102,8 @@ class VfkitDriver(Driver):
         readiness=True,  # the readiness line on virtio-serial (hvc0) -> serial.log
         readopt=True,
         crash_detection=True,  # vmm.log says "VM is stopped" after a guest poweroff
+        guest_exec=True,  # vmkit ssh/exec: virtio-vsock port 22 (vsock_cid), or a published 22
+        guest_copy=True,
     )
     # The first release of each flag/device vmkit emits, where it is newer than the oldest
     # supported one, read from the upstream tags (crc-org/vfkit): --pidfile v0.6.2,
@@ -164,9 +169,9 @@ class VfkitDriver(Driver):
             raise NotSupported("rosetta: Rosetta exists only on Apple silicon Macs")
         if spec.rosetta and isinstance(spec.boot, MacosBoot):
             raise NotSupported("rosetta: shares Rosetta with Linux guests; macOS guests have it")
+        self._check_vsock(spec)
         for field, given in (
             ("hugepages", spec.hugepages),
-            ("vsock_cid", spec.vsock_cid is not None),
             ("topology", spec.topology is not None),
             ("disks[].iops/bandwidth", any(d.iops or d.bandwidth for d in spec.disks)),
         ):
@@ -243,6 +248,25 @@ class VfkitDriver(Driver):
             self.field_value("serial_log", spec.serial_log)
         if spec.balloon and not self.features.balloon:
             raise NotSupported(f"balloon: {self.name} has no virtio-balloon device")
+
+    def _check_vsock(self, spec: MachineSpec) -> None:
+        """`vsock_cid` says the guest serves SSH on vsock port 22 (systemd >= 256 does):
+        vmkit then adds a `virtio-vsock,port=22,...,connect` device. The CID itself is the
+        VMM's choice here, so only the one it gives is accepted."""
+        from vmkit.spec import MacosBoot
+
+        if spec.vsock_cid is None:
+            return
+        if isinstance(spec.boot, MacosBoot):
+            raise NotSupported(
+                "vsock_cid: a macOS guest has no SSH server on vsock; remove vsock_cid "
+                "(vmkit reaches it over the network)"
+            )
+        if spec.vsock_cid != GUEST_CID:
+            raise InvalidInput(
+                f"vsock_cid: {self.name} gives the guest CID {GUEST_CID} itself and cannot "
+                f"set another; use vsock_cid: {GUEST_CID} (or remove it)"
+            )
 
     def field_value(self, field: str, raw: str | Path) -> str:
         """`value`, and for krunkit no `=` either: krunkit splits each option on every `=`
@@ -335,6 +359,9 @@ class VfkitDriver(Driver):
         if spec.rosetta:
             devs.append(rosetta(ROSETTA_TAG))  # vfkit fails clearly if Rosetta is missing
         devs.append(virtio_serial_log(ctx.serial_log))
+        if spec.vsock_cid is not None:  # vfkit listens there, dials guest port 22 per client
+            devs.append(virtio_vsock(22, ssh_vsock_socket(ctx), listen=False))
+            used.append("virtio-vsock connect")
         if spec.rng and self.features.rng:
             devs.append(virtio_rng())
         if spec.balloon:
@@ -379,6 +406,8 @@ class VfkitDriver(Driver):
         for i, net in enumerate(spec.networks):
             if net.mode == "vmnet":
                 sockets[f"vmnet{i}"] = vmnet_socket(ctx, i)
+        if spec.vsock_cid is not None:  # removed at stop; access/transport.py finds it
+            sockets["vsock-ssh"] = ssh_vsock_socket(ctx)
         return LaunchPlan(argv=argv, sockets=sockets, accelerator="hvf")
 
     def restful_uri(self, socket_path: Path) -> str:
@@ -517,12 +546,17 @@ class KrunkitDriver(VfkitDriver):
         kill=True,
         readiness=True,
         readopt=True,
+        guest_exec=True,  # vmkit ssh/exec: virtio-vsock port 22 (vsock_cid), krunkit >= 1.2
+        guest_copy=True,
     )
     # krunkit v1.0.0 brought `type=unixgram,path=` and `vfkitMagic`; 0.2.x knew only
     # `unixSocketPath=` (gvproxy) with a required `mac=` (containers/krunkit tags).
+    # `virtio-vsock,...,connect` (host-initiated connections): libkrun/krunkit PR #87, merged
+    # December 2025, after 1.1.x; the stored sources carry it with Cargo version 1.2.x.
     min_versions: ClassVar[dict[str, Version]] = {
         "virtio-net type=unixgram": (1, 0, 0),
         "virtio-net vfkitMagic": (1, 0, 0),
+        "virtio-vsock connect": (1, 2, 0),
     }
     switch_nic_features = ("virtio-net type=unixgram", "virtio-net vfkitMagic")
     efi_only = True
