@@ -209,7 +209,12 @@ class MachineSpec(_Model):
     max_cpus: int | None = Field(default=None, description="vCPU ceiling for `vmkit resize`")
     topology: CpuTopology | None = None
     hugepages: bool = Field(default=False, description="back guest RAM with huge pages")
-    vsock_cid: int | None = Field(default=None, ge=3, description="virtio-vsock guest CID")
+    vsock_cid: int | None = Field(
+        default=None,
+        ge=3,
+        description="virtio-vsock guest CID; vmkit then reaches SSH over vsock port 22, which "
+        "the guest must serve (systemd >= 256 does; vfkit/krunkit: 3, their fixed CID)",
+    )
     max_memory: int | None = Field(default=None, description="memory ceiling for resize")
     boot: Boot = Field(default_factory=TinyBoot, description="default: the tiny guest")
     disks: list[Disk] = Field(default_factory=list)

@@ -82,6 +82,15 @@ def test_ssh_failures_become_specific_errors(tmp_path):
     err = classify(conn, f"{proxy.PREFIX} {proxy.NO_ANSWER}: nothing answered\n")
     assert isinstance(err, NoSSHServer) and "no SSH server" in str(err)
     assert "refused vmkit's key" in str(classify(conn, "root@x: Permission denied (publickey)."))
+    gone = f"{proxy.PREFIX} {proxy.NO_SOCKET}: cannot connect\n"
+    assert "its VMM socket is gone (serial (/s))" in str(classify(conn, gone))
+    for target in (transport.unix_vsock_target("vm", "/v"), transport.af_vsock_target("vm", 7)):
+        err = classify(_conn(tmp_path, target), f"{proxy.PREFIX} {proxy.NO_ANSWER}: x\n")
+        assert isinstance(err, NoSSHServer) and "vsock port 22, which the guest" in str(err)
+    err = classify(_conn(tmp_path, transport.af_vsock_target("vm", 7)), gone)
+    assert "vsock (CID 7 port 22): this host has no AF_VSOCK sockets" in str(err)
+    err = classify(_conn(tmp_path, transport.unix_vsock_target("vm", "/v")), gone)
+    assert "its VMM socket is gone (vsock (/v))" in str(err)
 
 
 def test_host_key_is_private_and_pinned_and_travels_as_a_file(tmp_path):
@@ -261,7 +270,8 @@ def test_vsock_proxy_dials_the_guest_cid_with_the_hosts_af_vsock():
     vhost_vsock, so nothing answers): a clear no-answer naming the CID and port."""
     target = transport.af_vsock_target("vm", 7)
     assert target.kind == "vsock" and target.proxy is not None
-    assert target.proxy[-3:] == ["vsock", "7", "22"] and target.via == "vsock CID 7 port 22"
+    assert target.proxy[-3:] == ["vsock", "7", "22"]
+    assert target.describe() == "vsock (CID 7 port 22)"
     try:
         socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).close()
     except OSError as exc:

@@ -96,8 +96,11 @@ def open_unix(path: str, wait: float) -> tuple[socket.socket, bytes]:
 
 
 def open_vsock(cid: int, port: int, wait: float) -> tuple[socket.socket, bytes]:
+    family = getattr(socket, "AF_VSOCK", None)  # Linux only
     try:
-        s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        if family is None:
+            raise OSError(0, "not in this platform's socket module")
+        s = socket.socket(family, socket.SOCK_STREAM)
     except OSError as exc:
         raise ProxyError(NO_SOCKET, f"this host has no AF_VSOCK sockets: {exc.strerror}") from None
     s.settimeout(wait)

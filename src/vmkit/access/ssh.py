@@ -186,6 +186,9 @@ def classify(conn: Connection, stderr: str) -> AccessError:
             f"(pinned in {conn.vm_dir / keys.KNOWN_HOSTS}); refusing to connect. A guest that "
             "was re-keyed or a different machine answering: recreate the VM, or restore its key"
         )
+    af_vsock = "vsock" in (conn.target.proxy or [])  # QEMU's path: no VMM socket, AF_VSOCK
+    if f"{proxy.PREFIX} {proxy.NO_SOCKET}" in stderr and af_vsock:
+        return AccessError(f"VM {conn.name!r}: {how}: this host has no AF_VSOCK sockets")
     if f"{proxy.PREFIX} {proxy.NO_SOCKET}" in stderr:
         return AccessError(f"VM {conn.name!r}: its VMM socket is gone ({how}): is it running?")
     if f"{proxy.PREFIX} {proxy.NO_ANSWER}" in stderr and conn.target.kind == "vsock":

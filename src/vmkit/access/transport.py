@@ -70,7 +70,7 @@ def unix_vsock_target(name: str, socket_path: str, log: Path | None = None) -> T
 def af_vsock_target(name: str, cid: int, port: int = SSH_PORT, log: Path | None = None) -> Target:
     """QEMU's vhost-vsock: the guest is CID `cid` in the host's own AF_VSOCK space."""
     argv = proxy_argv("vsock", str(cid), str(port), log=log)
-    return Target("vsock", alias(name), proxy=argv, via=f"vsock CID {cid} port {port}")
+    return Target("vsock", alias(name), proxy=argv, via=f"CID {cid} port {port}")
 
 
 def network_target(
