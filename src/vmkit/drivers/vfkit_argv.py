@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vmkit.drivers.base import LaunchContext
-from vmkit.errors import InvalidInput
+from vmkit.errors import InvalidInput, NotSupported
 
 MAX_SOCKET_PATH = 104  # bytes, sun_path on macOS (including the NUL)
 # vfkit binds its end of a unixSocketPath NIC beside the switch socket, named
@@ -205,6 +205,27 @@ SSH_VSOCK_PORT = 22
 # What Go's url.URL.EscapedPath keeps as is: vfkit's `connect` mode listens on the escaped
 # path of `unix://:<socketURL>` (pkg/vf/vsock.go), so any other character moves the socket.
 _PLAIN_PATH = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-._~+@:=")
+
+
+GUEST_CID = 3  # Virtualization.framework and libkrun give the guest this CID; not settable
+
+
+def check_vsock(vmm: str, cid: int | None, macos_guest: bool) -> None:
+    """`vsock_cid` says the guest serves SSH on vsock port 22 (systemd >= 256 does): the
+    driver then adds a `virtio-vsock,port=22,...,connect` device. The CID itself is the
+    VMM's choice here, so only the one it gives is accepted."""
+    if cid is None:
+        return
+    if macos_guest:
+        raise NotSupported(
+            "vsock_cid: a macOS guest has no SSH server on vsock; remove vsock_cid "
+            "(vmkit reaches it over the network)"
+        )
+    if cid != GUEST_CID:
+        raise InvalidInput(
+            f"vsock_cid: {vmm} gives the guest CID {GUEST_CID} itself and cannot set another; "
+            f"use vsock_cid: {GUEST_CID} (or remove it)"
+        )
 
 
 def ssh_vsock_socket(ctx: LaunchContext) -> Path:

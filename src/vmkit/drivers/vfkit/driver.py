@@ -35,6 +35,7 @@ from vmkit.drivers.base import (
 from vmkit.drivers.vfkit_argv import (
     Device,
     boot_value,
+    check_vsock,
     efi_bootloader,
     linux_bootloader,
     macos_bootloader,
@@ -64,7 +65,6 @@ if TYPE_CHECKING:
     from vmkit.spec import MachineSpec
 
 MAX_MACOS_GUESTS = 2  # running at once per Mac
-GUEST_CID = 3  # Virtualization.framework and libkrun give the guest this CID; not settable
 ROSETTA_TAG = "rosetta"  # the guest mounts it: mount -t virtiofs rosetta /mnt/rosetta
 
 
@@ -169,7 +169,7 @@ class VfkitDriver(Driver):
             raise NotSupported("rosetta: Rosetta exists only on Apple silicon Macs")
         if spec.rosetta and isinstance(spec.boot, MacosBoot):
             raise NotSupported("rosetta: shares Rosetta with Linux guests; macOS guests have it")
-        self._check_vsock(spec)
+        check_vsock(self.name, spec.vsock_cid, isinstance(spec.boot, MacosBoot))
         for field, given in (
             ("hugepages", spec.hugepages),
             ("topology", spec.topology is not None),
@@ -248,25 +248,6 @@ class VfkitDriver(Driver):
             self.field_value("serial_log", spec.serial_log)
         if spec.balloon and not self.features.balloon:
             raise NotSupported(f"balloon: {self.name} has no virtio-balloon device")
-
-    def _check_vsock(self, spec: MachineSpec) -> None:
-        """`vsock_cid` says the guest serves SSH on vsock port 22 (systemd >= 256 does):
-        vmkit then adds a `virtio-vsock,port=22,...,connect` device. The CID itself is the
-        VMM's choice here, so only the one it gives is accepted."""
-        from vmkit.spec import MacosBoot
-
-        if spec.vsock_cid is None:
-            return
-        if isinstance(spec.boot, MacosBoot):
-            raise NotSupported(
-                "vsock_cid: a macOS guest has no SSH server on vsock; remove vsock_cid "
-                "(vmkit reaches it over the network)"
-            )
-        if spec.vsock_cid != GUEST_CID:
-            raise InvalidInput(
-                f"vsock_cid: {self.name} gives the guest CID {GUEST_CID} itself and cannot "
-                f"set another; use vsock_cid: {GUEST_CID} (or remove it)"
-            )
 
     def field_value(self, field: str, raw: str | Path) -> str:
         """`value`, and for krunkit no `=` either: krunkit splits each option on every `=`
