@@ -4,6 +4,7 @@ says what `vmkit start` would find."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from typing import Any
 
@@ -42,6 +43,7 @@ def _uefi_firmware(arch: str) -> str | None:
 
 
 def facts() -> dict[str, Any]:
+    from vmkit.drivers.qemu.driver import vhost_vsock_device
     from vmkit.guest.build import find_built
     from vmkit.paths import data_home, runtime_dir
 
@@ -62,6 +64,7 @@ def facts() -> dict[str, Any]:
         "cloud_hypervisor": _binary("cloud-hypervisor"),
         "vfkit": _binary("vfkit"),
         "virtiofsd": _virtiofsd(),
+        "vhost_vsock": os.path.exists(vhost_vsock_device()),  # QEMU's vsock_cid needs it
         "qemu_img": shutil.which("qemu-img"),
         "data_home": str(data_home()),
         "runtime_dir": str(runtime_dir()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 from vmkit.hostinfo import machine_arch
@@ -15,5 +16,6 @@ def test_doctor_reports_firmware_emulation_and_the_tiny_guest(cli) -> None:
     if facts["uefi_firmware"] is not None:
         assert facts["uefi_firmware"].endswith(".fd")
     assert set(facts) >= {"kvm_usable", "accelerator_auto", "qemu", "tiny_guest", "runtime_dir"}
+    assert facts["vhost_vsock"] == os.path.exists("/dev/vhost-vsock")
     text = cli.ok("doctor").stdout
     assert "qemu_emulates:" in text and "[" not in text.split("qemu_emulates:")[1].split("\n")[0]

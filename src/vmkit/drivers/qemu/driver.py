@@ -71,6 +71,12 @@ HOME = "VMKIT_HOME (the VM's folder)"
 # QEMU's vhost-vsock-pci opens this; vmkit only checks it is there ($VMKIT_VHOST_VSOCK
 # points the check elsewhere, which the tests use to drive real QEMU up to that open).
 VHOST_VSOCK = "/dev/vhost-vsock"
+
+
+def vhost_vsock_device() -> str:
+    return os.environ.get("VMKIT_VHOST_VSOCK", VHOST_VSOCK)
+
+
 _MIGRATING = ("setup", "active", "pre-switchover", "device", "wait-unplug")
 _TRACE_RE = re.compile(r"qemu_system_shutdown_request reason=(\d+)")
 
@@ -262,7 +268,7 @@ class QemuDriver(Driver):
         """`vsock_cid` -> vhost-vsock-pci: the host kernel's vhost_vsock must be there."""
         if cid >= 2**32 - 1:
             raise InvalidInput(f"vsock_cid: {cid} is out of range (3 .. 4294967294)")
-        device = os.environ.get("VMKIT_VHOST_VSOCK", VHOST_VSOCK)
+        device = vhost_vsock_device()
         if not os.path.exists(device):
             raise NotSupported(
                 f"vsock_cid: QEMU's vhost-vsock needs {device}, which this host does not have "
