@@ -30,6 +30,16 @@ def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
 
 
+def report_ready(status: Any, seconds: float, as_json: bool) -> None:
+    """What `start --wait`, `wait` and `run` print once the guest is ready."""
+    if as_json:
+        echo_json({**status.to_json(), "seconds_to_ready": round(seconds, 3)})
+    else:
+        click.echo(
+            f"{status.name} is READY in {seconds:.2f}s (ip {status.ip or '-'}, pid {status.pid})"
+        )
+
+
 def table(rows: list[list[str]], headers: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)

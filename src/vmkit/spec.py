@@ -2,7 +2,7 @@
 
 Load with `load_spec_file()` (YAML/JSON; relative paths resolve against the file's folder) or
 `spec_from_dict()`; every invalid field raises `SpecError` naming the field, the value and
-what is allowed.
+what is allowed. The boot kinds (spec_boot) and device models (spec_devices) are re-exported.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    Discriminator,
     Field,
-    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -25,6 +23,12 @@ from pydantic import (
 from vmkit.errors import SpecError
 from vmkit.imagefmt import sniff_format
 from vmkit.names import validate_name
+from vmkit.spec_boot import Boot as Boot
+from vmkit.spec_boot import EfiBoot as EfiBoot
+from vmkit.spec_boot import LinuxBoot as LinuxBoot
+from vmkit.spec_boot import MacosBoot as MacosBoot
+from vmkit.spec_boot import TartBoot as TartBoot
+from vmkit.spec_boot import TinyBoot as TinyBoot
 from vmkit.spec_devices import (
     PUBLISH_RE as PUBLISH_RE,
 )
@@ -73,110 +77,6 @@ DriverName = Annotated[
 AccelName = Literal["auto", "kvm", "hvf", "tcg"]
 ArchName = Literal["auto", "x86_64", "aarch64"]
 ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
-
-
-class LinuxBoot(_Model):
-    """Direct kernel boot: a PVH ELF vmlinux or a bzImage (x86), an Image (arm64)."""
-
-    kind: Literal["linux"] = "linux"
-    kernel: Path
-    initrd: Path | None = None
-    cmdline: str = ""
-
-    @field_validator("kernel", "initrd")
-    @classmethod
-    def _paths(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        return None if v is None else _resolve(v, info)
-
-    @field_validator("cmdline")
-    @classmethod
-    def _cmdline(cls, v: str) -> str:
-        if any(c in v for c in "\r\n\0"):
-            raise ValueError("the kernel command line must be one line (no newline or NUL)")
-        return v
-
-
-class EfiBoot(_Model):
-    """UEFI firmware boot from the first disk (cloud images). `firmware`: the code image
-    to use instead of the one the platform provides (QEMU: its firmware descriptors)."""
-
-    kind: Literal["efi"] = "efi"
-    firmware: Path | None = None
-
-    @field_validator("firmware")
-    @classmethod
-    def _paths(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        return None if v is None else _resolve(v, info)
-
-
-class MacosBoot(_Model):
-    """A macOS guest (vfkit on Apple Silicon only): the platform files a macOS installer run
-    (e.g. vfkit's or macosvm's) leaves next to the disk image."""
-
-    kind: Literal["macos"] = "macos"
-    machine_identifier: Path
-    hardware_model: Path
-    aux_image: Path
-
-    @field_validator("machine_identifier", "hardware_model", "aux_image")
-    @classmethod
-    def _paths(cls, v: Path, info: ValidationInfo) -> Path:
-        return _resolve(v, info)
-
-
-class TinyBoot(_Model):
-    """vmkit's tiny guest (Debian kernel + busybox initramfs, built on first use), with
-    `cmdline` added to the kernel command line and `initrd` instead of its own."""
-
-    kind: Literal["tiny"] = "tiny"
-    initrd: Path | None = None
-    cmdline: str = ""
-
-    @field_validator("initrd")
-    @classmethod
-    def _paths(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        return None if v is None else _resolve(v, info)
-
-    @field_validator("cmdline")
-    @classmethod
-    def _cmdline(cls, v: str) -> str:
-        return LinuxBoot._cmdline(v)
-
-
-class TartBoot(_Model):
-    """A Tart VM (driver: tart, macOS): cloned from `image` (an OCI reference such as
-    ghcr.io/cirruslabs/ubuntu:latest, or a VM already in Tart's store), or, without one,
-    an empty Linux VM (`tart create --linux`) of `disk_size` to install from an ISO."""
-
-    kind: Literal["tart"] = "tart"
-    image: str | None = None
-    disk_size: int | None = Field(default=None, description="grow the VM's own disk to this")
-
-    @field_validator("disk_size", mode="before")
-    @classmethod
-    def _disk_size(cls, v: Any) -> int | None:
-        if v is None:
-            return None
-        n = parse_size(v)
-        if n <= 0 or n % (1 << 30):
-            raise ValueError(f"{v!r}: Tart sizes disks in whole GiB (e.g. 50G)")
-        return n
-
-
-def _boot_kind(v: Any) -> str:
-    if isinstance(v, dict):
-        return str(v.get("kind", "linux"))
-    return str(getattr(v, "kind", "linux"))
-
-
-Boot = Annotated[
-    Annotated[LinuxBoot, Tag("linux")]
-    | Annotated[EfiBoot, Tag("efi")]
-    | Annotated[MacosBoot, Tag("macos")]
-    | Annotated[TinyBoot, Tag("tiny")]
-    | Annotated[TartBoot, Tag("tart")],
-    Discriminator(_boot_kind),
-]
 
 
 class Readiness(_Model):

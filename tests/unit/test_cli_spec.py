@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vmkit.cli import _build_spec
+from vmkit.cli_create import build_spec
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def kernel(tmp_path: Path) -> Path:
 def test_timeout_flag_keeps_the_files_marker(kernel: Path) -> None:
     spec_file = kernel.parent / "vm.yaml"
     spec_file.write_text("name: vm\nboot: {kernel: vmlinux}\nreadiness: {marker: UP_NOW}\n")
-    spec = _build_spec(None, {"spec_file": spec_file, "ready_timeout": 5.0})
+    spec = build_spec(None, {"spec_file": spec_file, "ready_timeout": 5.0})
     assert spec.readiness.marker == "UP_NOW"
     assert spec.readiness.timeout == 5.0
 
@@ -32,6 +32,6 @@ def test_disk_flag_resolves_against_cwd_not_the_spec_folder(
     spec_file.write_text("name: vm\nboot: {kernel: vmlinux}\n")
     (tmp_path / "data.img").write_bytes(b"\0" * 512)
     monkeypatch.chdir(tmp_path)
-    spec = _build_spec(None, {"spec_file": spec_file, "disks": (Path("data.img"),)})
+    spec = build_spec(None, {"spec_file": spec_file, "disks": (Path("data.img"),)})
     assert spec.disks[0].path == tmp_path / "data.img"
     assert spec.boot.kernel == kernel  # the file's own paths still resolve against its folder

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from vmkit import faults, hostinfo, sidecars, snapshot_guard
+from vmkit import hostinfo, sidecars, snapshot_guard
 from vmkit.access.api import GuestAccess
 from vmkit.drivers import get_driver
 from vmkit.drivers.abilities import (
@@ -27,7 +26,6 @@ from vmkit.errors import (
     InvalidInput,
     NotFound,
     NotSupported,
-    SpecError,
     VMFailed,
     VmkitError,
     VMStateError,
@@ -43,7 +41,7 @@ from vmkit.model import (
     State,
     StopInfo,
 )
-from vmkit.process import ProcessRef, find_by_tag, reap_child
+from vmkit.process import ProcessRef, find_by_tag
 from vmkit.store import LockBusy
 
 if TYPE_CHECKING:
@@ -193,35 +191,9 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
 
     def start(self) -> LaunchPlan:
         """Launch the VMM detached and return once its control socket answers."""
-        from vmkit.machine.launch import launch
+        from vmkit.machine.launch import start
 
-        with self.locked():
-            self._check_not_running()
-            from vmkit.spec import missing_files
-
-            spec = self.spec
-            problems = missing_files(spec)
-            if problems:
-                raise SpecError(problems)
-            self.driver.find_binary()
-            self.driver.host_limits(spec, self.host.running_specs(self.driver_name))
-            plan = self.plan()
-            self.driver.prepare(spec, self.context(plan.accelerator))
-            proc = launch(self, plan)
-        faults.point("start:launched")
-        try:
-            ctl = self.wait_control(proc, clean_exit_ok=not plan.api_requests)
-            if ctl is not None and plan.api_requests:
-                try:
-                    ctl.after_launch(plan)
-                except VmkitError as exc:
-                    self._abandon_launch(proc, f"the VMM could not create the VM: {exc}")
-                    raise
-        except VmkitError:
-            if proc.wait_gone(0):
-                self.release_sidecars()
-            raise
-        return plan
+        return start(self)
 
     def launch(self, plan: LaunchPlan, **origin: Any) -> ProcessRef:
         """Launch `plan` (restore, incoming migration) and record `origin` facts with it
@@ -229,27 +201,6 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
         from vmkit.machine.launch import launch
 
         return launch(self, plan, origin)
-
-    def _abandon_launch(self, proc: ProcessRef, reason: str) -> None:
-        """An API-driven VMM is up without a VM: kill it, and keep why as the VM's failure."""
-        proc.signal(signal.SIGKILL)
-        proc.wait_gone(10)
-        reap_child(proc.pid)
-        self.update_runtime(exit={"clean": False, "status": None, "reason": reason})
-
-    def _check_not_running(self) -> None:
-        rt = self.runtime()
-        st = self.status()
-        if st.alive:
-            raise VMStateError(
-                f"VM {self.name!r} is already {st.state} (pid {st.pid}); "
-                f"stop it first with `vmkit stop {self.name}`"
-            )
-        if rt.pid is None and (proc := self.process(rt)) is not None and proc.alive():
-            raise VMStateError(  # a launch cut off before its pid was recorded
-                f"VM {self.name!r} has a VMM (pid {proc.pid}) from a start that was cut off; "
-                f"`vmkit kill {self.name}` ends it"
-            )
 
     @overload
     def wait_control(self, proc: ProcessRef) -> Control: ...
@@ -359,27 +310,9 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
 
     def delete(self, force: bool = False) -> None:
         """Remove the VM; refuses a running one unless `force` (then it is killed first)."""
-        with self.locked():
-            rt = self.runtime()
-            proc = self.process(rt)
-            if proc is not None and proc.alive():
-                if not force:
-                    raise VMStateError(
-                        f"VM {self.name!r} is running (pid {proc.pid}); stop it first "
-                        f"(`vmkit stop {self.name}`) or use `vmkit rm --force {self.name}`"
-                    )
-                proc.signal(signal.SIGKILL)
-                if not proc.wait_gone(10):
-                    raise VMFailed(f"VM {self.name!r}: the VMM (pid {proc.pid}) did not die")
-            faults.point("rm:killed")
-            self.remove_sockets(rt)
-            broken = broken_reason(self)
-            if broken is not None and not force:
-                raise VMStateError(f"VM {self.name!r} is broken: {broken}; use `vmkit rm --force`")
-            with contextlib.suppress(VmkitError):
-                self.release_sidecars()
-            faults.point("rm:released")
-            self.store.remove(self.name)
+        from vmkit.machine import stopping
+
+        stopping.delete(self, force)
 
     # ---- verbs on a running VM (each checks the driver's ability before touching it) ----
     def require(self, protocol: type[A], verb: str) -> type[A]:

@@ -1,5 +1,5 @@
-"""Launching a VMM as named steps, each with its clean-up (as firecracker-go-sdk's handler
-lists): shared by start, restore and incoming migration.
+"""Starting a VM, and launching a VMM as named steps, each with its clean-up (as
+firecracker-go-sdk's handler lists): shared by start, restore and incoming migration.
 
 The launch record is written before anything is spawned: its `tag` (the VMM's own control
 socket path, which is in its argv) makes the VMM findable from the VM dir alone, so a vmkit
@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vmkit import faults, sidecars
+from vmkit.errors import SpecError, VmkitError, VMStateError
 from vmkit.model import RuntimeRecord, SidecarRecord
-from vmkit.process import ProcessRef, spawn_detached
+from vmkit.process import ProcessRef, reap_child, spawn_detached
 
 if TYPE_CHECKING:
     from vmkit.drivers.base import LaunchPlan
@@ -57,6 +58,60 @@ def closing_fds(fds: list[int]) -> Iterator[list[int]]:
     finally:
         for fd in fds:
             os.close(fd)  # the VMM has its own copies now
+
+
+def start(machine: Machine) -> LaunchPlan:
+    """Launch the VMM detached and return once its control socket answers."""
+    with machine.locked():
+        _check_not_running(machine)
+        from vmkit.spec import missing_files
+
+        spec = machine.spec
+        problems = missing_files(spec)
+        if problems:
+            raise SpecError(problems)
+        machine.driver.find_binary()
+        machine.driver.host_limits(spec, machine.host.running_specs(machine.driver_name))
+        plan = machine.plan()
+        machine.driver.prepare(spec, machine.context(plan.accelerator))
+        proc = launch(machine, plan)
+    faults.point("start:launched")
+    try:
+        ctl = machine.wait_control(proc, clean_exit_ok=not plan.api_requests)
+        if ctl is not None and plan.api_requests:
+            try:
+                ctl.after_launch(plan)
+            except VmkitError as exc:
+                _abandon_launch(machine, proc, f"the VMM could not create the VM: {exc}")
+                raise
+    except VmkitError:
+        if proc.wait_gone(0):
+            machine.release_sidecars()
+        raise
+    return plan
+
+
+def _abandon_launch(machine: Machine, proc: ProcessRef, reason: str) -> None:
+    """An API-driven VMM is up without a VM: kill it, and keep why as the VM's failure."""
+    proc.signal(signal.SIGKILL)
+    proc.wait_gone(10)
+    reap_child(proc.pid)
+    machine.update_runtime(exit={"clean": False, "status": None, "reason": reason})
+
+
+def _check_not_running(machine: Machine) -> None:
+    rt = machine.runtime()
+    st = machine.status()
+    if st.alive:
+        raise VMStateError(
+            f"VM {machine.name!r} is already {st.state} (pid {st.pid}); "
+            f"stop it first with `vmkit stop {machine.name}`"
+        )
+    if rt.pid is None and (proc := machine.process(rt)) is not None and proc.alive():
+        raise VMStateError(  # a launch cut off before its pid was recorded
+            f"VM {machine.name!r} has a VMM (pid {proc.pid}) from a start that was cut off; "
+            f"`vmkit kill {machine.name}` ends it"
+        )
 
 
 def launch_tag(plan: LaunchPlan) -> str:

@@ -1,8 +1,9 @@
-"""Ending a VM's VMM: stop (power button, then escalation, saying which step ended it) and
-kill."""
+"""Ending a VM's VMM: stop (power button, then escalation, saying which step ended it),
+kill, and delete (the VM and every file it owns)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -10,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from vmkit import faults
 from vmkit.drivers.base import Control
+from vmkit.errors import VMFailed, VmkitError, VMStateError
+from vmkit.machine.status import broken_reason
 
 if TYPE_CHECKING:
     from vmkit.machine.facade import Machine
@@ -81,3 +84,28 @@ def kill(machine: Machine) -> StopResult:
         proc.wait_gone(10)
         machine.mark_ended(rt, proc, "kill", "sigkill")
     return StopResult(machine.name, "sigkill", round(time.monotonic() - t0, 3))
+
+
+def delete(machine: Machine, force: bool = False) -> None:
+    """Remove the VM; refuses a running one unless `force` (then it is killed first)."""
+    with machine.locked():
+        rt = machine.runtime()
+        proc = machine.process(rt)
+        if proc is not None and proc.alive():
+            if not force:
+                raise VMStateError(
+                    f"VM {machine.name!r} is running (pid {proc.pid}); stop it first "
+                    f"(`vmkit stop {machine.name}`) or use `vmkit rm --force {machine.name}`"
+                )
+            proc.signal(signal.SIGKILL)
+            if not proc.wait_gone(10):
+                raise VMFailed(f"VM {machine.name!r}: the VMM (pid {proc.pid}) did not die")
+        faults.point("rm:killed")
+        machine.remove_sockets(rt)
+        broken = broken_reason(machine)
+        if broken is not None and not force:
+            raise VMStateError(f"VM {machine.name!r} is broken: {broken}; use `vmkit rm --force`")
+        with contextlib.suppress(VmkitError):
+            machine.release_sidecars()
+        faults.point("rm:released")
+        machine.store.remove(machine.name)

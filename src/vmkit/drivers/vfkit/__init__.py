@@ -1,5 +1,5 @@
-"""The vfkit and krunkit driver: driver.py plans a launch, control.py drives the running VMM
-(the module docstring of driver.py says how)."""
+"""The vfkit and krunkit driver: driver.py plans a launch (checks.py: what it refuses first),
+control.py drives the running VMM (the module docstring of driver.py says how)."""
 
 from __future__ import annotations
 

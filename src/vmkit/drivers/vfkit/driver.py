@@ -1,11 +1,11 @@
 """vfkit driver (macOS, Virtualization.framework), and krunkit as a variant of it.
 
 spec -> `vfkit` argv in vfkit's own grammar and canonical key order (the values:
-vfkit_argv); control over vfkit's REST API on a Unix socket (vfkit_api). vfkit splits every
-`--device` value on *every* comma with no quoting, so a path with a comma cannot be passed:
-it is refused up front, naming the field. On Apple Silicon the kernel must be a raw arm64
-`Image`: a compressed vmlinuz or EFI zboot kernel is decompressed into the VM's folder
-before launch (storage.kernel).
+vfkit_argv; what it refuses first: checks.py); control over vfkit's REST API on a Unix
+socket (vfkit_api). vfkit splits every `--device` value on *every* comma with no quoting, so
+a path with a comma cannot be passed: it is refused up front, naming the field. On Apple
+Silicon the kernel must be a raw arm64 `Image`: a compressed vmlinuz or EFI zboot kernel is
+decompressed into the VM's folder before launch (storage.kernel).
 
 krunkit (libkrun) takes the same command-line style with these differences: EFI boot only,
 qcow2 disks (`format=`), networking only through a userspace switch (`type=unixgram`), and a
@@ -35,7 +35,6 @@ from vmkit.drivers.base import (
 from vmkit.drivers.vfkit_argv import (
     Device,
     boot_value,
-    check_vsock,
     efi_bootloader,
     linux_bootloader,
     macos_bootloader,
@@ -160,94 +159,9 @@ class VfkitDriver(Driver):
 
     # ---- checks ----------------------------------------------------------------------------
     def check(self, spec: MachineSpec) -> None:
-        from vmkit.spec import EfiBoot, LinuxBoot, MacosBoot
+        from vmkit.drivers.vfkit.checks import check
 
-        if isinstance(spec.boot, MacosBoot):
-            self._check_macos(spec)
-        self.check_rosetta(spec)
-        if spec.rosetta and self.arch != "aarch64":
-            raise NotSupported("rosetta: Rosetta exists only on Apple silicon Macs")
-        if spec.rosetta and isinstance(spec.boot, MacosBoot):
-            raise NotSupported("rosetta: shares Rosetta with Linux guests; macOS guests have it")
-        check_vsock(self.name, spec.vsock_cid, isinstance(spec.boot, MacosBoot))
-        for field, given in (
-            ("hugepages", spec.hugepages),
-            ("topology", spec.topology is not None),
-            ("disks[].iops/bandwidth", any(d.iops or d.bandwidth for d in spec.disks)),
-        ):
-            if given:
-                raise NotSupported(f"{field}: not supported by vmkit's {self.name} driver yet")
-        if spec.accelerator not in ("auto", "hvf"):
-            raise InvalidInput(
-                f"accelerator: {spec.accelerator!r} does not apply to {self.name}, which runs "
-                "on Apple's Hypervisor.framework; use accelerator: auto (or hvf)"
-            )
-        if isinstance(spec.boot, MacosBoot):
-            pass  # checked above
-        elif isinstance(spec.boot, LinuxBoot):
-            if self.efi_only:
-                raise NotSupported(
-                    f"{self.name} boots only through EFI firmware from a disk image: use "
-                    "boot: {kind: efi} with a bootable disk, or driver: vfkit for a kernel + initrd"
-                )
-            value("boot.kernel", spec.boot.kernel)
-            if spec.boot.initrd is not None:
-                value("boot.initrd", spec.boot.initrd)
-            linux_bootloader(spec.boot.kernel, spec.boot.initrd, spec.boot.cmdline)
-            self._check_kernel_arch(spec.boot.kernel)
-        elif isinstance(spec.boot, EfiBoot):
-            if spec.boot.firmware is not None:
-                raise NotSupported(
-                    f"boot.firmware: {self.name} uses Apple's built-in EFI firmware; "
-                    "remove boot.firmware"
-                )
-            if not spec.disks:
-                raise InvalidInput("boot.kind 'efi' needs a bootable disk image in disks")
-        for i, disk in enumerate(spec.disks):
-            if disk.path is None:  # made by `vmkit create` in the VM's folder (storage.prepare)
-                if disk.size is not None and disk.format == "qcow2" and not self.reads_qcow2:
-                    raise NotSupported(
-                        f"disks[{i}]: {self.name} cannot attach qcow2; make the new disk "
-                        "with format: raw"
-                    )
-                continue  # a qcow2 `clone:` base is converted to raw for vfkit at create
-            self.field_value(f"disks[{i}].path", disk.file)
-            if disk.format == "qcow2" and not self.reads_qcow2:
-                raw = disk.file.with_suffix(".raw")
-                raise NotSupported(
-                    f"disks[{i}]: {self.name} cannot attach qcow2 ({disk.file}); convert it "
-                    f"with `vmkit disk convert --format raw {disk.file} {raw}` and use {raw}, "
-                    f"or give `clone: {disk.file}` and vmkit makes the VM a raw copy "
-                    "(or driver: krunkit, which reads qcow2)"
-                )
-            if disk.readonly and not self.readonly_disks:
-                raise NotSupported(
-                    f"disks[{i}]: vmkit's {self.name} driver cannot attach a disk read-only yet"
-                )
-        for i, net in enumerate(spec.networks):
-            if net.mode in ("user", "nat") and not self.has_nat:
-                raise NotSupported(
-                    f"networks[{i}]: {self.name} has no built-in NAT (it needs a userspace "
-                    "network such as gvproxy, which vmkit does not run yet); use a vmkit switch "
-                    "(--net switch:NAME), networks: none, or driver: vfkit"
-                )
-            if net.mode == "tap":
-                raise NotSupported(
-                    f"networks[{i}]: TAP devices exist only on Linux; on a Mac use nat "
-                    f"(vfkit) or a vmkit switch (--net switch:NAME)"
-                )
-        for i, share in enumerate(spec.shares):
-            self.field_value(f"shares[{i}].host", share.host)
-            if share.readonly:
-                raise NotSupported(
-                    f"shares[{i}] ({share.tag}): {self.name}'s virtio-fs has no read-only "
-                    "option, and vmkit will not hand the guest write access you did not give; "
-                    "drop readonly, or mount it read-only in the guest (`mount -o ro`)"
-                )
-        if spec.serial_log is not None:
-            self.field_value("serial_log", spec.serial_log)
-        if spec.balloon and not self.features.balloon:
-            raise NotSupported(f"balloon: {self.name} has no virtio-balloon device")
+        check(self, spec)
 
     def field_value(self, field: str, raw: str | Path) -> str:
         """`value`, and for krunkit no `=` either: krunkit splits each option on every `=`
@@ -259,20 +173,6 @@ class VfkitDriver(Driver):
                 "and cannot take it (rename or move the file, or use driver: vfkit)"
             )
         return text
-
-    def _check_kernel_arch(self, kernel: Path) -> None:
-        try:
-            with kernel.open("rb") as f:
-                head = f.read(0x400)
-        except OSError:
-            return  # a missing file is reported by the spec check
-        if self.arch == "aarch64" and (
-            kernelfmt.is_bzimage(head) or (head[:4] == b"\x7fELF" and head[18:20] == b"\x3e\x00")
-        ):
-            raise InvalidInput(
-                f"boot.kernel: {kernel} is an x86_64 kernel; Apple Silicon Macs boot arm64 "
-                "kernels (an Image, a compressed vmlinuz or an EFI zboot image)"
-            )
 
     # ---- argv ------------------------------------------------------------------------------
     def version(self) -> Version | None:
@@ -411,18 +311,6 @@ class VfkitDriver(Driver):
                     f"it needs {self.name} >= {format_version(need)} "
                     f"(`brew upgrade {self.name}`)"
                 )
-
-    def _check_macos(self, spec: MachineSpec) -> None:
-        from vmkit.spec import MacosBoot
-
-        assert isinstance(spec.boot, MacosBoot)
-        if self.efi_only:
-            raise NotSupported(f"{self.name} cannot run macOS guests; use driver: vfkit")
-        if self.arch != "aarch64":
-            raise NotSupported("macOS guests need an Apple silicon Mac (Virtualization.framework)")
-        if not spec.disks:
-            raise InvalidInput("boot.kind 'macos' needs the macOS disk image in disks")
-        macos_bootloader(spec.boot)  # refuses commas in the paths, by name
 
     def host_limits(self, spec: MachineSpec, running: list[dict[str, Any]]) -> None:
         """At most 2 macOS guests run at once on a Mac (a macOS kernel quota): say so before
