@@ -211,17 +211,30 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
     def wait_control(self, proc: ProcessRef, clean_exit_ok: bool = False) -> Control | None:
         """Until the new VMM's control socket answers; VMFailed if it exits first (None,
         with `clean_exit_ok`, when its guest powered off that fast: the VM is stopped)."""
-        ctl = self.control()
+        from vmkit.filewatch import Watch
+
+        rt = self.runtime()
+        ctl = self.control(rt)
+        # The control socket comes first in the record (the launch tag): sleep until it
+        # appears or the VMM exits; once it exists it may be bound but not yet listening.
+        first = next(iter(rt.sockets.values()), None)
+        sock = Path(first) if first else self.dir / "no-control-socket"
         deadline = time.monotonic() + CONTROL_WAIT
-        while time.monotonic() < deadline:
-            if proc.wait_gone(0):
-                st = self.status()
-                if clean_exit_ok and st.state == State.STOPPED:
-                    return None
-                raise VMFailed(self.failure_message(st, "the VMM exited during start"))
-            if ctl.state(timeout=1.0) is not None:
-                return ctl
-            time.sleep(0.02)
+        with Watch(sock, proc.pid) as watch:
+            while (now := time.monotonic()) < deadline:
+                if proc.wait_gone(0):
+                    st = self.status()
+                    if clean_exit_ok and st.state == State.STOPPED:
+                        return None
+                    raise VMFailed(self.failure_message(st, "the VMM exited during start"))
+                if ctl.state(timeout=1.0) is not None:
+                    return ctl
+                if first is None or not watch.event_driven:
+                    time.sleep(0.02)  # nothing to watch (a VMM driven through its CLI)
+                elif sock.exists():
+                    time.sleep(0.005)
+                else:
+                    watch.wait(min(deadline - now, 1.0))
         raise VMFailed(
             f"VM {self.name!r}: the VMM is running but its control socket did not answer "
             f"within {CONTROL_WAIT:.0f}s; see `vmkit logs --vmm {self.name}`"
