@@ -155,7 +155,7 @@ def test_commas_in_log_and_socket_paths_are_doubled(tmp_path: Path) -> None:
     assert f"logfile={tmp_path}/a,,b/serial.log," in chardevs
     assert f"path={tmp_path}/c,,on," in chardevs
     assert f"path={tmp_path}/q,,mp," in chardevs
-    assert f"path={tmp_path}/c,,tl," in chardevs
+    assert f"pipe,id=ctl0,path={tmp_path}/c,,tl" in chardevs
     assert one(argv, "-trace").endswith(f"file={tmp_path}/a,,b/vmm-events.log")
 
 
@@ -405,15 +405,17 @@ def test_unknown_cause_number_is_not_clean(tmp_path: Path) -> None:
 # ---- advanced lifecycle: control port, hotplug slots, restore / incoming ---------------------
 
 
-def test_control_port_is_a_named_virtio_serial_port_on_the_ctl_socket(tmp_path: Path) -> None:
+def test_control_port_is_a_named_virtio_serial_port_on_two_fifos(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path)
-    argv = QemuDriver(arch="x86_64").plan(make_spec(), ctx).argv
-    devices = values(argv, "-device")
+    plan = QemuDriver(arch="x86_64").plan(make_spec(), ctx)
+    devices = values(plan.argv, "-device")
     assert "virtio-serial-pci,id=vser0" in devices
     assert "virtserialport,bus=vser0.0,chardev=ctl0,name=org.vmkit.ctl" in devices
-    assert f"socket,id=ctl0,path={ctx.sockets['ctl']},server=on,wait=off" in values(
-        argv, "-chardev"
-    )
+    # a pipe chardev: always connected, so the guest agent's read blocks (no polling)
+    assert f"pipe,id=ctl0,path={ctx.sockets['ctl']}" in values(plan.argv, "-chardev")
+    ctl = ctx.sockets["ctl"]
+    assert plan.fifos == {"ctl.in": Path(f"{ctl}.in"), "ctl.out": Path(f"{ctl}.out")}
+    assert plan.all_sockets()["ctl.in"] == Path(f"{ctl}.in")  # unlinked at stop and gc
 
 
 def test_empty_root_ports_for_hotplug(tmp_path: Path) -> None:

@@ -212,10 +212,13 @@ class LaunchPlan:
     tap_fds: list[TapFd] = field(default_factory=list)
     shares: list[ShareServer] = field(default_factory=list)
     switch_ports: list[SwitchPort] = field(default_factory=list)
+    fifos: dict[str, Path] = field(default_factory=dict)  # made (0600) before the spawn
 
     def all_sockets(self) -> dict[str, Path]:
-        """Control sockets plus the sockets the sidecars and VMM bind (removed at stop)."""
+        """Control sockets plus the sockets the sidecars and VMM bind, and the FIFOs the
+        VMM opens (all removed at stop)."""
         out = dict(self.sockets)
+        out.update(self.fifos)
         out.update({f"fs{s.index}": s.socket for s in self.shares})
         out.update({f"port{i}": p.port for i, p in enumerate(self.switch_ports)})
         return out

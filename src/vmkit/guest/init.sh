@@ -134,14 +134,15 @@ ctl_loop() {
     port=$(vport org.vmkit.ctl)
     [ -n "$port" ] || return
     while :; do
-        # read returns at once (EOF) while no host is connected: poll every 0.1 s then.
+        # vmkit's QEMU puts this port on a pipe chardev, which is always connected: read
+        # blocks until the host writes. EOF means a host-less (socket) chardev: wait then.
         if read -r cmd args < "$port" 2>/dev/null; then
             case "$cmd" in
                 restored) ctl_restored $args; echo "ok $addr" > "$port" ;;
                 ping) echo "ok $addr" > "$port" ;;
             esac
         else
-            sleep 0.1
+            sleep 1
         fi
     done
 }

@@ -143,6 +143,7 @@ def launch(machine: Machine, plan: LaunchPlan, extra: dict[str, Any] | None = No
 
     try:
         steps.run("stale sockets", lambda: _unlink_sockets(plan))
+        steps.run("fifos", lambda: _make_fifos(plan))
         steps.run("vmm log", lambda: _log_header(machine))
         steps.run("ports free", lambda: _check_ports(spec))
         steps.run("launch record", lambda: machine.save_runtime(intent))
@@ -212,6 +213,11 @@ def _kill(proc: ProcessRef) -> None:
 def _unlink_sockets(plan: LaunchPlan) -> None:
     for sock in plan.all_sockets().values():
         sock.unlink(missing_ok=True)  # stale: the VMM that owned it is gone
+
+
+def _make_fifos(plan: LaunchPlan) -> None:
+    for path in plan.fifos.values():
+        os.mkfifo(path, 0o600)  # a stale one was unlinked with the sockets
 
 
 def _private_log(path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,9 +74,10 @@ class QemuControl(Control):
                 q.execute("getfd", {"fdname": "vmkit-save"}, fd=fd)
                 os.close(fd)
                 fd = -1
+                _events_on(q)
                 q.execute("migrate", {"uri": "fd:vmkit-save"})
                 try:
-                    _wait_migration(q, "saving the snapshot", SAVE_TIMEOUT)
+                    await_migration(q, "saving the snapshot", SAVE_TIMEOUT)
                 except BaseException:  # e.g. SIGTERM: stop writing before the guest resumes
                     with contextlib.suppress(QMPError, OSError):
                         q.execute("migrate_cancel")
@@ -100,44 +100,42 @@ class QemuControl(Control):
         }
 
     def complete_restore(self, plan: RestorePlan, timeout: float) -> None:
+        """Load the state file (`-incoming defer` + an fd), waiting on QMP's MIGRATION
+        event rather than polling; QEMU resumes the guest itself once loaded. A snapshot
+        whose RAM lives in a shared file (shared_ram.py) loads with `x-ignore-shared`."""
         state_file = plan.state_dir / str(plan.meta["state_file"])
         fd = os.open(state_file, os.O_RDONLY | os.O_CLOEXEC)
         try:
             with QMP(self.sockets["qmp"], timeout=10.0) as q:
+                caps = [{"capability": "events", "state": True}]
+                if plan.meta.get("shared_ram"):
+                    caps.append({"capability": "x-ignore-shared", "state": True})
+                q.execute("migrate-set-capabilities", {"capabilities": caps})
                 q.execute("getfd", {"fdname": "vmkit-restore"}, fd=fd)
                 os.close(fd)
                 fd = -1
                 q.execute("migrate-incoming", {"uri": "fd:vmkit-restore"})
-                _wait_migration(q, "loading the snapshot", timeout)
-                deadline = time.monotonic() + timeout
-                while (status := q.execute("query-status").get("status")) == "inmigrate":
-                    if time.monotonic() > deadline:
-                        raise VmkitError("QEMU did not leave the incoming-migration state")
-                    time.sleep(MIGRATION_POLL)
-                if status != "running":
+                await_migration(q, "loading the snapshot", timeout)
+                if q.execute("query-status").get("status") != "running":
                     q.execute("cont")
         finally:
             if fd >= 0:
                 os.close(fd)
 
     def announce_readiness(self, macs: list[str]) -> None:
-        """Tell the guest agent on the control port it was restored (and its new MACs).
+        """Tell the guest agent on the control port it was restored (and its new MACs);
+        returns once it has taken them and printed its readiness line again."""
+        from vmkit.drivers.qemu import guestctl
 
-        The connection stays open until the agent answers: QEMU drops what a client sent if
-        it hangs up before the guest has read it.
-        """
-        line = " ".join(["restored", *macs]) + "\n"
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
-            s.settimeout(ANNOUNCE_TIMEOUT)
-            s.connect(self.sockets["ctl"])
-            s.sendall(line.encode())
-            with contextlib.suppress(TimeoutError):
-                reply = b""
-                while not reply.endswith(b"\n"):
-                    chunk = s.recv(256)
-                    if not chunk:
-                        break
-                    reply += chunk
+        line = " ".join(["restored", *macs])
+        with contextlib.suppress(VmkitError):  # readiness is then waited for as usual
+            guestctl.request(self.sockets["ctl"], line, ANNOUNCE_TIMEOUT)
+
+    def ping(self, timeout: float = ANNOUNCE_TIMEOUT) -> str:
+        """The guest agent's answer to `ping` ("ok <ip>|-")."""
+        from vmkit.drivers.qemu import guestctl
+
+        return guestctl.request(self.sockets["ctl"], "ping", timeout)
 
     def _free_port(self, q: QMP) -> str:
         ports: dict[str, bool] = {}
@@ -266,8 +264,9 @@ class QemuControl(Control):
 
     def send_migration(self, uri: str, timeout: float) -> None:
         with QMP(self.sockets["qmp"], timeout=10.0) as q:
+            _events_on(q)
             q.execute("migrate", {"uri": uri})
-            _wait_migration(q, "migrating", timeout)
+            await_migration(q, "migrating", timeout)
             q.execute("quit")
 
 
@@ -280,20 +279,34 @@ def _hmp(sockets: dict[str, str], command: str, ok: str = "") -> None:
         raise VmkitError(f"QEMU refused `{command}`: {out}")
 
 
-def _wait_migration(q: QMP, what: str, timeout: float) -> None:
+def await_migration(q: QMP, what: str, timeout: float) -> None:
+    """Block until the migration QEMU runs ends; needs the `events` capability set before
+    it started (QEMU then sends a MIGRATION event on each state change)."""
     deadline = time.monotonic() + timeout
     while True:
-        info = q.execute("query-migrate")
-        status = info.get("status")
+        left = deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            event = q.wait_event({"MIGRATION"}, left)
+        except (TimeoutError, QMPError) as exc:
+            if isinstance(exc, QMPError) and "in time" not in str(exc):
+                raise VmkitError(f"QEMU failed {what}: {exc}") from None
+            with contextlib.suppress(QMPError):
+                q.execute("migrate_cancel")
+            raise VmkitError(f"QEMU did not finish {what} within {timeout:g}s") from None
+        status = event.get("data", {}).get("status")
         if status == "completed":
             return
         if status in ("failed", "cancelled"):
+            info = q.execute("query-migrate")
             raise VmkitError(f"QEMU failed {what}: {info.get('error-desc', status)}")
-        if time.monotonic() > deadline:
-            with contextlib.suppress(QMPError):
-                q.execute("migrate_cancel")
-            raise VmkitError(f"QEMU did not finish {what} within {timeout:g}s")
-        time.sleep(MIGRATION_POLL)
+
+
+def _events_on(q: QMP) -> None:
+    q.execute(
+        "migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]}
+    )
 
 
 def _device_del(q: QMP, device_id: str) -> None:

@@ -134,15 +134,24 @@ def tap_fd_placeholder(index: int) -> str:
     return f"<tap{index}-fd>"
 
 
+def ctl_fifos(path: Path) -> dict[str, Path]:
+    """The two FIFOs of the control port's `pipe` chardev: QEMU reads PATH.in (host ->
+    guest) and writes PATH.out (guest -> host)."""
+    return {"ctl.in": Path(f"{path}.in"), "ctl.out": Path(f"{path}.out")}
+
+
 def control_port_args(path: Path, ssh_path: Path | None = None) -> list[str]:
-    """A virtio-serial port `org.vmkit.ctl` on a Unix socket: vmkit asks a restored guest to
-    take its new MACs and announce readiness again (see guest/init.sh). And `org.vmkit.ssh`,
-    the guest's SSH server reached without a network (access/transport.py)."""
+    """A virtio-serial port `org.vmkit.ctl` on a `pipe` chardev (FIFOs PATH.in/.out): vmkit
+    asks a restored guest to take its new MACs and announce readiness again (see
+    guest/init.sh). A pipe is always connected from the guest's view, so the guest agent's
+    read blocks until the host writes (a Unix socket chardev makes it return EOF at once
+    while no client is connected, and the agent had to poll). And `org.vmkit.ssh`, the
+    guest's SSH server reached without a network (access/transport.py)."""
     argv = [
         "-device",
         "virtio-serial-pci,id=vser0",
         "-chardev",
-        f"socket,id=ctl0,path={qemu_escape(path, RUNTIME)},server=on,wait=off",
+        f"pipe,id=ctl0,path={qemu_escape(path, RUNTIME)}",
         "-device",
         f"virtserialport,bus=vser0.0,chardev=ctl0,name={CTL_PORT_NAME}",
     ]
@@ -431,6 +440,7 @@ class QemuDriver(Driver):
                 f"vhost-user-fs-pci,chardev=fs{i},tag={qemu_escape(share.tag, f'shares[{i}].tag')}",
             ]
         argv += control_port_args(ctx.sockets["ctl"], ctx.sockets.get("ssh"))
+        plan.fifos.update(ctl_fifos(ctx.sockets["ctl"]))
         argv += hotplug_port_args()
         return plan
 

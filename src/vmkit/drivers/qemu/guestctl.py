@@ -1,0 +1,66 @@
+"""Host side of the guest agent's control port (virtio-serial `org.vmkit.ctl`, guest/init.sh).
+
+QEMU's `pipe` chardev reads requests from PATH.in and writes the agent's answers to PATH.out
+(driver.ctl_fifos). QEMU holds both FIFOs open read-write, so the port never looks
+disconnected: a request written while the agent is busy waits in the FIFO (and in QEMU)
+until the agent reads it, and nothing is lost when the host goes away. The answer is waited
+for with poll(2), no sleeping. Answers to requests whose sender gave up stay in PATH.out:
+they are drained before each new request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import time
+from pathlib import Path
+
+from vmkit.drivers.qemu.driver import ctl_fifos
+from vmkit.errors import VmkitError
+
+
+def request(ctl: Path | str, line: str, timeout: float) -> str:
+    """Send one request line; return the agent's one-line answer (without the newline)."""
+    fifos = ctl_fifos(Path(ctl))
+    try:
+        out_fd = os.open(fifos["ctl.out"], os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise VmkitError(f"the VM has no control port FIFO {fifos['ctl.out']}") from None
+    try:
+        _drain(out_fd)
+        try:  # ENXIO: nobody reads PATH.in, i.e. QEMU is gone
+            in_fd = os.open(fifos["ctl.in"], os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise VmkitError(f"the VM's control port is not open ({exc.strerror})") from None
+        try:
+            os.write(in_fd, line.rstrip("\n").encode() + b"\n")
+        finally:
+            os.close(in_fd)
+        return _read_line(out_fd, time.monotonic() + timeout)
+    finally:
+        os.close(out_fd)
+
+
+def _drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 4096):
+            pass
+
+
+def _read_line(fd: int, deadline: float) -> str:
+    buf = b""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(left * 1000):
+            raise VmkitError("the guest agent did not answer on its control port in time")
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            continue
+        if not chunk:  # no writer left: QEMU exited
+            raise VmkitError("the VM's control port closed before the guest agent answered")
+        buf += chunk
+    return buf.split(b"\n", 1)[0].decode(errors="replace")
