@@ -20,6 +20,7 @@ from vmkit.drivers.abilities import (
     IncomingPlanner,
     Migratable,
     Pausable,
+    RamSharer,
     RestorePlanner,
     Snapshottable,
     ability,
@@ -78,6 +79,8 @@ def create_snapshot(machine: Machine, name: str) -> Snapshot:
                 save_s = time.monotonic() - t_save
                 disks = _clone_disks(spec, staging)
                 files = _copy_state_files(machine.dir, staging / "files", driver.vm_state_files)
+            accel = str(rt.accelerator or "tcg")
+            state, shared_note = _share_ram(driver, spec, staging, state, disks, accel)
             record = {
                 "format": 1,
                 "name": name,
@@ -90,6 +93,7 @@ def create_snapshot(machine: Machine, name: str) -> Snapshot:
                 "ready": None if rt.ready is None else rt.ready.to_json(),
                 "accelerator": rt.accelerator,
                 "state": state,
+                "shared_ram": shared_note,
                 "disks": disks,
                 "files": files,
                 "devices": {
@@ -108,6 +112,24 @@ def create_snapshot(machine: Machine, name: str) -> Snapshot:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+
+def _share_ram(
+    driver: Any,
+    spec: MachineSpec,
+    staging: Path,
+    state: dict[str, Any],
+    disks: list[dict[str, Any]],
+    accel: str,
+) -> tuple[dict[str, Any], str]:
+    """After the source runs again: the driver's copy-on-write RAM for restored copies, if
+    it can (else the snapshot stays as saved, and the record says why)."""
+    if not isinstance(driver, RamSharer):
+        return state, f"the {driver.name} driver keeps RAM in its state file"
+    try:
+        return driver.share_ram(spec, staging, state, disks, accel), "yes"
+    except (VmkitError, OSError) as exc:
+        return state, str(exc)
 
 
 def _copy_state_files(src_dir: Path, dst_dir: Path, names: tuple[str, ...]) -> list[str]:
@@ -267,6 +289,19 @@ def _verify_snapshot_files(snap: Snapshot) -> None:
             f"{expected} were saved (truncated or overwritten); take a new snapshot and "
             f"remove this one with `vmkit snapshot rm {snap.name}`"
         )
+    if ram := snap.state.get("shared_ram"):
+        ram_file = snap.dir / str(ram["file"])
+        if not ram_file.is_file():
+            raise VMFailed(
+                f"snapshot {snap.name!r} is damaged: its RAM file {ram_file} is missing; take "
+                f"a new snapshot and remove this one with `vmkit snapshot rm {snap.name}`"
+            )
+        if (size := ram_file.stat().st_size) != ram["bytes"]:
+            raise VMFailed(
+                f"snapshot {snap.name!r} is damaged: its RAM file {ram_file} has {size} bytes, "
+                f"the guest has {ram['bytes']} (truncated or overwritten); take a new "
+                f"snapshot and remove this one with `vmkit snapshot rm {snap.name}`"
+            )
     for d in snap.record["disks"]:
         path = Path(d["path"]) if d["shared"] else snap.dir / d["file"]
         if not path.is_file():

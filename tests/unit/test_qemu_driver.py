@@ -323,7 +323,9 @@ def test_plan_is_pure_and_repeatable(tmp_path: Path) -> None:
     assert driver.plan(spec, ctx).argv == first.argv
     assert not ctx.vm_dir.exists()
     assert first.to_json()["argv"] == first.argv
-    assert first.to_json()["sockets"] == {k: str(v) for k, v in ctx.sockets.items()}
+    fifos = {k: str(v) for k, v in first.fifos.items()}
+    assert first.to_json()["sockets"] == {k: str(v) for k, v in ctx.sockets.items()} | fifos
+    assert not any(Path(p).exists() for p in fifos.values())  # made by the launch, not plan
 
 
 def test_qemu_escape() -> None:

@@ -53,6 +53,23 @@ class RestorePlanner(Protocol):
 
 
 @runtime_checkable
+class RamSharer(Protocol):
+    """Driver side: turn a fresh snapshot's state into RAM its restored copies map
+    copy-on-write (one set of page-cache pages for all of them)."""
+
+    def share_ram(
+        self,
+        spec: MachineSpec,
+        staging: Path,
+        state: dict[str, Any],
+        disks: list[dict[str, Any]],
+        accelerator: str,
+    ) -> dict[str, Any]:
+        """The new state metadata; raises (leaving `staging` as it was) if it cannot."""
+        ...
+
+
+@runtime_checkable
 class GuestChannel(Protocol):
     def announce_readiness(self, macs: list[str]) -> None:
         """Tell a restored guest it was restored (with its new MACs) so it prints its

@@ -461,8 +461,29 @@ class QemuDriver(Driver):
     ) -> RestorePlan:
         self._ensure_efi_vars(spec, ctx.vm_dir)  # migrated with RAM; the file must exist
         plan = self.plan(spec, ctx)
+        if ram := meta.get("shared_ram"):
+            from vmkit.drivers.qemu import shared_ram
+
+            if spec.shares:  # snapshots refuse shares; their RAM is a memfd
+                raise InvalidInput("a snapshot with shared RAM cannot restore with shares")
+            path = state_dir / str(ram["file"])
+            plan.argv += shared_ram.backend_args(self.arch, spec.memory, path, share=False)
         plan.argv += ["-incoming", "defer"]
         return RestorePlan(plan, state_dir, meta)
+
+    def share_ram(
+        self,
+        spec: MachineSpec,
+        staging: Path,
+        state: dict[str, Any],
+        disks: list[dict[str, Any]],
+        accelerator: str,
+    ) -> dict[str, Any]:
+        from vmkit.drivers.qemu import shared_ram
+
+        if (why := shared_ram.refusal(spec)) is not None:
+            raise NotSupported(f"snapshot RAM not shared: {why}")
+        return shared_ram.convert(self, spec, staging, state, disks, accelerator)
 
     def plan_incoming(self, spec: MachineSpec, ctx: LaunchContext, uri: str) -> LaunchPlan:
         self._ensure_efi_vars(spec, ctx.vm_dir)

@@ -1,0 +1,204 @@
+"""Snapshots whose RAM the restored copies share, copy-on-write (QEMU).
+
+A saved migration stream holds the guest's RAM, so every restored copy reads it into its own
+anonymous memory. Instead (as Kata Containers' VM templating): once per snapshot, at
+`snapshot create`, a throwaway QEMU (`-S`, never runs the guest) loads the stream into a
+`memory-backend-file,share=on` at RAM_FILE in the snapshot and saves it again with the
+migration capability `x-ignore-shared`, so the new stream holds only device state. A copy
+maps RAM_FILE with `share=off` (MAP_PRIVATE): its unmodified pages are the page cache's one
+set for all copies, a page it writes becomes its own, and the file never changes.
+
+The backend keeps the id of the machine's default RAM block (`pc.ram`), so a copy can be
+snapshotted or migrated like any VM. Guests with a balloon are not converted: QEMU punches
+holes into a private file mapping's file when the guest gives pages back, which would
+damage the RAM every copy maps. Nothing here touches the original stream until the new one
+is complete: a failed conversion leaves the snapshot as it was saved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vmkit.drivers.base import LaunchContext
+from vmkit.drivers.qmp import QMP, QMPError
+from vmkit.errors import VmkitError
+
+if TYPE_CHECKING:
+    from vmkit.drivers.qemu.driver import QemuDriver
+    from vmkit.spec import MachineSpec
+
+RAM_FILE = "ram.qemu"
+SHARED_STATE = "state-shared.qemu"
+CONVERT_TIMEOUT = 300.0
+_NETDEV_ID = re.compile(r"(?:^|,)id=(net\d+)(?:,|$)")
+
+
+def ram_block_id(arch: str) -> str:
+    """The default RAM backend's id on vmkit's machine types (the RAM block's name in a
+    migration stream)."""
+    return "mach-virt.ram" if arch == "aarch64" else "pc.ram"
+
+
+def backend_args(arch: str, memory: int, path: Path, share: bool) -> list[str]:
+    from vmkit.drivers.qemu.driver import HOME, qemu_escape
+
+    block = ram_block_id(arch)
+    return [
+        "-object",
+        f"memory-backend-file,id={block},size={memory >> 20}M,"
+        f"mem-path={qemu_escape(path, HOME)},share={'on' if share else 'off'}",
+        "-machine",
+        f"memory-backend={block}",
+    ]
+
+
+def refusal(spec: MachineSpec) -> str | None:
+    """Why this guest's snapshot keeps RAM in its stream, or None."""
+    if spec.balloon:
+        return "the guest has a balloon (a page it gives back would punch the shared file)"
+    if spec.shares:
+        return "the guest has virtio-fs shares (its RAM is a memfd the sidecar maps)"
+    return None
+
+
+def convert(
+    driver: QemuDriver,
+    spec: MachineSpec,
+    staging: Path,
+    state: dict[str, Any],
+    disks: list[dict[str, Any]],
+    accel: str,
+) -> dict[str, Any]:
+    """Turn `staging`'s stream into RAM_FILE + an x-ignore-shared stream; the new state
+    metadata. The original stream is removed only once the new pair is complete."""
+    from vmkit.paths import runtime_dir
+
+    original = staging / str(state["state_file"])
+    ram_tmp, stream_tmp = staging / f".{RAM_FILE}.tmp", staging / f".{SHARED_STATE}.tmp"
+    work = Path(tempfile.mkdtemp(prefix="vmkit-ram-", dir=runtime_dir()))
+    proc: subprocess.Popen[bytes] | None = None
+    t0 = time.monotonic()
+    try:
+        fd = os.open(ram_tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, spec.memory)
+        finally:
+            os.close(fd)
+        argv = _converter_argv(driver, spec, staging, disks, work, accel)
+        argv += backend_args(driver.arch, spec.memory, ram_tmp, share=True)
+        argv += ["-S", "-incoming", "defer"]
+        with (work / "qemu.log").open("wb") as log:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=work
+            )
+        _wait_socket(work / "qmp", proc, work / "qemu.log")
+        with QMP(work / "qmp", timeout=10.0) as q:
+            _migrate(q, "migrate-incoming", original, os.O_RDONLY, [])
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+            _migrate(q, "migrate", stream_tmp, flags, ["x-ignore-shared"])
+            with contextlib.suppress(QMPError):
+                q.execute("quit")
+        proc.wait(30)
+        fd = os.open(ram_tmp, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        ram_tmp.rename(staging / RAM_FILE)
+        stream_tmp.rename(staging / SHARED_STATE)
+        original.unlink()
+    except BaseException:
+        ram_tmp.unlink(missing_ok=True)
+        stream_tmp.unlink(missing_ok=True)
+        (staging / RAM_FILE).unlink(missing_ok=True)
+        (staging / SHARED_STATE).unlink(missing_ok=True)
+        raise
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        **state,
+        "state_file": SHARED_STATE,
+        "state_bytes": (staging / SHARED_STATE).stat().st_size,
+        "shared_ram": {
+            "file": RAM_FILE,
+            "bytes": spec.memory,
+            "block": ram_block_id(driver.arch),
+            "seconds": round(time.monotonic() - t0, 3),
+        },
+    }
+
+
+def _converter_argv(
+    driver: QemuDriver,
+    spec: MachineSpec,
+    staging: Path,
+    disks: list[dict[str, Any]],
+    work: Path,
+    accel: str,
+) -> list[str]:
+    """The snapshot's own argv (same devices), on its disk clones in `staging`, with its
+    sockets in `work` and every NIC on a user-mode backend (the guest never runs, and a
+    NIC's backend is not part of the stream)."""
+    from vmkit.drivers.qemu.driver import ctl_fifos
+    from vmkit.spec import spec_from_dict
+
+    data = spec.to_json()
+    for d in disks:
+        if not d["shared"]:
+            data["disks"][d["index"]]["path"] = str(staging / d["file"])
+    data["networks"] = [{**n, "mode": "user", "publish": []} for n in data.get("networks", [])]
+    for key in ("tap", "netns", "bridge", "switch"):
+        for n in data["networks"]:
+            n.pop(key, None)
+    vm_dir = work / "vm"
+    vm_dir.mkdir(mode=0o700)
+    if (staging / "files").is_dir():
+        for f in (staging / "files").iterdir():
+            shutil.copyfile(f, vm_dir / f.name)
+    sockets = {r: work / r for r in ("qmp", "con", "ctl", "ssh")}
+    sockets["console"] = sockets.pop("con")
+    ctx = LaunchContext(vm_dir, work / "serial.log", work / "events.log", sockets, accel)
+    plan = driver.plan(spec_from_dict(data, check_files=False), ctx)
+    for fifo in ctl_fifos(sockets["ctl"]).values():
+        os.mkfifo(fifo, 0o600)
+    argv = list(plan.argv)
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "-netdev" and (m := _NETDEV_ID.search(argv[i + 1])):
+            argv[i + 1] = f"user,id={m.group(1)}"
+    return argv
+
+
+def _migrate(q: QMP, cmd: str, path: Path, flags: int, caps: list[str]) -> None:
+    from vmkit.drivers.qemu.control import await_migration
+
+    wanted = [{"capability": c, "state": True} for c in ("events", *caps)]
+    q.execute("migrate-set-capabilities", {"capabilities": wanted})
+    fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+    try:
+        q.execute("getfd", {"fdname": "vmkit-ram"}, fd=fd)
+    finally:
+        os.close(fd)
+    q.execute(cmd, {"uri": "fd:vmkit-ram"})
+    await_migration(q, f"converting the snapshot ({cmd})", CONVERT_TIMEOUT)
+
+
+def _wait_socket(path: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip()[-400:]
+            raise VmkitError(f"QEMU exited while converting the snapshot: {tail}")
+        if time.monotonic() > deadline:
+            raise VmkitError("QEMU did not open its QMP socket while converting the snapshot")
+        time.sleep(0.01)
