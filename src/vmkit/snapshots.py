@@ -50,6 +50,9 @@ class Snapshot:
             "created_at": r["created_at"],
             "bytes": r["bytes"],
             "state_bytes": r["state"].get("state_bytes"),
+            "state_file": r["state"].get("state_file"),
+            # "yes": restored copies map the RAM copy-on-write; else why not
+            "shared_ram": r.get("shared_ram"),
             "disks": [d["index"] for d in r["disks"]],
             "devices": r.get("devices", {}),
             "path": str(self.dir),

@@ -82,6 +82,13 @@ class QemuControl(Control):
                     with contextlib.suppress(QMPError, OSError):
                         q.execute("migrate_cancel")
                     raise
+                # QEMU says `completed` a moment before it leaves `finish-migrate` (no event
+                # marks that); `cont` is refused until then.
+                deadline = time.monotonic() + SAVE_TIMEOUT
+                while q.execute("query-status").get("status") == "finish-migrate":
+                    if time.monotonic() > deadline:
+                        raise VmkitError("QEMU did not finish the snapshot save")
+                    time.sleep(0.001)
                 # The source is left in `postmigrate` with its disks inactive: the next save
                 # would fail. `cont` reactivates them; `stop` pauses again at once (the
                 # guest runs for one QMP round trip; a running guest is resumed right after).
@@ -304,9 +311,11 @@ def await_migration(q: QMP, what: str, timeout: float) -> None:
 
 
 def _events_on(q: QMP) -> None:
-    q.execute(
-        "migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]}
-    )
+    """Events on, and the RAM in the stream: a restored copy loaded its state with
+    `x-ignore-shared`, and QEMU keeps capabilities for the next (outgoing) migration."""
+    caps = [{"capability": "events", "state": True}]
+    caps.append({"capability": "x-ignore-shared", "state": False})
+    q.execute("migrate-set-capabilities", {"capabilities": caps})
 
 
 def _device_del(q: QMP, device_id: str) -> None:

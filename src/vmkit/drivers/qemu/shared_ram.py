@@ -97,7 +97,12 @@ def convert(
         argv += ["-S", "-incoming", "defer"]
         with (work / "qemu.log").open("wb") as log:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=work
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=work,
+                preexec_fn=_die_with_parent,  # a vmkit killed by SIGKILL leaves no converter
             )
         _wait_socket(work / "qmp", proc, work / "qemu.log")
         with QMP(work / "qmp", timeout=10.0) as q:
@@ -115,11 +120,13 @@ def convert(
         ram_tmp.rename(staging / RAM_FILE)
         stream_tmp.rename(staging / SHARED_STATE)
         original.unlink()
+    except VmkitError as exc:
+        _discard(staging, ram_tmp, stream_tmp)
+        log = work / "qemu.log"
+        said = log.read_text(errors="replace").strip()[-300:] if log.is_file() else ""
+        raise VmkitError(f"{exc}{f' (QEMU: {said})' if said else ''}") from None
     except BaseException:
-        ram_tmp.unlink(missing_ok=True)
-        stream_tmp.unlink(missing_ok=True)
-        (staging / RAM_FILE).unlink(missing_ok=True)
-        (staging / SHARED_STATE).unlink(missing_ok=True)
+        _discard(staging, ram_tmp, stream_tmp)
         raise
     finally:
         if proc is not None and proc.poll() is None:
@@ -137,6 +144,11 @@ def convert(
             "seconds": round(time.monotonic() - t0, 3),
         },
     }
+
+
+def _discard(staging: Path, *tmp: Path) -> None:
+    for path in (*tmp, staging / RAM_FILE, staging / SHARED_STATE):
+        path.unlink(missing_ok=True)
 
 
 def _converter_argv(
@@ -191,6 +203,14 @@ def _migrate(q: QMP, cmd: str, path: Path, flags: int, caps: list[str]) -> None:
         os.close(fd)
     q.execute(cmd, {"uri": "fd:vmkit-ram"})
     await_migration(q, f"converting the snapshot ({cmd})", CONVERT_TIMEOUT)
+
+
+def _die_with_parent() -> None:
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _wait_socket(path: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
