@@ -122,8 +122,8 @@ def convert(
         original.unlink()
     except VmkitError as exc:
         _discard(staging, ram_tmp, stream_tmp)
-        log = work / "qemu.log"
-        said = log.read_text(errors="replace").strip()[-300:] if log.is_file() else ""
+        log_file = work / "qemu.log"
+        said = log_file.read_text(errors="replace").strip()[-300:] if log_file.is_file() else ""
         raise VmkitError(f"{exc}{f' (QEMU: {said})' if said else ''}") from None
     except BaseException:
         _discard(staging, ram_tmp, stream_tmp)
