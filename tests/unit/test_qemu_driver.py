@@ -436,6 +436,34 @@ def test_restore_and_incoming_plans_add_incoming_and_change_nothing_else(tmp_pat
     assert incoming == [*base, "-incoming", "unix:/tmp/x.mig"]
 
 
+def test_a_shared_ram_snapshot_restores_with_a_private_file_mapping(tmp_path: Path) -> None:
+    driver = QemuDriver(arch="x86_64")
+    spec, ctx = make_spec(), make_ctx(tmp_path)
+    base = driver.plan(spec, ctx).argv
+    snap = tmp_path / "snap,dir"
+    meta = {"state_file": "s", "shared_ram": {"file": "ram.qemu", "bytes": spec.memory}}
+    restore = driver.plan_restore(spec, ctx, snap, meta).launch.argv
+    assert restore == [
+        *base,
+        "-object",  # the default RAM block's id: its stream names it like any VM's
+        f"memory-backend-file,id=pc.ram,size={spec.memory >> 20}M,"
+        f"mem-path={tmp_path}/snap,,dir/ram.qemu,share=off",
+        "-machine",
+        "memory-backend=pc.ram",
+        "-incoming",
+        "defer",
+    ]
+    arm = QemuDriver(arch="aarch64").plan_restore(spec, ctx, snap, meta).launch.argv
+    assert "memory-backend=mach-virt.ram" in arm
+
+
+def test_ram_of_guests_with_a_balloon_or_shares_is_not_shared(tmp_path: Path) -> None:
+    from vmkit.drivers.qemu import shared_ram
+
+    assert shared_ram.refusal(make_spec()) is None
+    assert "balloon" in str(shared_ram.refusal(make_spec(balloon=True)))
+
+
 def test_qemu_declares_the_advanced_verbs() -> None:
     caps = QemuDriver().capabilities
     assert caps.pause and caps.snapshot and caps.migrate and caps.reboot
