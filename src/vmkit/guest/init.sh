@@ -133,13 +133,16 @@ ctl_restored() {
 ctl_loop() {
     port=$(vport org.vmkit.ctl)
     [ -n "$port" ] || return
+    # One open for the agent's life: closing the port discards what the host sent meanwhile
+    # (and it can be open only once). vmkit's QEMU puts the port on a pipe chardev, which is
+    # always connected: read blocks until the host writes. EOF means a host-less (socket)
+    # chardev: wait then.
+    exec 3<> "$port"
     while :; do
-        # vmkit's QEMU puts this port on a pipe chardev, which is always connected: read
-        # blocks until the host writes. EOF means a host-less (socket) chardev: wait then.
-        if read -r cmd args < "$port" 2>/dev/null; then
+        if read -r cmd args <&3; then
             case "$cmd" in
-                restored) ctl_restored $args; echo "ok $addr" > "$port" ;;
-                ping) echo "ok $addr" > "$port" ;;
+                restored) ctl_restored $args; echo "ok $addr" >&3 ;;
+                ping) echo "ok $addr" >&3 ;;
             esac
         else
             sleep 1
