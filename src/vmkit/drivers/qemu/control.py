@@ -12,6 +12,7 @@ from vmkit.drivers.base import (
     Control,
     RestorePlan,
 )
+from vmkit.drivers.qemu.migration import await_migration
 from vmkit.drivers.qmp import QMP, QMPError
 from vmkit.errors import NotSupported, VmkitError
 
@@ -284,30 +285,6 @@ def _hmp(sockets: dict[str, str], command: str, ok: str = "") -> None:
         out = str(q.execute("human-monitor-command", {"command-line": command}) or "").strip()
     if out and not (ok and ok in out):
         raise VmkitError(f"QEMU refused `{command}`: {out}")
-
-
-def await_migration(q: QMP, what: str, timeout: float) -> None:
-    """Block until the migration QEMU runs ends; needs the `events` capability set before
-    it started (QEMU then sends a MIGRATION event on each state change)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            if left <= 0:
-                raise TimeoutError
-            event = q.wait_event({"MIGRATION"}, left)
-        except (TimeoutError, QMPError) as exc:
-            if isinstance(exc, QMPError) and "in time" not in str(exc):
-                raise VmkitError(f"QEMU failed {what}: {exc}") from None
-            with contextlib.suppress(QMPError):
-                q.execute("migrate_cancel")
-            raise VmkitError(f"QEMU did not finish {what} within {timeout:g}s") from None
-        status = event.get("data", {}).get("status")
-        if status == "completed":
-            return
-        if status in ("failed", "cancelled"):
-            info = q.execute("query-migrate")
-            raise VmkitError(f"QEMU failed {what}: {info.get('error-desc', status)}")
 
 
 def _events_on(q: QMP) -> None:

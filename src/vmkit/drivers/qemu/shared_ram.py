@@ -32,7 +32,7 @@ from vmkit.drivers.qmp import QMP, QMPError
 from vmkit.errors import VmkitError
 
 if TYPE_CHECKING:
-    from vmkit.drivers.qemu.driver import QemuDriver
+    from vmkit.drivers.base import Driver
     from vmkit.spec import MachineSpec
 
 RAM_FILE = "ram.qemu"
@@ -48,13 +48,14 @@ def ram_block_id(arch: str) -> str:
 
 
 def backend_args(arch: str, memory: int, path: Path, share: bool) -> list[str]:
-    from vmkit.drivers.qemu.driver import HOME, qemu_escape
+    from vmkit import optstr
 
     block = ram_block_id(arch)
+    mem_path = optstr.qemu("VMKIT_HOME (the snapshot's RAM file)", path)
     return [
         "-object",
         f"memory-backend-file,id={block},size={memory >> 20}M,"
-        f"mem-path={qemu_escape(path, HOME)},share={'on' if share else 'off'}",
+        f"mem-path={mem_path},share={'on' if share else 'off'}",
         "-machine",
         f"memory-backend={block}",
     ]
@@ -70,7 +71,7 @@ def refusal(spec: MachineSpec) -> str | None:
 
 
 def convert(
-    driver: QemuDriver,
+    driver: Driver,
     spec: MachineSpec,
     staging: Path,
     state: dict[str, Any],
@@ -152,7 +153,7 @@ def _discard(staging: Path, *tmp: Path) -> None:
 
 
 def _converter_argv(
-    driver: QemuDriver,
+    driver: Driver,
     spec: MachineSpec,
     staging: Path,
     disks: list[dict[str, Any]],
@@ -162,7 +163,6 @@ def _converter_argv(
     """The snapshot's own argv (same devices), on its disk clones in `staging`, with its
     sockets in `work` and every NIC on a user-mode backend (the guest never runs, and a
     NIC's backend is not part of the stream)."""
-    from vmkit.drivers.qemu.driver import ctl_fifos
     from vmkit.spec import spec_from_dict
 
     data = spec.to_json()
@@ -182,7 +182,7 @@ def _converter_argv(
     sockets["console"] = sockets.pop("con")
     ctx = LaunchContext(vm_dir, work / "serial.log", work / "events.log", sockets, accel)
     plan = driver.plan(spec_from_dict(data, check_files=False), ctx)
-    for fifo in ctl_fifos(sockets["ctl"]).values():
+    for fifo in plan.fifos.values():
         os.mkfifo(fifo, 0o600)
     argv = list(plan.argv)
     for i, arg in enumerate(argv[:-1]):
@@ -192,7 +192,7 @@ def _converter_argv(
 
 
 def _migrate(q: QMP, cmd: str, path: Path, flags: int, caps: list[str]) -> None:
-    from vmkit.drivers.qemu.control import await_migration
+    from vmkit.drivers.qemu.migration import await_migration
 
     wanted = [{"capability": c, "state": True} for c in ("events", *caps)]
     q.execute("migrate-set-capabilities", {"capabilities": wanted})
