@@ -49,6 +49,7 @@ def snap(cli, guest):
     cli.ok("run", "src", "--net", "user", *TCG)
     guest_run(cli, "src", "echo before > /tmp/who", "")
     made = cli.json("snapshot", "create", "src", "base")
+    assert made["shared_ram"] == "yes", made  # else: why the RAM stayed in the stream
     cli.ok("rm", "--force", "src")
     return made
 

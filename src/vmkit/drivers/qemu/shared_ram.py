@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 RAM_FILE = "ram.qemu"
 SHARED_STATE = "state-shared.qemu"
 CONVERT_TIMEOUT = 300.0
+RUNTIME = "VMKIT_RUNTIME_DIR (the snapshot converter's folder)"
 _NETDEV_ID = re.compile(r"(?:^|,)id=(net\d+)(?:,|$)")
 
 
@@ -106,7 +107,7 @@ def convert(
                 preexec_fn=_die_with_parent,  # a vmkit killed by SIGKILL leaves no converter
             )
         _wait_socket(work / "qmp", proc, work / "qemu.log")
-        with QMP(work / "qmp", timeout=10.0) as q:
+        with QMP(work / "qmp", timeout=60.0) as q:
             _migrate(q, "migrate-incoming", original, os.O_RDONLY, [])
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
             _migrate(q, "migrate", stream_tmp, flags, ["x-ignore-shared"])
@@ -163,6 +164,7 @@ def _converter_argv(
     """The snapshot's own argv (same devices), on its disk clones in `staging`, with its
     sockets in `work` and every NIC on a user-mode backend (the guest never runs, and a
     NIC's backend is not part of the stream)."""
+    from vmkit import optstr
     from vmkit.spec import spec_from_dict
 
     data = spec.to_json()
@@ -188,6 +190,14 @@ def _converter_argv(
     for i, arg in enumerate(argv[:-1]):
         if arg == "-netdev" and (m := _NETDEV_ID.search(argv[i + 1])):
             argv[i + 1] = f"user,id={m.group(1)}"
+        elif arg == "-chardev" and argv[i + 1].startswith("socket,id=ssh0,"):
+            # The stream says whether a host was on the SSH port; QEMU tells the guest of a
+            # change only once the guest runs, which it never does here. A pipe is always
+            # connected, so every copy (no host yet) tells its guest "host gone" and a
+            # bridge left over from the source's SSH session ends.
+            for end in (".in", ".out"):
+                os.mkfifo(work / f"sshpipe{end}", 0o600)
+            argv[i + 1] = f"pipe,id=ssh0,path={optstr.qemu(RUNTIME, work / 'sshpipe')}"
     return argv
 
 
@@ -214,7 +224,7 @@ def _die_with_parent() -> None:
 
 
 def _wait_socket(path: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while not path.exists():
         if proc.poll() is not None:
             tail = log.read_text(errors="replace").strip()[-400:]
