@@ -105,6 +105,8 @@ class RawBoot:
             self.api = str(plan["sockets"]["api"])
         else:
             self.serial, self.created = files_in_argv(self.argv)
+        self.fifos = [Path(p) for p in (plan.get("fifos") or {}).values()]  # made by vmkit
+        self.created += self.fifos
         outside = [p for p in self.created if not sandbox.inside(p)]
         if outside:
             raise BenchError(f"refusing to delete files outside the sandbox: {outside}")
@@ -113,6 +115,8 @@ class RawBoot:
     def run(self) -> float:
         for path in self.created:
             path.unlink(missing_ok=True)
+        for path in self.fifos:  # the guest agent's control port (a QEMU pipe chardev)
+            os.mkfifo(path, 0o600)
         with self.vmm_log.open("ab") as log:
             t0 = time.perf_counter()
             proc = self.sandbox.track(

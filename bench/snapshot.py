@@ -144,7 +144,7 @@ def raw_template(sb: Sandbox, snap: str) -> tuple[list[str], dict[str, str], str
 def raw_restore(argv: list[str], sockets: dict[str, str], state: Path, mac: str) -> float:
     """QEMU started directly with vmkit's argv; the same QMP and control-port exchange."""
     from vmkit.drivers.qemu import guestctl
-    from vmkit.drivers.qmp import QMP
+    from vmkit.drivers.qmp import QMP, QMPError
 
     for path in sockets.values():
         Path(path).unlink(missing_ok=True)
@@ -159,8 +159,16 @@ def raw_restore(argv: list[str], sockets: dict[str, str], state: Path, mac: str)
             if proc.poll() is not None:
                 raise BenchError("raw QEMU exited at start")
             time.sleep(0.001)
+        while True:  # the socket exists once bound; it answers once QEMU listens
+            try:
+                q = QMP(qmp, timeout=30)
+                break
+            except QMPError:
+                if proc.poll() is not None:
+                    raise BenchError("raw QEMU exited at start") from None
+                time.sleep(0.001)
         fd = os.open(state, os.O_RDONLY)
-        with QMP(qmp, timeout=30) as q:
+        with q:
             caps = [{"capability": c, "state": True} for c in ("events", "x-ignore-shared")]
             q.execute("migrate-set-capabilities", {"capabilities": caps})
             q.execute("getfd", {"fdname": "raw"}, fd=fd)

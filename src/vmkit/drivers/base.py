@@ -227,6 +227,7 @@ class LaunchPlan:
         return {
             "argv": self.argv,
             "sockets": {k: str(v) for k, v in self.all_sockets().items()},
+            "fifos": {k: str(v) for k, v in self.fifos.items()},
             "accelerator": self.accelerator,
             "api_requests": [r.to_json() for r in self.api_requests],
         }
