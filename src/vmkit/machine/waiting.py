@@ -22,7 +22,12 @@ SAFETY_WAKE = 1.0  # a missed event (log rotated, file replaced) costs at most t
 
 def wait_ready(machine: Machine, timeout: float | None = None, poll: float = 0.02) -> Status:
     """Block until the guest prints its readiness line; VMFailed/ReadinessTimeout if not."""
-    readiness = machine.spec_json["readiness"]  # validated when stored: no spec layer here
+    if machine.record.spec_intact:  # as vmkit validated and stored it: no spec layer
+        readiness = machine.spec_json["readiness"]
+        marker, spec_limit = str(readiness["marker"]), float(readiness["timeout"])
+    else:  # edited since: validated (defaults filled in, or a SpecError naming the field)
+        spec = machine.spec
+        marker, spec_limit = spec.readiness.marker, spec.readiness.timeout
     rt = machine.runtime()
     proc = machine.process(rt)
     if proc is None:
@@ -31,8 +36,7 @@ def wait_ready(machine: Machine, timeout: float | None = None, poll: float = 0.0
         )
     if rt.ready is not None and proc.alive():
         return machine.status()
-    limit = float(readiness["timeout"]) if timeout is None else timeout
-    marker = str(readiness["marker"])
+    limit = spec_limit if timeout is None else timeout
     follower = ReadinessFollower(machine.serial_log, marker, offset=rt.serial_offset)
     started = float(rt.started_at or time.time())
     deadline = time.monotonic() + max(0.0, limit - max(0.0, time.time() - started))
