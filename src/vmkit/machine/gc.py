@@ -89,6 +89,9 @@ def _leftover_dirs(host: Host, report: GcReport) -> None:
         for leftover in host.snapshots.leftovers():
             shutil.rmtree(leftover, ignore_errors=True)
             report.removed_dirs.append(str(leftover))
+    from vmkit.drivers.qemu import shared_ram  # a snapshot's RAM conversion cut off
+
+    report.removed_dirs += shared_ram.remove_stale_work_dirs()
 
 
 def _one(machine: Machine, report: GcReport) -> None:

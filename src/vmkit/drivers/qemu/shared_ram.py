@@ -18,6 +18,7 @@ is complete: a failed conversion leaves the snapshot as it was saved.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 RAM_FILE = "ram.qemu"
 SHARED_STATE = "state-shared.qemu"
 CONVERT_TIMEOUT = 300.0
+WORK_PREFIX = "vmkit-ram-"  # the converter's folder in the runtime dir
+WORK_LOCK = ".lock"  # held by the converting vmkit; gc removes folders nobody holds
+UNLOCKED_GRACE = 60.0  # seconds: a folder that has no lock yet is being made
 RUNTIME = "VMKIT_RUNTIME_DIR (the snapshot converter's folder)"
 _NETDEV_ID = re.compile(r"(?:^|,)id=(net\d+)(?:,|$)")
 
@@ -85,7 +89,8 @@ def convert(
 
     original = staging / str(state["state_file"])
     ram_tmp, stream_tmp = staging / f".{RAM_FILE}.tmp", staging / f".{SHARED_STATE}.tmp"
-    work = Path(tempfile.mkdtemp(prefix="vmkit-ram-", dir=runtime_dir()))
+    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=runtime_dir()))
+    held = _hold(work)  # while held, `vmkit gc` leaves `work` alone
     proc: subprocess.Popen[bytes] | None = None
     t0 = time.monotonic()
     try:
@@ -135,6 +140,7 @@ def convert(
             proc.kill()
             proc.wait(10)
         shutil.rmtree(work, ignore_errors=True)
+        os.close(held)
     return {
         **state,
         "state_file": SHARED_STATE,
@@ -151,6 +157,40 @@ def convert(
 def _discard(staging: Path, *tmp: Path) -> None:
     for path in (*tmp, staging / RAM_FILE, staging / SHARED_STATE):
         path.unlink(missing_ok=True)
+
+
+def _hold(work: Path) -> int:
+    fd = os.open(work / WORK_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def remove_stale_work_dirs() -> list[str]:
+    """The work folders of conversions whose vmkit died (its converter died with it): the
+    ones whose lock nobody holds. A folder too new to have its lock yet is left alone."""
+    from vmkit.paths import runtime_dir
+
+    removed = []
+    for work in runtime_dir().glob(WORK_PREFIX + "*"):
+        try:
+            fd = os.open(work / WORK_LOCK, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                if time.time() - work.stat().st_mtime > UNLOCKED_GRACE:
+                    shutil.rmtree(work, ignore_errors=True)
+                    removed.append(str(work))
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: a conversion is running
+            shutil.rmtree(work, ignore_errors=True)
+            removed.append(str(work))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _converter_argv(
