@@ -12,7 +12,6 @@ from vmkit import __version__
 from vmkit.cli_common import READ_HELP, report_ready
 from vmkit.cli_common import echo_json as _echo_json
 from vmkit.cli_common import host as _host
-from vmkit.cli_common import table as _table
 from vmkit.errors import InvalidInput, VmkitError
 
 
@@ -187,40 +186,9 @@ def rm(names: tuple[str, ...], force: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help=READ_HELP)
 def ls(as_json: bool) -> None:
     """List VMs with their real state."""
-    host = _host()
-    items = []
-    for m in host.machines():
-        st = m.status()
-        if st.state == "broken":
-            items.append((m, {"cpus": None, "memory": None}, st))
-            continue
-        # a live VM resized since start shows its size now (`vmkit resize`)
-        resized = (m.runtime().extra.get("resized") or {}) if st.alive else {}
-        spec = {**m.spec_json, **resized}
-        items.append((m, spec, st))
-    if as_json:
-        _echo_json(
-            [
-                {**st.to_json(), "cpus": spec["cpus"], "memory": spec["memory"]}
-                for _, spec, st in items
-            ]
-        )
-        return
-    from vmkit.units import format_size
+    from vmkit.cli_ls import listing
 
-    rows = [
-        [
-            st.name,
-            st.state,
-            st.driver,
-            str(spec["cpus"] or "-"),
-            format_size(int(spec["memory"])) if spec["memory"] else "-",
-            st.ip or "-",
-            str(st.pid or "-"),
-        ]
-        for _, spec, st in items
-    ]
-    click.echo(_table(rows, ["NAME", "STATE", "DRIVER", "CPUS", "MEMORY", "IP", "PID"]))
+    click.echo(listing(_host(), as_json))
 
 
 if __name__ == "__main__":

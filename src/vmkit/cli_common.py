@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from vmkit.cli_ls import table as table  # one table renderer, click-free
+
 READ_HELP = "Print JSON for scripts."
 
 
@@ -38,9 +40,3 @@ def report_ready(status: Any, seconds: float, as_json: bool) -> None:
         click.echo(
             f"{status.name} is READY in {seconds:.2f}s (ip {status.ip or '-'}, pid {status.pid})"
         )
-
-
-def table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join(fmt.format(*r).rstrip() for r in [headers, *rows])

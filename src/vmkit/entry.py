@@ -1,6 +1,6 @@
-"""The `vmkit` console script: `--version`, and a warm `exec` on a VM's open SSH connection
-(access.fastexec), run without loading the CLI (click and the library); everything else,
-and any exec fastexec declines, runs the CLI."""
+"""The `vmkit` console script: `--version`, `ls [--json]` (cli_ls) and a warm `exec` on a
+VM's open SSH connection (access.fastexec) run without loading the CLI (click); everything
+else, and anything those decline, runs the CLI."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ def main() -> None:
         if status is not None:
             sys.stdout.flush()
             os._exit(status)  # nothing to tear down; interpreter exit costs ms
+    if sys.argv[1:2] == ["ls"]:
+        from vmkit.cli_ls import fast
+
+        if fast(sys.argv[1:]):
+            return
     from vmkit.cli import main as cli
 
     cli()

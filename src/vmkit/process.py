@@ -9,8 +9,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 # create_time() is reported with ~10 ms resolution; allow for float rounding.
 _CT_TOLERANCE = 0.05
 
@@ -21,6 +19,8 @@ class ProcessRef:
     create_time: float
 
     def alive(self) -> bool:
+        import psutil  # on first use: `vmkit ls` of VMs that are not running never needs it
+
         try:
             proc = psutil.Process(self.pid)
             if abs(proc.create_time() - self.create_time) > _CT_TOLERANCE:
@@ -62,6 +62,8 @@ class ProcessRef:
 
 
 def identify(pid: int) -> ProcessRef:
+    import psutil
+
     return ProcessRef(pid, psutil.Process(pid).create_time())
 
 
@@ -97,6 +99,8 @@ def spawn_detached(
             pass_fds=pass_fds,
         )
     _children[proc.pid] = proc
+    import psutil
+
     try:
         return identify(proc.pid)
     except psutil.NoSuchProcess:
@@ -106,6 +110,8 @@ def spawn_detached(
 def find_by_tag(tag: str) -> ProcessRef | None:
     """The live process of this user whose argv names `tag` (a VMM's own control socket
     path, unique per VM): finds a VMM whose pid never reached its record."""
+    import psutil
+
     uid = os.getuid()
     for proc in psutil.process_iter(["cmdline", "uids", "create_time"]):
         try:
