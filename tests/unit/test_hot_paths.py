@@ -1,6 +1,7 @@
 """The commands that read stored records (`ls`, `inspect`, `--version`) do not import the
 spec layer (pydantic; `ls` not even click): vmkit validated each spec when it wrote the
-record and a digest vouches for it. A hand-edited spec is validated again. Through the real CLI, in a subprocess."""
+record and a digest vouches for it. A hand-edited spec is validated again. Through the real
+CLI, in a subprocess."""
 
 from __future__ import annotations
 
