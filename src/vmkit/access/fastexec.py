@@ -117,10 +117,10 @@ def _recipe(name: str) -> tuple[int, list[str]] | None:
         if st.st_uid != os.getuid() or st.st_mode & 0o077:
             return None
         magic, pid_s, ticks_s, control, *ssh = data.decode().split("\0")
-        pid = int(pid_s)
+        pid, ticks = int(pid_s), int(ticks_s)
     except (OSError, ValueError):
         return None
-    if magic != MAGIC or not ssh or start_ticks(pid) != int(ticks_s):
+    if magic != MAGIC or not ssh or start_ticks(pid) != ticks:
         return None
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
@@ -133,7 +133,8 @@ def _recipe(name: str) -> tuple[int, list[str]] | None:
 
 
 def quote(word: str) -> str:
-    """One shell word, never interpreted (shlex.quote's result, without importing re)."""
+    """One single-quoted shell word, never interpreted (as shlex.quote would quote it, without
+    importing re)."""
     return "'" + word.replace("'", "'\"'\"'") + "'"
 
 
