@@ -43,7 +43,11 @@ class _Inotify:
             raise OSError(ctypes.get_errno(), "inotify_init1")
         self.path = path
         self._on_file = False
-        self._arm()
+        try:
+            self._arm()
+        except OSError:
+            os.close(self.fd)
+            raise
 
     def _add(self, path: Path, mask: int) -> bool:
         return int(self._libc.inotify_add_watch(self.fd, os.fsencode(path), mask)) >= 0
@@ -72,6 +76,7 @@ class Watch:
         self._inotify: _Inotify | None = None
         self._pidfd: int | None = None
         self._kq: Any = None  # select.kqueue (macOS only)
+        self._path = path
         self._file_fd: int | None = None
         self._kq_events: list[Any] = []
         try:
@@ -95,16 +100,8 @@ class Watch:
         if sys.platform != "darwin":  # for the type checker on Linux
             return
         self._kq = select.kqueue()
-        with contextlib.suppress(OSError):  # not there yet: wakes on the process only
-            self._file_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            self._kq_events.append(
-                select.kevent(
-                    self._file_fd,
-                    filter=select.KQ_FILTER_VNODE,
-                    flags=select.KQ_EV_ADD | select.KQ_EV_CLEAR,
-                    fflags=select.KQ_NOTE_WRITE | select.KQ_NOTE_EXTEND,
-                )
-            )
+        self._path = path
+        self._watch_file()
         if pid is not None:
             self._kq_events.append(
                 select.kevent(
@@ -112,6 +109,21 @@ class Watch:
                     filter=select.KQ_FILTER_PROC,
                     flags=select.KQ_EV_ADD | select.KQ_EV_ONESHOT,
                     fflags=select.KQ_NOTE_EXIT,
+                )
+            )
+
+    def _watch_file(self) -> None:
+        """kqueue watches an open file: once it exists (until then, short sleeps)."""
+        if sys.platform != "darwin":  # for the type checker on Linux
+            return
+        with contextlib.suppress(OSError):
+            self._file_fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+            self._kq_events.append(
+                select.kevent(
+                    self._file_fd,
+                    filter=select.KQ_FILTER_VNODE,
+                    flags=select.KQ_EV_ADD | select.KQ_EV_CLEAR,
+                    fflags=select.KQ_NOTE_WRITE | select.KQ_NOTE_EXTEND,
                 )
             )
 
@@ -125,10 +137,12 @@ class Watch:
             if self._poll.poll(timeout * 1000):
                 self._inotify.drain()
         elif self._kq is not None:
-            events, self._kq_events = self._kq_events, []
-            self._kq.control(events, 4, timeout)
             if self._file_fd is None:
-                time.sleep(min(timeout, 0.05))  # no vnode to watch: a short sleep
+                self._watch_file()  # it may have appeared
+            events, self._kq_events = self._kq_events, []
+            self._kq.control(
+                events, 4, timeout if self._file_fd is not None else min(timeout, 0.05)
+            )
         else:
             time.sleep(timeout)
 
