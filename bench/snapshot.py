@@ -178,7 +178,9 @@ def raw_restore(argv: list[str], sockets: dict[str, str], state: Path, mac: str)
                 pass
             if q.execute("query-status")["status"] != "running":
                 q.execute("cont")
-        reply = guestctl.request(sockets["ctl"], f"restored {mac}".strip(), 30)
+        reply = guestctl.request(
+            sockets["ctl.in"].removesuffix(".in"), f"restored {mac}".strip(), 30
+        )
         took = time.perf_counter() - t0
         if not reply.startswith("ok"):
             raise BenchError(f"raw restore: the guest answered {reply!r}")

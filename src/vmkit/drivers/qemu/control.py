@@ -137,13 +137,20 @@ class QemuControl(Control):
 
         line = " ".join(["restored", *macs])
         with contextlib.suppress(VmkitError):  # readiness is then waited for as usual
-            guestctl.request(self.sockets["ctl"], line, ANNOUNCE_TIMEOUT)
+            guestctl.request(self._ctl(), line, ANNOUNCE_TIMEOUT)
 
     def ping(self, timeout: float = ANNOUNCE_TIMEOUT) -> str:
         """The guest agent's answer to `ping` ("ok <ip>|-")."""
         from vmkit.drivers.qemu import guestctl
 
-        return guestctl.request(self.sockets["ctl"], "ping", timeout)
+        return guestctl.request(self._ctl(), "ping", timeout)
+
+    def _ctl(self) -> str:
+        """The control port's FIFO prefix (PATH of PATH.in / PATH.out)."""
+        fifo = self.sockets.get("ctl.in")
+        if fifo is None:
+            raise VmkitError("the VM has no control port FIFOs (started by an older vmkit)")
+        return str(fifo).removesuffix(".in")
 
     def _free_port(self, q: QMP) -> str:
         ports: dict[str, bool] = {}

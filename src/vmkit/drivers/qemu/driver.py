@@ -441,6 +441,7 @@ class QemuDriver(Driver):
             ]
         argv += control_port_args(ctx.sockets["ctl"], ctx.sockets.get("ssh"))
         plan.fifos.update(ctl_fifos(ctx.sockets["ctl"]))
+        plan.sockets.pop("ctl", None)  # the FIFOs' common prefix, not a file of its own
         argv += hotplug_port_args()
         return plan
 
