@@ -113,3 +113,23 @@ def test_a_recipe_it_did_not_write_privately_is_ignored(monkeypatch, tmp_path: P
         assert not recipe.exists() and fastexec._recipe("box") is None
     fastexec.remember(vm_dir, os.getpid(), ["/bin/echo", "x"], control)
     assert fastexec._recipe("box") is None  # nothing listens on the master's socket
+
+
+@pytest.mark.parametrize(
+    ("stream", "want"),
+    [
+        (b"VMKIT_PID 42\nerr\n", (42, b"err\n")),
+        (b"VMKIT_PID 42\n", (42, b"")),
+        (b"ssh: connect to host: refused\n", (None, b"ssh: connect to host: refused\n")),
+        (b"VMKIT_PID x1\nmore", (None, b"VMKIT_PID x1\nmore")),  # not a pid: passed on as is
+        (b"", (None, b"")),
+    ],
+)
+def test_the_pid_line_is_taken_off_stderr_one_byte_at_a_time_too(stream, want) -> None:
+    """Both paths (fastexec.run and execute.ExecStream) read stderr with this."""
+    import io
+
+    for chunk in (4096, 1):  # all at once, and a byte per read: the caller pumps the rest
+        src = io.BytesIO(stream)
+        pid, head = fastexec.read_pid_line(lambda _n, c=chunk: src.read(c))
+        assert (pid, head + src.read()) == want

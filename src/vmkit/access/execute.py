@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from vmkit.access.fastexec import PID_TAG, quote
+from vmkit.access.fastexec import pump, quote, read_pid_line
 from vmkit.access.ssh import AccessError, Connection, connect
 from vmkit.errors import InvalidInput
 
@@ -130,26 +130,17 @@ class ExecStream:
 
     def _pump_stderr(self, out_fd: int) -> None:
         assert self.proc.stderr is not None
-        src = self.proc.stderr
-        head = b""
+        fd = self.proc.stderr.fileno()
+
+        def read(n: int) -> bytes:
+            return os.read(fd, n)
+
         try:
-            while not self._pid_seen.is_set():
-                chunk = os.read(src.fileno(), 4096)
-                if not chunk:
-                    break
-                head += chunk
-                if head.startswith(PID_TAG) and b"\n" in head:
-                    line, head = head.split(b"\n", 1)
-                    self.pid = int(line[len(PID_TAG) :])
-                    self._pid_seen.set()
-                elif not PID_TAG.startswith(head[: len(PID_TAG)]) or len(head) > 64:
-                    break  # ssh's own message before the command ran
+            self.pid, head = read_pid_line(read)  # None: ssh's own message, command not run
+            self._pid_seen.set()
             if head:
                 os.write(out_fd, head)
-            while chunk := os.read(src.fileno(), 65536):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(out_fd, view) :]
+            pump(read, out_fd)
         except OSError:
             pass
         finally:

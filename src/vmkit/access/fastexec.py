@@ -25,6 +25,7 @@ SSH_FAILED = 255
 SIGNAL_NAMES = {_signal.SIGINT: "INT", _signal.SIGTERM: "TERM", _signal.SIGHUP: "HUP"}
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 
@@ -144,6 +145,29 @@ def script(argv: list[str]) -> str:
     return 'echo "VMKIT_PID $$" >&2; exec ' + " ".join(quote(a) for a in argv)
 
 
+def read_pid_line(read: Callable[[int], bytes]) -> tuple[int | None, bytes]:
+    """Read ssh's stderr up to the remote shell's pid line: (its pid, what came after it);
+    (None, what was read) when ssh spoke first or it ended: the command never started."""
+    head = b""
+    while chunk := read(4096):
+        head += chunk
+        if head.startswith(PID_TAG) and b"\n" in head:
+            line, rest = head.split(b"\n", 1)
+            digits = line[len(PID_TAG) :]
+            return (int(digits), rest) if digits.isdigit() else (None, head)
+        if not PID_TAG.startswith(head[: len(PID_TAG)]) or len(head) > 64:
+            break
+    return None, head
+
+
+def pump(read: Callable[[int], bytes], out_fd: int) -> None:
+    """Copy until end of file, every byte written."""
+    while chunk := read(65536):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(out_fd, view) :]
+
+
 def run(args: list[str]) -> int | None:
     """Run the exec and give its exit status; None: take the full path (nothing ran)."""
     if not sys.platform.startswith("linux"):
@@ -186,28 +210,13 @@ def run(args: list[str]) -> int | None:
 
     for sig in SIGNAL_NAMES:
         _signal.signal(sig, forward)
-    head = b""
     with os.fdopen(r, "rb", buffering=0) as err:
-        while not guest_pid:
-            chunk = err.read(4096)
-            if not chunk:
-                break
-            head += chunk
-            if head.startswith(PID_TAG) and b"\n" in head:
-                line, head = head.split(b"\n", 1)
-                digits = line[len(PID_TAG) :]
-                if not digits.isdigit():
-                    head = line + b"\n" + head
-                    break
-                guest_pid.append(int(digits))
-            elif not PID_TAG.startswith(head[: len(PID_TAG)]) or len(head) > 64:
-                break  # ssh's own message: the command never started
-        if guest_pid and head:
-            os.write(2, head)
-        while guest_pid and (chunk := err.read(65536)):
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(2, view) :]
+        pid, head = read_pid_line(err.read)
+        if pid is not None:  # else ssh's own message: the command never started
+            guest_pid.append(pid)
+            if head:
+                os.write(2, head)
+            pump(err.read, 2)
     status = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
     if not guest_pid and not delivered:
         return None  # ssh failed before the command ran: the full path says why
