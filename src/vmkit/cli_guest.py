@@ -118,7 +118,7 @@ def spec_schema() -> None:
     """Print the MachineSpec JSON schema."""
     from vmkit.spec import MachineSpec
 
-    _echo_json(MachineSpec.model_json_schema())
+    _echo_json(MachineSpec.json_schema())
 
 
 @spec_group.command(name="validate")

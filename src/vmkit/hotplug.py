@@ -14,8 +14,6 @@ if TYPE_CHECKING:
 
 def disk_from_path(path: Path, readonly: bool, fmt: str | None, force: bool = False) -> Disk:
     """A checked Disk for `path`; the format is read from the file when not given."""
-    from pydantic import ValidationError
-
     from vmkit import input_checks, optstr
     from vmkit.spec import Disk
 
@@ -40,8 +38,8 @@ def disk_from_path(path: Path, readonly: bool, fmt: str | None, force: bool = Fa
         )
     try:
         return Disk(path=path, readonly=readonly, format=fmt or sniffed, force=force)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise SpecError([("disk", str(e["msg"])) for e in exc.errors()]) from None
+    except SpecError as exc:
+        raise SpecError([("disk", msg) for _, msg in exc.problems]) from None
 
 
 def network(
@@ -52,15 +50,13 @@ def network(
     bridge: str | None = None,
     switch: str | None = None,
 ) -> Network:
-    from pydantic import ValidationError
-
     from vmkit.spec import Network
 
     try:
         return Network(mode=mode, mac=mac, tap=tap, netns=netns, bridge=bridge, switch=switch)  # type: ignore[arg-type]
-    except ValidationError as exc:
+    except SpecError as exc:
         raise SpecError(
-            [(f"network.{'.'.join(map(str, e['loc']))}", str(e["msg"])) for e in exc.errors()]
+            [(f"network.{field}" if field else "network", msg) for field, msg in exc.problems]
         ) from None
 
 

@@ -1,5 +1,5 @@
 """Name rules (VMs, network interfaces), kept apart from the spec so path-handling code need
-not import pydantic."""
+not import the spec layer."""
 
 from __future__ import annotations
 

@@ -10,25 +10,38 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import (
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from typing import Any, Literal
 
 from vmkit.errors import SpecError
 from vmkit.imagefmt import sniff_format
 from vmkit.names import validate_name
+from vmkit.record import (
+    BOOL,
+    FLOAT,
+    STR,
+    ListOf,
+    Maybe,
+    Nested,
+    Problems,
+    Record,
+    check,
+    conv,
+    field,
+    integer,
+    literal,
+    then,
+)
+from vmkit.spec_boot import BOOT
 from vmkit.spec_boot import Boot as Boot
 from vmkit.spec_boot import EfiBoot as EfiBoot
 from vmkit.spec_boot import LinuxBoot as LinuxBoot
 from vmkit.spec_boot import MacosBoot as MacosBoot
 from vmkit.spec_boot import TartBoot as TartBoot
 from vmkit.spec_boot import TinyBoot as TinyBoot
+from vmkit.spec_devices import (
+    OPT_PATH,
+    SIZE_SCHEMA,
+)
 from vmkit.spec_devices import (
     PUBLISH_RE as PUBLISH_RE,
 )
@@ -51,10 +64,6 @@ from vmkit.spec_devices import (
     Share as Share,
 )
 from vmkit.spec_devices import (
-    _Model,
-    _resolve,
-)
-from vmkit.spec_devices import (
     network_shorthand as network_shorthand,
 )
 from vmkit.spec_devices import (
@@ -63,196 +72,160 @@ from vmkit.spec_devices import (
 from vmkit.units import SIZE_HELP, format_size, parse_size
 
 MARKER_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
+DRIVER_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}\Z")
 MIN_MEMORY = 16 << 20
 
-# A driver's name: checked against the driver registry (vmkit.drivers) when the VM is
-# created, so a new driver needs no change here.
-DriverName = Annotated[
-    str,
-    Field(
-        pattern=r"^[a-z][a-z0-9-]{0,31}$",
-        description="auto, or a driver: qemu, cloud-hypervisor, vfkit, krunkit, ...",
-    ),
-]
 AccelName = Literal["auto", "kvm", "hvf", "tcg"]
 ArchName = Literal["auto", "x86_64", "aarch64"]
 ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
 
 
-class Readiness(_Model):
+def _marker(v: str) -> str:
+    if not MARKER_RE.match(v):
+        raise ValueError(
+            f"{v!r} is not a usable marker; use 1-64 letters, digits or '_.:-' (no spaces)"
+        )
+    return v
+
+
+def _timeout(v: float) -> float:
+    if not 0 < v <= 86400:
+        raise ValueError(f"{v!r} is out of range; use seconds, > 0 and <= 86400")
+    return v
+
+
+class Readiness(Record):
     """The guest announces readiness with `<marker> <ip>` (or `<marker> -`) on its console."""
 
-    marker: str = "VMKIT_READY"
-    timeout: float = 120.0
-
-    @field_validator("marker")
-    @classmethod
-    def _marker(cls, v: str) -> str:
-        if not MARKER_RE.match(v):
-            raise ValueError(
-                f"{v!r} is not a usable marker; use 1-64 letters, digits or '_.:-' (no spaces)"
-            )
-        return v
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, v: float) -> float:
-        if not 0 < v <= 86400:
-            raise ValueError(f"{v!r} is out of range; use seconds, > 0 and <= 86400")
-        return v
+    marker: str = field(then(STR, _marker), default="VMKIT_READY")
+    timeout: float = field(then(FLOAT, _timeout), default=120.0)
 
 
-class MachineSpec(_Model):
-    name: str
-    cpus: int = 1
-    memory: int = 256 << 20
-    max_cpus: int | None = Field(default=None, description="vCPU ceiling for `vmkit resize`")
-    topology: CpuTopology | None = None
-    hugepages: bool = Field(default=False, description="back guest RAM with huge pages")
-    vsock_cid: int | None = Field(
+def _cpus(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | str) or not str(v).isdecimal():
+        raise ValueError(f"{v!r} is not a whole number of CPUs; use 1-256")
+    n = int(v)
+    if not 1 <= n <= 256:
+        raise ValueError(f"{n} is out of range; use 1-256")
+    return n
+
+
+def _memory(v: Any) -> int:
+    n = parse_size(v)
+    if n < MIN_MEMORY:
+        raise ValueError(f"{v!r} is too small; give at least {format_size(MIN_MEMORY)}")
+    if n % (1 << 20):
+        raise ValueError(f"{v!r} is not a whole number of MiB; hypervisors need MiB units")
+    return n
+
+
+def _driver(v: str) -> str:
+    if not DRIVER_RE.match(v):
+        raise ValueError(f"{v!r} is not a driver name; use auto, qemu, cloud-hypervisor, ...")
+    return v
+
+
+def _arch(v: Any) -> Any:
+    return ARCH_ALIASES.get(v, v) if isinstance(v, str) else v
+
+
+def _networks(v: Any) -> Any:
+    """Shorthands (`nat`, `switch:lan`, a lone string) to NIC mappings; `none` alone: no NIC."""
+    if isinstance(v, str):
+        v = [v]
+    if isinstance(v, list):
+        v = [network_shorthand(n) if isinstance(n, str) else n for n in v]
+        if any(isinstance(n, dict) and n.get("mode") == "none" for n in v):
+            if len(v) > 1:
+                raise ValueError("'none' cannot be combined with other networks")
+            return []
+    return v
+
+
+class _Networks(ListOf):
+    def __call__(self, value: Any, ctx: dict[str, Any], loc: str, problems: Problems) -> Any:
+        try:
+            value = _networks(value)
+        except ValueError as exc:
+            problems.append((loc, str(exc)))
+            return None
+        return super().__call__(value, ctx, loc, problems)
+
+
+CPUS = conv(_cpus, {"type": ["integer", "string"], "minimum": 1, "maximum": 256})
+MEMORY = conv(_memory, dict(SIZE_SCHEMA))
+ARCH = literal(ArchName)
+
+
+class MachineSpec(Record):
+    """What the user asked for: a VM's hardware, boot, devices and readiness rule."""
+
+    name: str = field(conv(validate_name, {"type": "string"}))
+    cpus: int = field(CPUS, default=1)
+    memory: int = field(MEMORY, default=256 << 20)
+    max_cpus: int | None = field(Maybe(CPUS), default=None, doc="vCPU ceiling for `vmkit resize`")
+    topology: CpuTopology | None = field(Maybe(Nested(CpuTopology)), default=None)
+    hugepages: bool = field(BOOL, default=False, doc="back guest RAM with huge pages")
+    vsock_cid: int | None = field(
+        Maybe(integer(ge=3)),
         default=None,
-        ge=3,
-        description="virtio-vsock guest CID; vmkit then reaches SSH over vsock port 22, which "
+        doc="virtio-vsock guest CID; vmkit then reaches SSH over vsock port 22, which "
         "the guest must serve (systemd >= 256 does; vfkit/krunkit: 3, their fixed CID)",
     )
-    max_memory: int | None = Field(default=None, description="memory ceiling for resize")
-    boot: Boot = Field(default_factory=TinyBoot, description="default: the tiny guest")
-    disks: list[Disk] = Field(default_factory=list)
-    networks: list[Network] = Field(default_factory=list)
-    shares: list[Share] = Field(default_factory=list)
-    cloud_init: CloudInit | None = None
-    serial_log: Path | None = None
-    rng: bool = True
-    balloon: bool = False
-    rosetta: bool = Field(
+    max_memory: int | None = field(Maybe(MEMORY), default=None, doc="memory ceiling for resize")
+    boot: Boot = field(BOOT, factory=lambda: TinyBoot(), doc="default: the tiny guest")
+    disks: list[Disk] = field(ListOf(Nested(Disk)), factory=list)
+    networks: list[Network] = field(_Networks(Nested(Network)), factory=list)
+    shares: list[Share] = field(ListOf(Nested(Share)), factory=list)
+    cloud_init: CloudInit | None = field(Maybe(Nested(CloudInit)), default=None)
+    serial_log: Path | None = field(OPT_PATH, default=None)
+    rng: bool = field(BOOL, default=True)
+    balloon: bool = field(BOOL, default=False)
+    rosetta: bool = field(
+        BOOL,
         default=False,
-        description="vfkit on Apple silicon: share Rosetta with the guest (virtio-fs tag "
+        doc="vfkit on Apple silicon: share Rosetta with the guest (virtio-fs tag "
         "`rosetta`) so it can run x86_64 Linux binaries",
     )
-    readiness: Readiness = Field(default_factory=Readiness)
-    driver: DriverName = "auto"
-    accelerator: AccelName = "auto"
-    arch: ArchName = Field(
+    readiness: Readiness = field(Nested(Readiness), factory=lambda: Readiness())
+    driver: str = field(
+        then(STR, _driver),
         default="auto",
-        description="guest CPU architecture; another than the host's runs emulated (QEMU TCG)",
+        doc="auto, or a driver: qemu, cloud-hypervisor, vfkit, ...",
+    )
+    accelerator: AccelName = field(literal(AccelName), default="auto")
+    arch: ArchName = field(
+        conv(lambda v: ARCH.fn(_arch(v), {}), {"enum": ["auto", "x86_64", "aarch64"]}),
+        default="auto",
+        doc="guest CPU architecture; another than the host's runs emulated (QEMU TCG)",
     )
 
-    @field_validator("arch", mode="before")
-    @classmethod
-    def _arch(cls, v: Any) -> Any:
-        return ARCH_ALIASES.get(v, v) if isinstance(v, str) else v
-
-    @field_validator("name", mode="before")
-    @classmethod
-    def _name(cls, v: Any) -> str:
-        return validate_name(v)
-
-    @field_validator("cpus", mode="before")
-    @classmethod
-    def _cpus(cls, v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int | str) or not str(v).isdecimal():
-            raise ValueError(f"{v!r} is not a whole number of CPUs; use 1-256")
-        n = int(v)
-        if not 1 <= n <= 256:
-            raise ValueError(f"{n} is out of range; use 1-256")
-        return n
-
-    @field_validator("max_cpus", mode="before")
-    @classmethod
-    def _max_cpus(cls, v: Any) -> int | None:
-        return None if v is None else cls._cpus(v)
-
-    @field_validator("max_memory", mode="before")
-    @classmethod
-    def _max_memory(cls, v: Any) -> int | None:
-        return None if v is None else cls._memory(v)
-
-    @field_validator("memory", mode="before")
-    @classmethod
-    def _memory(cls, v: Any) -> int:
-        n = parse_size(v)
-        if n < MIN_MEMORY:
-            raise ValueError(f"{v!r} is too small; give at least {format_size(MIN_MEMORY)}")
-        if n % (1 << 20):
-            raise ValueError(f"{v!r} is not a whole number of MiB; hypervisors need MiB units")
-        return n
-
-    @field_validator("networks", mode="before")
-    @classmethod
-    def _networks(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = [v]
-        if isinstance(v, list):
-            v = [network_shorthand(n) if isinstance(n, str) else n for n in v]
-            if any(isinstance(n, dict) and n.get("mode") == "none" for n in v):
-                if len(v) > 1:
-                    raise ValueError("'none' cannot be combined with other networks")
-                return []
-        return v
-
-    @field_validator("serial_log")
-    @classmethod
-    def _serial(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        return None if v is None else _resolve(v, info)
-
-    @model_validator(mode="after")
-    def _topology(self) -> MachineSpec:
+    @check
+    def _topology(self) -> None:
         if self.topology is not None and self.topology.total != (self.max_cpus or self.cpus):
             raise ValueError(
                 f"topology has {self.topology.total} vCPUs (threads x cores x dies x packages) "
                 f"but max_cpus/cpus is {self.max_cpus or self.cpus}; they must match"
             )
-        return self
 
-    @model_validator(mode="after")
-    def _ceilings(self) -> MachineSpec:
+    @check
+    def _ceilings(self) -> None:
         if self.max_cpus is not None and self.max_cpus < self.cpus:
             raise ValueError(f"max_cpus ({self.max_cpus}) is below cpus ({self.cpus})")
         if self.max_memory is not None and self.max_memory < self.memory:
             raise ValueError("max_memory is below memory")
-        return self
 
-    @model_validator(mode="after")
-    def _tart_boot(self) -> MachineSpec:
+    @check
+    def _tart_boot(self) -> None:
         if (self.boot.kind == "tart") != (self.driver == "tart"):
             raise ValueError(
                 "boot.kind 'tart' and driver: tart go together (Tart boots only its own VMs)"
             )
-        return self
 
-    @model_validator(mode="after")
-    def _accel_driver(self) -> MachineSpec:
+    @check
+    def _accel_driver(self) -> None:
         if self.accelerator == "hvf" and self.driver in ("cloud-hypervisor",):
             raise ValueError("accelerator 'hvf' is macOS-only; cloud-hypervisor needs kvm")
-        return self
-
-    def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-
-def _problems(exc: ValidationError) -> list[tuple[str, str]]:
-    out = []
-    for err in exc.errors(include_url=False):
-        field = ""
-        for part in err["loc"]:
-            if part in ("linux", "efi"):
-                continue
-            field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
-        kind, value = err["type"], err.get("input")
-        if kind == "value_error":
-            msg = str(err["ctx"]["error"])
-        elif kind == "extra_forbidden":
-            msg = "unknown field (see `vmkit spec schema` for the fields allowed)"
-        elif kind == "literal_error":
-            msg = f"{value!r} is not allowed; use {err['ctx']['expected']}"
-        elif kind == "missing":
-            msg = "is required"
-        elif kind == "union_tag_invalid":
-            msg = f"{err['ctx']['tag']!r} is not a boot kind; use 'linux', 'efi' or 'tiny'"
-        else:
-            msg = f"{value!r}: {err['msg']}"
-        out.append((field, msg))
-    return out
 
 
 def spec_from_dict(
@@ -261,10 +234,10 @@ def spec_from_dict(
     """Validate `data`; raise SpecError listing every bad field."""
     if not isinstance(data, dict):
         raise SpecError([("", f"a machine spec must be a mapping, not {type(data).__name__}")])
-    try:
-        spec = MachineSpec.model_validate(data, context={"base_dir": base_dir or Path.cwd()})
-    except ValidationError as exc:
-        raise SpecError(_problems(exc)) from None
+    problems: Problems = []
+    spec = MachineSpec.validate(data, {"base_dir": base_dir or Path.cwd()}, "", problems)
+    if problems:
+        raise SpecError(problems)
     if check_files:
         problems = missing_files(spec, creating=True)
         if problems:
@@ -332,9 +305,9 @@ def missing_files(spec: MachineSpec, creating: bool = False) -> list[tuple[str, 
         why := input_checks.serial_log_problem(spec.serial_log, creating)
     ):
         problems.append(("serial_log", why))
-    for field, value in (("memory", spec.memory), ("max_memory", spec.max_memory)):
+    for where, value in (("memory", spec.memory), ("max_memory", spec.max_memory)):
         if value is not None and (why := input_checks.memory_problem(value)):
-            problems.append((field, why))
+            problems.append((where, why))
     problems += input_checks.duplicate_ports(
         [
             (f"networks[{i}].publish", item, *parse_publish(item)[1:4:2])

@@ -1,5 +1,5 @@
-"""The spec's device models (disks, NICs, shares, cloud-init, CPU topology) and the base
-model every spec part shares; `vmkit.spec` re-exports them."""
+"""The spec's device records (disks, NICs, shares, cloud-init, CPU topology) and the path
+rule every spec part shares; `vmkit.spec` re-exports them."""
 
 from __future__ import annotations
 
@@ -9,85 +9,105 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-
 from vmkit import optstr
 from vmkit.errors import SpecError
 from vmkit.names import validate_name
+from vmkit.record import (
+    BOOL,
+    MAPPING,
+    PATH,
+    STR,
+    AnyOf,
+    Conv,
+    ListOf,
+    Maybe,
+    Record,
+    check,
+    conv,
+    field,
+    integer,
+    literal,
+    then,
+)
 from vmkit.units import parse_size
 
 
-def _resolve(value: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir")
-    why = optstr.problem(str(value), optstr.CONTROL, "vmkit", optstr.PLAIN_FIX)
+def _resolve(value: Any, ctx: dict[str, Any]) -> Path:
+    """A path made absolute against the spec file's folder (`ctx["base_dir"]`), refusing
+    control characters that no option string may carry."""
+    path: Path = PATH.fn(value, ctx)
+    base = ctx.get("base_dir")
+    why = optstr.problem(str(path), optstr.CONTROL, "vmkit", optstr.PLAIN_FIX)
     if why is not None:
         raise ValueError(why)
-    value = value.expanduser()
-    if not value.is_absolute() and base is not None:
-        value = Path(base) / value
-    return value.absolute()
+    path = path.expanduser()
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return path.absolute()
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+RESOLVED_PATH = Conv(_resolve, {"type": "string", "format": "path"})
+OPT_PATH = Maybe(RESOLVED_PATH)
+OPT_STR = Maybe(STR)
+STR_LIST = ListOf(STR)
+SIZE_SCHEMA = {"type": ["integer", "string"], "description": "bytes, or a size like 512M or 2G"}
 
 
-class Disk(_Model):
+def sized(rule: Any) -> Conv:
+    """A size in bytes from an integer or a string like `512M` (units.parse_size), then
+    `rule(n, raw)` (raises ValueError)."""
+
+    def run(value: Any) -> int:
+        n = parse_size(value)
+        rule(n, value)
+        return n
+
+    return conv(run, dict(SIZE_SCHEMA))
+
+
+def _positive_rate(n: int, raw: Any) -> None:
+    if n <= 0:
+        raise ValueError(f"{raw!r} must be a positive number of bytes per second")
+
+
+def _sector_size(n: int, raw: Any) -> None:
+    if n <= 0 or n % 512:
+        raise ValueError(f"{raw!r} must be a positive size in whole 512-byte sectors")
+
+
+DiskFormat = Literal["raw", "qcow2"]
+
+
+class Disk(Record):
     """An existing image (`path`), or one vmkit makes in the VM's dir at create time and
     deletes with the VM: an empty disk of `size`, or a copy-on-write clone of `clone`."""
 
-    path: Path | None = None
-    size: int | None = Field(default=None, description="make an empty disk of this size")
-    clone: Path | None = Field(default=None, description="make a CoW clone of this image")
-    readonly: bool = False
-    format: Literal["raw", "qcow2"] = "raw"
-    iops: int | None = Field(default=None, gt=0, description="I/O operations per second cap")
-    bandwidth: int | None = Field(default=None, description="bytes per second cap (e.g. 50M)")
-    force: bool = Field(
+    path: Path | None = field(OPT_PATH, default=None)
+    size: int | None = field(
+        Maybe(sized(_sector_size)), default=None, doc="make an empty disk of this size"
+    )
+    clone: Path | None = field(OPT_PATH, default=None, doc="make a CoW clone of this image")
+    readonly: bool = field(BOOL, default=False)
+    format: DiskFormat = field(literal(DiskFormat), default="raw")
+    iops: int | None = field(
+        Maybe(integer(gt=0)), default=None, doc="I/O operations per second cap"
+    )
+    bandwidth: int | None = field(
+        Maybe(sized(_positive_rate)), default=None, doc="bytes per second cap (e.g. 50M)"
+    )
+    force: bool = field(
+        BOOL,
         default=False,
-        description="use `path` even if it is a device, another user's file, hard-linked or a "
+        doc="use `path` even if it is a device, another user's file, hard-linked or a "
         "system file (refused otherwise)",
     )
 
-    @field_validator("bandwidth", mode="before")
-    @classmethod
-    def _bandwidth(cls, v: Any) -> int | None:
-        if v is None:
-            return None
-        n = parse_size(v)
-        if n <= 0:
-            raise ValueError(f"{v!r} must be a positive number of bytes per second")
-        return n
-
-    @field_validator("path", "clone")
-    @classmethod
-    def _path(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        return None if v is None else _resolve(v, info)
-
-    @field_validator("size", mode="before")
-    @classmethod
-    def _size(cls, v: Any) -> int | None:
-        if v is None:
-            return None
-        n = parse_size(v)
-        if n <= 0 or n % 512:
-            raise ValueError(f"{v!r} must be a positive size in whole 512-byte sectors")
-        return n
-
-    @model_validator(mode="after")
-    def _source(self) -> Disk:
+    @check
+    def _source(self) -> None:
         if self.size is not None and self.clone is not None:
             raise ValueError("give `size` (a new empty disk) or `clone` (a copy), not both")
         if self.path is None and self.size is None and self.clone is None:
             raise ValueError("a disk needs `path`, `size` (new empty disk) or `clone` (copy)")
-        return self
 
     @property
     def file(self) -> Path:
@@ -97,54 +117,74 @@ class Disk(_Model):
         return self.path
 
 
-class Network(_Model):
+def _netns(v: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v) or v in (".", ".."):
+        raise ValueError(f"{v!r} is not a network namespace name")
+    return v
+
+
+def _ifname(v: str) -> str:
+    from vmkit.names import check_ifname
+
+    return check_ifname(v)
+
+
+def _publish(v: str) -> str:
+    parse_publish(v)
+    return v
+
+
+def _mac(v: str) -> str:
+    if not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", v.lower()):
+        raise ValueError(f"{v!r} is not a MAC address; use six hex pairs like 52:54:00:12:34:56")
+    if int(v[:2], 16) & 1:
+        raise ValueError(f"{v!r} is a multicast MAC; the first byte must be even")
+    return v.lower()
+
+
+def _ip(v: str) -> str:
+    try:
+        return str(ipaddress.ip_interface(v))
+    except ValueError:
+        raise ValueError(f"{v!r} is not an address with prefix, e.g. 10.0.2.15/24") from None
+
+
+NetMode = Literal["none", "user", "nat", "switch", "tap", "vmnet"]
+VmnetKind = Literal["shared", "host", "bridged"]
+IFNAME = Maybe(then(STR, _ifname))
+
+
+class Network(Record):
     """A NIC. `user`/`nat`: NAT through the hypervisor (QEMU user networking); `switch`: a
     port on vmkit's userspace L2 switch named `switch` (VMs on one switch share a LAN)."""
 
-    mode: Literal["none", "user", "nat", "switch", "tap", "vmnet"] = "user"
-    switch: str | None = Field(default=None, description="switch name (mode: switch)")
-    tap: str | None = Field(default=None, description="TAP name (mode: tap); made if missing")
-    netns: str | None = Field(default=None, description="network namespace of the TAP")
-    bridge: str | None = Field(default=None, description="bridge to enslave the TAP to")
-    vmnet: Literal["shared", "host", "bridged"] | None = Field(
-        default=None, description="vmnet.framework network through vmnet-helper (macOS)"
+    mode: NetMode = field(literal(NetMode), default="user")
+    switch: str | None = field(
+        Maybe(then(STR, validate_name)), default=None, doc="switch name (mode: switch)"
     )
-    interface: str | None = Field(default=None, description="host interface (vmnet: bridged)")
-    mac: str | None = None
-    ip: str | None = Field(default=None, description="static guest IP/prefix; else DHCP")
-    publish: list[str] = Field(
-        default_factory=list,
-        description="port forwards HOST_PORT:GUEST_PORT[/tcp|udp] (NAT and TAP NICs)",
+    tap: str | None = field(IFNAME, default=None, doc="TAP name (mode: tap); made if missing")
+    netns: str | None = field(
+        Maybe(then(STR, _netns)), default=None, doc="network namespace of the TAP"
+    )
+    bridge: str | None = field(IFNAME, default=None, doc="bridge to enslave the TAP to")
+    vmnet: VmnetKind | None = field(
+        Maybe(literal(VmnetKind)),
+        default=None,
+        doc="vmnet.framework network through vmnet-helper (macOS)",
+    )
+    interface: str | None = field(IFNAME, default=None, doc="host interface (vmnet: bridged)")
+    mac: str | None = field(Maybe(then(STR, _mac)), default=None)
+    ip: str | None = field(
+        Maybe(then(STR, _ip)), default=None, doc="static guest IP/prefix; else DHCP"
+    )
+    publish: list[str] = field(
+        ListOf(then(STR, _publish)),
+        factory=list,
+        doc="port forwards HOST_PORT:GUEST_PORT[/tcp|udp] (NAT and TAP NICs)",
     )
 
-    @field_validator("switch")
-    @classmethod
-    def _switch(cls, v: str | None) -> str | None:
-        return None if v is None else validate_name(v)
-
-    @field_validator("tap", "bridge", "interface")
-    @classmethod
-    def _ifname(cls, v: str | None) -> str | None:
-        from vmkit.names import check_ifname
-
-        return None if v is None else check_ifname(v)
-
-    @field_validator("netns")
-    @classmethod
-    def _netns(cls, v: str | None) -> str | None:
-        if (v is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v)) or v in (".", ".."):
-            raise ValueError(f"{v!r} is not a network namespace name")
-        return v
-
-    @field_validator("publish")
-    @classmethod
-    def _publish(cls, v: list[str]) -> list[str]:
-        for item in v:
-            parse_publish(item)
-        return v
-
-    @model_validator(mode="after")
-    def _mode_fields(self) -> Network:
+    @check
+    def _mode_fields(self) -> None:
         if self.mode == "switch" and self.switch is None:
             raise ValueError("mode 'switch' needs `switch: NAME` (the LAN to join)")
         if self.mode != "switch" and self.switch is not None:
@@ -167,31 +207,6 @@ class Network(_Model):
             raise ValueError(
                 "`publish` on a TAP in a network namespace: the host cannot reach the guest there"
             )
-        return self
-
-    @field_validator("mac")
-    @classmethod
-    def _mac(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        if not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", v.lower()):
-            raise ValueError(
-                f"{v!r} is not a MAC address; use six hex pairs like 52:54:00:12:34:56"
-            )
-        if int(v[:2], 16) & 1:
-            raise ValueError(f"{v!r} is a multicast MAC; the first byte must be even")
-        return v.lower()
-
-    @field_validator("ip")
-    @classmethod
-    def _ip(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            iface = ipaddress.ip_interface(v)
-        except ValueError:
-            raise ValueError(f"{v!r} is not an address with prefix, e.g. 10.0.2.15/24") from None
-        return str(iface)
 
 
 PUBLISH_RE = re.compile(
@@ -238,101 +253,101 @@ def network_shorthand(value: str) -> dict[str, Any]:
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,35}\Z")
 
 
-class Share(_Model):
+def _virtiofs_dir(value: Any, ctx: dict[str, Any]) -> Path:
+    path = _resolve(value, ctx)
+    why = optstr.problem(str(path), optstr.VIRTIOFSD, optstr.VIRTIOFSD_WHO, optstr.VIRTIOFSD_FIX)
+    if why is not None:  # `-o source=/a,source=/` would share another folder
+        raise ValueError(why)
+    return path
+
+
+def _tag(v: str) -> str:
+    if not TAG_RE.match(v):
+        raise ValueError(
+            f"{v!r} is not a usable tag; use 1-36 letters, digits or '_.-', "
+            "starting with a letter or digit"
+        )
+    return v
+
+
+class Share(Record):
     """A host directory the guest mounts over virtio-fs with `mount -t virtiofs TAG DIR`."""
 
-    host: Path
-    tag: str
-    readonly: bool = False
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, v: Path, info: ValidationInfo) -> Path:
-        v = _resolve(v, info)
-        why = optstr.problem(str(v), optstr.VIRTIOFSD, optstr.VIRTIOFSD_WHO, optstr.VIRTIOFSD_FIX)
-        if why is not None:  # `-o source=/a,source=/` would share another folder
-            raise ValueError(why)
-        return v
-
-    @field_validator("tag")
-    @classmethod
-    def _tag(cls, v: str) -> str:
-        if not TAG_RE.match(v):
-            raise ValueError(
-                f"{v!r} is not a usable tag; use 1-36 letters, digits or '_.-', "
-                "starting with a letter or digit"
-            )
-        return v
+    host: Path = field(Conv(_virtiofs_dir, {"type": "string", "format": "path"}))
+    tag: str = field(then(STR, _tag))
+    readonly: bool = field(BOOL, default=False)
 
 
-class CloudInit(_Model):
+def _hostname(v: str) -> str:
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", v):
+        raise ValueError(f"{v!r} is not a hostname; use lowercase letters, digits and '-'")
+    return v
+
+
+def _user(v: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", v):
+        raise ValueError(f"{v!r} is not a Linux user name")
+    return v
+
+
+def _shell(v: str) -> str:
+    if not re.fullmatch(r"/[A-Za-z0-9_./+-]+", v):
+        raise ValueError(f"{v!r} is not an absolute path to a shell, e.g. /bin/bash")
+    return v
+
+
+def _key(key: str) -> str:
+    if "\n" in key.strip() or len(key.split()) < 2:
+        raise ValueError(
+            f"{key[:40]!r}... is not one OpenSSH public key line "
+            "(TYPE BASE64 [COMMENT], e.g. the contents of ~/.ssh/id_ed25519.pub)"
+        )
+    return key.strip()
+
+
+def plain(where: str) -> Conv:
+    """A mapping of plain data only (what JSON can hold); `where` names it in messages."""
+    return then(MAPPING, lambda v: _plain_data(v, where))
+
+
+class CloudInit(Record):
     """A cloud-init NoCloud seed ISO vmkit builds and attaches read-only (for cloud images)."""
 
-    hostname: str | None = None
-    user: str = "vmkit"
-    shell: str | None = Field(
-        default=None, description="login shell, e.g. /bin/bash (default: the image's)"
+    hostname: str | None = field(Maybe(then(STR, _hostname)), default=None)
+    user: str = field(then(STR, _user), default="vmkit")
+    shell: str | None = field(
+        Maybe(then(STR, _shell)),
+        default=None,
+        doc="login shell, e.g. /bin/bash (default: the image's)",
     )
-    ssh_authorized_keys: list[str] = Field(
-        default_factory=list, description="added to vmkit's own per-host key (`vmkit ssh`)"
+    ssh_authorized_keys: list[str] = field(
+        ListOf(then(STR, _key)),
+        factory=list,
+        doc="added to vmkit's own per-host key (`vmkit ssh`)",
     )
-    sudo: bool = Field(default=True, description="password-less sudo for the user")
-    packages: list[str] = Field(default_factory=list)
-    runcmd: list[str | list[str]] = Field(default_factory=list)
-    user_data: dict[str, Any] = Field(
-        default_factory=dict,
-        description="merged into #cloud-config: mappings recursively, lists appended, "
+    sudo: bool = field(BOOL, default=True, doc="password-less sudo for the user")
+    packages: list[str] = field(STR_LIST, factory=list)
+    runcmd: list[str | list[str]] = field(ListOf(AnyOf(STR, STR_LIST)), factory=list)
+    user_data: dict[str, Any] = field(
+        plain("user_data"),
+        factory=dict,
+        doc="merged into #cloud-config: mappings recursively, lists appended, "
         "other values replace vmkit's",
     )
-    network_config: dict[str, Any] | None = None
-    ready_line: bool = Field(default=True, description="print the readiness line when done")
-
-    @field_validator("user_data", "network_config")
-    @classmethod
-    def _plain(cls, v: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
-        _plain_data(v, str(info.field_name))
-        return v
-
-    @field_validator("hostname")
-    @classmethod
-    def _hostname(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", v):
-            raise ValueError(f"{v!r} is not a hostname; use lowercase letters, digits and '-'")
-        return v
-
-    @field_validator("user")
-    @classmethod
-    def _user(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", v):
-            raise ValueError(f"{v!r} is not a Linux user name")
-        return v
-
-    @field_validator("shell")
-    @classmethod
-    def _shell(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"/[A-Za-z0-9_./+-]+", v):
-            raise ValueError(f"{v!r} is not an absolute path to a shell, e.g. /bin/bash")
-        return v
-
-    @field_validator("ssh_authorized_keys")
-    @classmethod
-    def _keys(cls, v: list[str]) -> list[str]:
-        for key in v:
-            if "\n" in key.strip() or len(key.split()) < 2:
-                raise ValueError(
-                    f"{key[:40]!r}... is not one OpenSSH public key line "
-                    "(TYPE BASE64 [COMMENT], e.g. the contents of ~/.ssh/id_ed25519.pub)"
-                )
-        return [key.strip() for key in v]
+    network_config: dict[str, Any] | None = field(Maybe(plain("network_config")), default=None)
+    ready_line: bool = field(BOOL, default=True, doc="print the readiness line when done")
 
 
-class CpuTopology(_Model):
+COUNT = integer(ge=1)
+
+
+class CpuTopology(Record):
     """threads x cores x dies x packages; the product must equal max_cpus (or cpus)."""
 
-    threads_per_core: int = Field(default=1, ge=1)
-    cores_per_die: int = Field(default=1, ge=1)
-    dies_per_package: int = Field(default=1, ge=1)
-    packages: int = Field(default=1, ge=1)
+    threads_per_core: int = field(COUNT, default=1)
+    cores_per_die: int = field(COUNT, default=1)
+    dies_per_package: int = field(COUNT, default=1)
+    packages: int = field(COUNT, default=1)
 
     @property
     def total(self) -> int:

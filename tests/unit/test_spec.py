@@ -261,8 +261,9 @@ def test_spec_round_trips_through_json() -> None:
 
 def test_assignment_is_validated_too() -> None:
     spec = _spec()
-    with pytest.raises(ValueError):
+    with pytest.raises(SpecError, match="cpus: 0 is out of range"):
         spec.cpus = 0
+    assert spec.cpus == 1
 
 
 # ---- paths: resolution and existence -------------------------------------------------------

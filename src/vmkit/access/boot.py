@@ -32,7 +32,7 @@ def boot_spec(spec: MachineSpec, vm_dir: Path, home: Path, write: bool) -> Machi
         path = guest_initrd(vm_dir, spec.name, boot.initrd, client_pub)
     else:
         path = vm_dir / GUEST_INITRD
-    return spec.model_copy(update={"boot": boot.model_copy(update={"initrd": path})})
+    return spec.replace(boot=boot.replace(initrd=path))
 
 
 def tiny_guest_manifest(initrd: Path | None) -> dict[str, Any] | None:

@@ -63,4 +63,4 @@ def resolve_tiny_boot(
         initrd=spec.boot.initrd or guest.initrd,
         cmdline=tiny_cmdline(spec, spec.boot.cmdline),
     )
-    return spec.model_copy(update={"boot": boot})
+    return spec.replace(boot=boot)

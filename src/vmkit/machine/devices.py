@@ -95,7 +95,7 @@ def attach_share(machine: Machine, host_dir: Path, tag: str, readonly: bool) -> 
         devices = settled(machine, rt)
         device_id = hotplug.next_id(devices, "hs")
         sock = machine.store.socket_path(machine.name, device_id)
-        server = sidecars.Virtiofsd(share.model_dump(mode="json"), sock, machine.dir)
+        server = sidecars.Virtiofsd(share.to_json(), sock, machine.dir)
         helper = server.start()
         try:
             ctl.attach_share(tag, str(sock), device_id)

@@ -52,7 +52,7 @@ def check(spec: MachineSpec, driver: Driver) -> None:
     from vmkit.spec import parse_publish
 
     for i, net in enumerate(spec.networks):
-        if not net.publish or driver.forwards_ports(net.model_dump(mode="json")):
+        if not net.publish or driver.forwards_ports(net.to_json()):
             continue
         if net.mode == "switch":
             raise NotSupported(

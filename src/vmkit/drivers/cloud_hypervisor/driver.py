@@ -108,7 +108,7 @@ def vm_config(spec: MachineSpec, ctx: LaunchContext) -> dict[str, Any]:
         "console": {"mode": "Off"},
     }
     if spec.topology is not None:
-        config["cpus"]["topology"] = spec.topology.model_dump()
+        config["cpus"]["topology"] = spec.topology.to_json()
     if spec.hugepages:
         config["memory"]["hugepages"] = True
     if spec.vsock_cid is not None:
