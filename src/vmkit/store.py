@@ -16,7 +16,6 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +34,8 @@ MAX_SOCKET_PATH = 104  # macOS sun_path limit (Linux allows 108)
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write via a temp file in the same dir, fsync, rename, fsync the dir."""
+    import tempfile  # here: its import (random, hashlib) is not needed by readers
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         f = os.fdopen(fd, "wb")
@@ -176,6 +177,8 @@ class Store:
                     f"a VM named {name!r} already exists; pick another name or remove it "
                     f"with `vmkit rm {name}`"
                 )
+            import tempfile
+
             staging = Path(tempfile.mkdtemp(dir=self.vms_dir, prefix=f".creating-{name}-"))
             try:
                 os.chmod(staging, 0o700)

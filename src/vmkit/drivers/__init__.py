@@ -26,6 +26,30 @@ MODULES: dict[str, str] = {
     "tart": "vmkit.drivers.tart",
 }
 
+# What `driver: auto` checks before importing a driver (its own `auto_usable()` decides
+# after): the host platform it runs on and the binary it needs. Importing the Mac drivers
+# and Cloud Hypervisor's just to hear "no" cost ~10 ms of every `vmkit run` on Linux.
+AUTO_PREREQ: dict[str, tuple[str, str]] = {
+    "vfkit": ("macos", "vfkit"),
+    "krunkit": ("macos", "krunkit"),
+    "cloud-hypervisor": ("linux", "cloud-hypervisor"),
+    "tart": ("macos", "tart"),
+}
+
+
+def _may_auto_pick(name: str) -> bool:
+    import shutil
+
+    from vmkit import hostinfo
+
+    host, binary = AUTO_PREREQ.get(name, ("", ""))
+    if (host == "macos" and not hostinfo.is_macos()) or (
+        host == "linux" and not hostinfo.is_linux()
+    ):
+        return False
+    return not binary or shutil.which(binary) is not None
+
+
 _registered: dict[str, type[Driver]] = {}
 D = TypeVar("D", bound="type[Driver]")
 
@@ -72,6 +96,8 @@ def resolve_driver_name(requested: str, arch: str | None = None) -> str:
         return requested
     foreign = foreign_arch(arch)
     for name in MODULES:
+        if not foreign and not _may_auto_pick(name):
+            continue
         cls = driver_class(name)
         if (cls.emulates if foreign else cls.auto_usable()) and cls.auto_pick:
             return name

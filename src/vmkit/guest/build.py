@@ -15,37 +15,24 @@ import hashlib
 import json
 import lzma
 import os
-import platform
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
 from vmkit.errors import InvalidInput, VmkitError
 from vmkit.guest import cpio, sshd
-from vmkit.guest.apt import ARCHES, Apt, debian_arch_name
-from vmkit.paths import cache_dir
+from vmkit.guest.apt import Apt, debian_arch_name
+from vmkit.guest.cache import WANTED_MODULES as WANTED_MODULES
+from vmkit.guest.cache import GuestImage as GuestImage
+from vmkit.guest.cache import debian_arch as debian_arch
+from vmkit.guest.cache import find_built as find_built
+from vmkit.guest.cache import guest_root as guest_root
+from vmkit.guest.cache import load as load
+from vmkit.guest.cache import recipe_id as recipe_id
 from vmkit.storage import elf, kernel
-
-# What the guest needs; their dependencies are added from .modinfo.
-WANTED_MODULES = (
-    "virtio_pci",
-    "virtio_blk",
-    "virtio_net",
-    "virtio_console",
-    "virtio_rng",
-    "virtio_balloon",
-    "virtiofs",
-    "vmw_vsock_virtio_transport",
-    "ext4",
-    "isofs",
-    "button",  # ACPI power button (x86_64; arm64 with ACPI)
-    "gpio_keys",  # power button on arm64 device-tree machines (QEMU virt: PL061 GPIO)
-    "evdev",
-)
 
 _ACPI_POWER_ACTION = (
     b"#!/bin/sh\n# ACPI power button: ask init (pid 1) to power off cleanly.\nexec poweroff\n"
@@ -60,72 +47,6 @@ case "$1" in
 esac
 exit 0
 """
-
-
-@dataclass(frozen=True)
-class GuestImage:
-    """Paths of a built tiny guest."""
-
-    dir: Path
-    bzimage: Path  # the distro's compressed kernel (vmlinuz), whatever the arch
-    vmlinux: Path
-    initrd: Path
-    manifest: dict[str, object]
-
-    @property
-    def arch(self) -> str:
-        return str(self.manifest.get("arch", ""))
-
-    @property
-    def image(self) -> Path:
-        """The raw arm64 `Image` (arm64 guests): what vfkit boots without decompressing."""
-        return self.dir / "Image"
-
-    @property
-    def kernel(self) -> Path:
-        """The kernel vmkit boots by default: the PVH vmlinux on x86_64, the raw Image on
-        arm64."""
-        for path in (self.vmlinux, self.image):
-            if path.exists():
-                return path
-        return self.bzimage
-
-
-def debian_arch() -> str:
-    machine = platform.machine().lower()
-    return ARCHES.get(machine, machine)
-
-
-def guest_root(base: Path | None = None) -> Path:
-    return (base or cache_dir()) / "guest"
-
-
-def recipe_id() -> str:
-    """A short hash of what goes into the initramfs besides the packages (init script,
-    module list), so a vmkit with a changed guest recipe never boots a stale cached guest."""
-    h = hashlib.sha256()
-    h.update(_init_script())
-    h.update("\n".join(WANTED_MODULES).encode())
-    h.update("\n".join((*sshd.PACKAGES, *sshd.LIBRARIES)).encode())
-    return h.hexdigest()[:10]
-
-
-def _init_script() -> bytes:
-    return resources.files("vmkit.guest").joinpath("init.sh").read_bytes()
-
-
-def find_built(base: Path | None = None, arch: str | None = None) -> GuestImage | None:
-    """The most recently built guest of the current recipe for `arch` (default: this
-    machine's) in the cache, if any."""
-    root = guest_root(base)
-    if not root.is_dir():
-        return None
-    suffix = f"-{arch or debian_arch()}-{recipe_id()}"
-    built = sorted(
-        (p for p in root.iterdir() if p.name.endswith(suffix) and (p / "manifest.json").is_file()),
-        key=lambda p: (p / "manifest.json").stat().st_mtime,
-    )
-    return _load(built[-1]) if built else None
 
 
 def prune(in_use: set[Path], base: Path | None = None, dry_run: bool = False) -> list[Path]:
@@ -148,11 +69,6 @@ def prune(in_use: set[Path], base: Path | None = None, dry_run: bool = False) ->
         if not dry_run:
             shutil.rmtree(d)
     return gone
-
-
-def _load(d: Path) -> GuestImage:
-    manifest = json.loads((d / "manifest.json").read_text())
-    return GuestImage(d, d / "vmlinuz", d / "vmlinux", d / "initramfs.cpio.gz", manifest)
 
 
 class PackageSource(Protocol):
@@ -205,7 +121,7 @@ def build(
     out_dir = root / f"{kpkg.removeprefix('linux-image-')}-{arch}-{recipe_id()}"
     if out_dir.joinpath("manifest.json").is_file() and not force:
         progress(f"already built: {out_dir}")
-        return _load(out_dir)
+        return load(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp_s:
         tmp = Path(tmp_s)
@@ -261,7 +177,7 @@ def build(
             shutil.rmtree(out_dir)
         stage.rename(out_dir)
     progress(f"built {out_dir}")
-    return _load(out_dir)
+    return load(out_dir)
 
 
 def _modules_dir(tree: Path, kver: str) -> Path:

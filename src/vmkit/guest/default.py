@@ -40,7 +40,7 @@ def resolve_tiny_boot(
     """`spec` with a `tiny` boot turned into the Linux boot of the built tiny guest (built
     now if it is not, reporting to `progress`); any other spec as it is."""
     from vmkit.guest.apt import debian_arch_name
-    from vmkit.guest.build import build, find_built
+    from vmkit.guest.cache import find_built
     from vmkit.spec import LinuxBoot, TinyBoot
 
     if not isinstance(spec.boot, TinyBoot):
@@ -57,6 +57,8 @@ def resolve_tiny_boot(
             f"no kernel given and the tiny guest is not built yet: building it now "
             f"(`vmkit guest build{flag}`, once; or pass --kernel/--initrd, or -f spec.yaml)"
         )
+        from vmkit.guest.build import build
+
         guest = build(arch=wanted, progress=say)
     boot = LinuxBoot(
         kernel=guest.kernel,

@@ -9,7 +9,6 @@ UDP itself.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import selectors
@@ -164,6 +163,8 @@ def serve(
 def main(argv: list[str], lookup: GuestIp) -> int:
     """The relay process (started as `python -m vmkit.machine.relay`, which gives `lookup`:
     the guest's current address from the VM's status)."""
+    import argparse
+
     ap = argparse.ArgumentParser(prog="python -m vmkit.machine.relay", description=__doc__)
     ap.add_argument("--home", required=True, type=Path)
     ap.add_argument("--vm", required=True)

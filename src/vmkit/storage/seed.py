@@ -17,8 +17,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from vmkit.errors import VmkitError
 
 # The guest's first global IPv4 address: `hostname -I` where it exists (Debian, Ubuntu,
@@ -75,6 +73,8 @@ def user_data(ci: dict[str, Any], marker: str, keys: list[str]) -> dict[str, Any
 
 
 def render_user_data(doc: dict[str, Any]) -> str:
+    import yaml
+
     return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -86,6 +86,7 @@ def build_iso(
 ) -> None:
     """Write the seed ISO atomically (mode 0600: it may hold keys and passwords)."""
     import pycdlib
+    import yaml
 
     files = {
         "user-data": render_user_data(user_data_doc).encode(),
