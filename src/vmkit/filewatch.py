@@ -35,9 +35,10 @@ class _Inotify:
 
     def __init__(self, path: Path):
         import ctypes
-        import ctypes.util
 
-        self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The process's own symbols hold libc's: ctypes.util.find_library("c") would run
+        # `ldconfig -p`, ~10 ms of every wait.
+        self._libc = ctypes.CDLL(None, use_errno=True)
         self.fd = int(self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC))
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
