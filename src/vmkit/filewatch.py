@@ -30,28 +30,51 @@ FILE_EVENTS = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_
 DIR_EVENTS = IN_CREATE | IN_MOVED_TO
 
 
+_idle_fds: list[int] = []  # inotify fds whose watches were removed, for the next Watch
+_idle_pid = [os.getpid()]  # a forked child must not share its parent's idle fds
+_KEEP_IDLE = 4
+_libc: list[Any] = []
+
+
 class _Inotify:
-    """The file's changes (or, until it exists, its folder's new entries)."""
+    """The file's changes (or, until it exists, its folder's new entries).
+
+    Closing an inotify fd waits for an RCU grace period (5-20 ms here), so a finished
+    watch only removes its watches and leaves the fd for the next one; the few idle fds
+    close when the process exits."""
 
     def __init__(self, path: Path):
         import ctypes
 
-        # The process's own symbols hold libc's: ctypes.util.find_library("c") would run
-        # `ldconfig -p`, ~10 ms of every wait.
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = int(self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC))
-        if self.fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
+        if not _libc:
+            # The process's own symbols hold libc's: ctypes.util.find_library("c") would
+            # run `ldconfig -p`, ~10 ms.
+            _libc.append(ctypes.CDLL(None, use_errno=True))
+        self._libc = _libc[0]
+        self._wds: list[int] = []
+        if _idle_pid[0] != os.getpid():
+            _idle_fds.clear()  # the parent's: left open, never used here
+            _idle_pid[0] = os.getpid()
+        try:
+            self.fd = _idle_fds.pop()
+            _read_all(self.fd)  # events of the watches removed before
+        except IndexError:
+            self.fd = int(self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC))
+            if self.fd < 0:
+                raise OSError(ctypes.get_errno(), "inotify_init1") from None
         self.path = path
         self._on_file = False
         try:
             self._arm()
         except OSError:
-            os.close(self.fd)
+            self.close()
             raise
 
     def _add(self, path: Path, mask: int) -> bool:
-        return int(self._libc.inotify_add_watch(self.fd, os.fsencode(path), mask)) >= 0
+        wd = int(self._libc.inotify_add_watch(self.fd, os.fsencode(path), mask))
+        if wd >= 0:
+            self._wds.append(wd)
+        return wd >= 0
 
     def _arm(self) -> None:
         if not self._on_file:
@@ -60,13 +83,23 @@ class _Inotify:
                 raise OSError(f"cannot watch {self.path.parent}")
 
     def drain(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self.fd, 65536):
-                pass
+        _read_all(self.fd)
         self._arm()  # the file may have appeared
 
     def close(self) -> None:
-        os.close(self.fd)
+        for wd in self._wds:
+            self._libc.inotify_rm_watch(self.fd, wd)
+        self._wds = []
+        if len(_idle_fds) < _KEEP_IDLE:
+            _idle_fds.append(self.fd)
+        else:
+            os.close(self.fd)
+
+
+def _read_all(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 65536):
+            pass
 
 
 class Watch:

@@ -68,3 +68,25 @@ def test_nothing_happening_sleeps_the_timeout(tmp_path: Path) -> None:
         t0 = time.monotonic()
         watch.wait(0.3)
         assert time.monotonic() - t0 >= 0.29
+
+
+def test_a_reused_inotify_fd_watches_only_its_new_file(tmp_path: Path) -> None:
+    """A finished watch leaves its fd idle (closing one costs an RCU grace period); the
+    next watch takes it, sees its own file's writes, and not the old file's."""
+    from vmkit import filewatch
+
+    old, new = tmp_path / "old.log", tmp_path / "new.log"
+    old.write_bytes(b"")
+    new.write_bytes(b"")
+    with Watch(old) as first:
+        assert first._inotify is not None
+        fd = first._inotify.fd
+    assert fd in filewatch._idle_fds
+    with Watch(new) as second:
+        assert second._inotify is not None and second._inotify.fd == fd
+        old.open("ab").write(b"not watched any more\n")
+        t0 = time.monotonic()
+        second.wait(0.5)
+        assert time.monotonic() - t0 >= 0.4  # the old file's write did not wake it
+        _later(0.2, lambda: new.open("ab").write(b"VMKIT_READY -\n"))
+        assert _timed_wait(second) < PROMPT
