@@ -26,13 +26,32 @@ def boot_spec(spec: MachineSpec, vm_dir: Path, home: Path, write: bool) -> Machi
         return spec
     assert boot.initrd is not None
     if write:
+        from vmkit.access import spare
         from vmkit.storage.seed import host_key as client_key
 
         client_pub = client_key(home).with_suffix(".pub").read_text()
+        spare.take(home, vm_dir)  # a new VM: the key (and initrd) made during an earlier boot
         path = guest_initrd(vm_dir, spec.name, boot.initrd, client_pub)
     else:
         path = vm_dir / GUEST_INITRD
     return spec.replace(boot=boot.replace(initrd=path))
+
+
+def make_spare(spec: MachineSpec, home: Path) -> None:
+    """While `spec`'s guest boots: a spare key and initrd for the next VM (access/spare.py)."""
+    boot = spec.boot
+    if not isinstance(boot, LinuxBoot) or not has_sshd(tiny_guest_manifest(boot.initrd)):
+        return
+    assert boot.initrd is not None
+    from vmkit.access import spare
+    from vmkit.storage.seed import host_key as client_key
+
+    try:
+        client_pub = client_key(home).with_suffix(".pub").read_text()
+    except OSError:
+        return
+    base = boot.initrd
+    spare.prepare(home, lambda folder, name: guest_initrd(folder, name, base, client_pub))
 
 
 def tiny_guest_manifest(initrd: Path | None) -> dict[str, Any] | None:

@@ -60,6 +60,7 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
         self.host = host
         self.store = host.store
         self.name = name
+        self.spare_wanted = False  # plan() keyed a tiny guest's initrd: make the next one
         if not self.store.exists(name):
             raise NotFound(f"no VM named {name!r} (see `vmkit ls`)")
 
@@ -186,8 +187,9 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
         driver = self.driver
         driver.check(spec)
         accel = hostinfo.resolve_accelerator(spec.accelerator, spec.arch)
-        spec = boot_spec(spec, self.dir, self.store.home, write=True)
-        return driver.plan(spec, self.context(accel))
+        keyed = boot_spec(spec, self.dir, self.store.home, write=True)
+        self.spare_wanted = keyed is not spec
+        return driver.plan(keyed, self.context(accel))
 
     def start(self) -> LaunchPlan:
         """Launch the VMM detached and return once its control socket answers."""

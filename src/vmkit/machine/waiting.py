@@ -40,6 +40,11 @@ def wait_ready(machine: Machine, timeout: float | None = None, poll: float = 0.0
     follower = ReadinessFollower(machine.serial_log, marker, offset=rt.serial_offset)
     started = float(rt.started_at or time.time())
     deadline = time.monotonic() + max(0.0, limit - max(0.0, time.time() - started))
+    if machine.spare_wanted:  # the guest boots meanwhile: idle time for the next VM's key
+        from vmkit.access.boot import make_spare
+
+        machine.spare_wanted = False
+        make_spare(machine.spec, machine.store.home)
     ctl = machine.control(rt)
     probe = ctl.probe_readiness(machine.spec_json)
     next_probe = time.monotonic() + PROBE_EVERY

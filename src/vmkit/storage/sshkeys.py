@@ -61,6 +61,7 @@ def host_key(vm_dir: Path, name: str) -> Path:
         if proc.returncode != 0:
             raise VmkitError(f"ssh-keygen failed: {proc.stderr.strip()}")
         os.chmod(tmp, 0o600)
+        os.chmod(tmp.with_suffix(".new.pub"), 0o600)  # vmkit's files are 0600, public or not
         os.replace(tmp.with_suffix(".new.pub"), key.with_suffix(".pub"))
         os.replace(tmp, key)
     pin(vm_dir, name)
