@@ -188,7 +188,7 @@ def ls(as_json: bool) -> None:
     """List VMs with their real state."""
     from vmkit.cli_ls import listing
 
-    click.echo(listing(_host(), as_json))
+    click.echo(listing(_host().machines(), as_json))
 
 
 if __name__ == "__main__":

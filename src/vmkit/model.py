@@ -12,13 +12,18 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
+from vmkit.plain import Frozen, Plain
 from vmkit.process import ProcessRef
 
+TYPE_CHECKING = False  # not typing's: `vmkit ls` does not import typing (plain.py)
+if TYPE_CHECKING:
+    from typing import Any
+
 CONTROL_WAIT = 30.0  # seconds a new VMM's control socket may stay silent ("starting")
+# runtime.json's marker while a snapshot has the guest paused (snapshot_guard)
+SNAPSHOT_PAUSED = "paused_by_snapshot"
 
 
 class State(enum.StrEnum):
@@ -47,51 +52,73 @@ ALIVE_STATES = frozenset(
 LIVE_STATES = (State.RUNNING, State.READY, State.PAUSED)
 
 
-@dataclass(frozen=True)
-class Ready:
-    ip: str | None
-    at: float
-    offset: int = 0  # serial.log offset just past the readiness line
-    inherited_from: str | None = None  # a restored copy that kept its snapshot's readiness
+class Ready(Frozen):
+    _fields = ("ip", "at", "offset", "inherited_from")
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        ip: str | None,
+        at: float,
+        offset: int = 0,  # serial.log offset just past the readiness line
+        inherited_from: str | None = None,  # a restored copy that kept its snapshot's readiness
+    ):
+        self.ip, self.at, self.offset, self.inherited_from = ip, at, offset, inherited_from
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = self.as_dict()
         if self.inherited_from is None:
             del out["inherited_from"]
         return out
 
 
-@dataclass(frozen=True)
-class ExitInfo:
-    clean: bool
-    status: int | None
-    reason: str
+class ExitInfo(Frozen):
+    _fields = ("clean", "status", "reason")
+    __slots__ = _fields
+
+    def __init__(self, clean: bool, status: int | None, reason: str):
+        self.clean, self.status, self.reason = clean, status, reason
 
 
-@dataclass(frozen=True)
-class StopInfo:
-    requested: str  # the verb: stop | kill | migrate
-    step: str  # what ended it: acpi | vm.shutdown | sigterm | sigkill | migrated to X
-    at: float
+class StopInfo(Frozen):
+    _fields = ("requested", "step", "at")
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        requested: str,  # the verb: stop | kill | migrate
+        step: str,  # what ended it: acpi | vm.shutdown | sigterm | sigkill | migrated to X
+        at: float,
+    ):
+        self.requested, self.step, self.at = requested, step, at
 
 
-@dataclass(frozen=True)
-class ReadinessFailure:
-    reason: str
-    hint: str | None = None
+class ReadinessFailure(Frozen):
+    _fields = ("reason", "hint")
+    __slots__ = _fields
+
+    def __init__(self, reason: str, hint: str | None = None):
+        self.reason, self.hint = reason, hint
 
 
-@dataclass(frozen=True)
-class SidecarRecord:
+class SidecarRecord(Frozen):
     """A helper process or resource a VM holds: virtiofsd, port relay, TAP, switch."""
 
-    kind: str
-    pid: int | None = None
-    create_time: float | None = None
-    name: str | None = None  # the TAP's or switch's name
-    netns: str | None = None
-    created: bool = False  # a TAP vmkit made (deleted with the VM)
-    extra: dict[str, Any] = field(default_factory=dict)
+    _fields = ("kind", "pid", "create_time", "name", "netns", "created", "extra")
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        kind: str,
+        pid: int | None = None,
+        create_time: float | None = None,
+        name: str | None = None,  # the TAP's or switch's name
+        netns: str | None = None,
+        created: bool = False,  # a TAP vmkit made (deleted with the VM)
+        extra: dict[str, Any] | None = None,
+    ):
+        self.kind, self.pid, self.create_time, self.name = kind, pid, create_time, name
+        self.netns, self.created, self.extra = netns, created, {} if extra is None else extra
 
     @property
     def process(self) -> ProcessRef | None:
@@ -101,7 +128,7 @@ class SidecarRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SidecarRecord:
-        known = {f.name for f in fields(cls)} - {"extra"}
+        known = set(cls._fields) - {"extra"}
         return cls(
             **{k: v for k, v in data.items() if k in known},
             extra={k: v for k, v in data.items() if k not in known},
@@ -109,10 +136,10 @@ class SidecarRecord:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name not in ("kind", "extra") and value not in (None, False):
-                out[f.name] = value
+        for f in self._fields:
+            value = getattr(self, f)
+            if f not in ("kind", "extra") and value not in (None, False):
+                out[f] = value
         if self.kind == "tap":
             out.setdefault("created", False)
             out.setdefault("netns", None)
@@ -132,34 +159,80 @@ _TYPED = {
 }
 
 
-@dataclass
-class RuntimeRecord:
+class RuntimeRecord(Plain):
     """runtime.json: what vmkit launched and what it learnt since."""
 
-    pid: int | None = None
-    create_time: float = 0.0
-    driver: str | None = None
-    accelerator: str | None = None
-    argv: list[str] = field(default_factory=list)
-    sockets: dict[str, str] = field(default_factory=dict)
-    started_at: float | None = None
-    serial_offset: int = 0
-    ready: Ready | None = None
-    stopping: bool = False
-    stop: StopInfo | None = None
-    exit: ExitInfo | None = None
-    readiness_failure: ReadinessFailure | None = None
-    helpers: list[SidecarRecord] = field(default_factory=list)
-    hotplug: dict[str, dict[str, Any]] = field(default_factory=dict)
-    ports: list[dict[str, Any]] = field(default_factory=list)
-    # Written before the VMM is spawned: its argv carries `tag` (its own control socket's
-    # path), so a VMM whose pid never reached this file is still found from the VM dir.
-    launching: dict[str, Any] | None = None
-    gc_done: bool = False
-    restored_from: str | None = None
-    migrated_from: str | None = None
-    corrupt: str | None = None  # why runtime.json could not be read
-    extra: dict[str, Any] = field(default_factory=dict)
+    _fields = (
+        "pid",
+        "create_time",
+        "driver",
+        "accelerator",
+        "argv",
+        "sockets",
+        "started_at",
+        "serial_offset",
+        "ready",
+        "stopping",
+        "stop",
+        "exit",
+        "readiness_failure",
+        "helpers",
+        "hotplug",
+        "ports",
+        "launching",
+        "gc_done",
+        "restored_from",
+        "migrated_from",
+        "corrupt",
+        "extra",
+    )
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        pid: int | None = None,
+        create_time: float = 0.0,
+        driver: str | None = None,
+        accelerator: str | None = None,
+        argv: list[str] | None = None,
+        sockets: dict[str, str] | None = None,
+        started_at: float | None = None,
+        serial_offset: int = 0,
+        ready: Ready | None = None,
+        stopping: bool = False,
+        stop: StopInfo | None = None,
+        exit: ExitInfo | None = None,
+        readiness_failure: ReadinessFailure | None = None,
+        helpers: list[SidecarRecord] | None = None,
+        hotplug: dict[str, dict[str, Any]] | None = None,
+        ports: list[dict[str, Any]] | None = None,
+        # Written before the VMM is spawned: its argv carries `tag` (its own control socket's
+        # path), so a VMM whose pid never reached this file is still found from the VM dir.
+        launching: dict[str, Any] | None = None,
+        gc_done: bool = False,
+        restored_from: str | None = None,
+        migrated_from: str | None = None,
+        corrupt: str | None = None,  # why runtime.json could not be read
+        extra: dict[str, Any] | None = None,
+    ):
+        self.pid, self.create_time, self.driver, self.accelerator = (
+            pid,
+            create_time,
+            driver,
+            accelerator,
+        )
+        self.argv = [] if argv is None else argv
+        self.sockets = {} if sockets is None else sockets
+        self.started_at, self.serial_offset, self.ready = started_at, serial_offset, ready
+        self.stopping, self.stop, self.exit = stopping, stop, exit
+        self.readiness_failure = readiness_failure
+        self.helpers = [] if helpers is None else helpers
+        self.hotplug = {} if hotplug is None else hotplug
+        self.ports = [] if ports is None else ports
+        self.launching, self.gc_done = launching, gc_done
+        self.restored_from, self.migrated_from = restored_from, migrated_from
+        self.corrupt = corrupt
+        self.extra = {} if extra is None else extra
 
     @property
     def process(self) -> ProcessRef | None:
@@ -173,7 +246,7 @@ class RuntimeRecord:
         if data.get("corrupt"):
             reason = data["corrupt"]
             return cls(corrupt=reason if isinstance(reason, str) else "not valid JSON")
-        simple = {f.name for f in fields(cls)} - _TYPED - {"extra"}
+        simple = set(cls._fields) - _TYPED - {"extra"}
         rec = cls(
             **{k: data[k] for k in simple if k in data and data[k] is not None},
             extra={k: v for k, v in data.items() if k not in simple and k not in _TYPED},
@@ -197,15 +270,15 @@ class RuntimeRecord:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.extra)
-        for f in fields(self):
-            if f.name in ("extra", "pid", "create_time", "corrupt"):
+        for f in self._fields:
+            if f in ("extra", "pid", "create_time", "corrupt"):
                 continue
-            value = getattr(self, f.name)
-            if f.name in ("launching", "restored_from", "migrated_from") and value is None:
+            value = getattr(self, f)
+            if f in ("launching", "restored_from", "migrated_from") and value is None:
                 continue
-            if f.name == "gc_done" and not value:
+            if f == "gc_done" and not value:
                 continue
-            out[f.name] = value
+            out[f] = value
         if self.pid is not None:
             out["pid"], out["create_time"] = self.pid, self.create_time
         out["helpers"] = [h.to_json() for h in self.helpers]
@@ -213,7 +286,7 @@ class RuntimeRecord:
             out[key] = None if self.ready is None else self.ready.to_json()
         for key in ("exit", "stop", "readiness_failure"):
             value = getattr(self, key)
-            out[key] = None if value is None else asdict(value)
+            out[key] = None if value is None else value.as_dict()
         return out
 
 
@@ -222,18 +295,36 @@ def spec_digest(spec: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-@dataclass
-class MachineRecord:
+class MachineRecord(Plain):
     """machine.json: the validated spec (as JSON) and how the VM came to be."""
 
-    spec: dict[str, Any]
-    driver: str
-    created_at: float
-    format: int = 1
-    restored_from: str | None = None
-    migrated_from: str | None = None
-    disks_made: list[dict[str, Any]] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    _fields = (
+        "spec",
+        "driver",
+        "created_at",
+        "format",
+        "restored_from",
+        "migrated_from",
+        "disks_made",
+        "extra",
+    )
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        driver: str,
+        created_at: float,
+        format: int = 1,
+        restored_from: str | None = None,
+        migrated_from: str | None = None,
+        disks_made: list[dict[str, Any]] | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
+        self.spec, self.driver, self.created_at, self.format = spec, driver, created_at, format
+        self.restored_from, self.migrated_from = restored_from, migrated_from
+        self.disks_made = [] if disks_made is None else disks_made
+        self.extra = {} if extra is None else extra
 
     @property
     def name(self) -> str:
@@ -254,7 +345,7 @@ class MachineRecord:
             raise ValueError("machine.json has no valid spec")
         if not isinstance(driver, str):
             raise ValueError("machine.json names no driver")
-        known = {f.name for f in fields(cls)} - {"extra"}
+        known = set(cls._fields) - {"extra"}
         try:
             return cls(
                 **{k: v for k, v in data.items() if k in known and v is not None},
@@ -278,20 +369,39 @@ class MachineRecord:
         return out
 
 
-@dataclass(frozen=True)
-class Observation:
+class Observation(Frozen):
     """What vmkit saw of one VM just now; `derive_state` needs nothing else."""
 
-    launched: bool  # runtime.json records a VMM (or a launch in flight)
-    alive: bool  # that VMM process exists (pid + start time)
-    vmm_state: str | None = None  # its control socket's answer; None: no answer
-    young: bool = False  # launched less than CONTROL_WAIT ago
-    ready: bool = False  # the readiness line (or probe) was seen
-    stopping: bool = False  # a `vmkit stop` is in progress
-    readiness_failed: bool = False  # `vmkit wait` gave up
-    stopped_by_vmkit: bool = False  # stop/kill/migrate ended it
-    exit_clean: bool | None = None  # for a gone VMM: did its logs show a clean exit
-    corrupt: bool = False  # runtime.json cannot be read
+    _fields = (
+        "launched",
+        "alive",
+        "vmm_state",
+        "young",
+        "ready",
+        "stopping",
+        "readiness_failed",
+        "stopped_by_vmkit",
+        "exit_clean",
+        "corrupt",
+    )
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        launched: bool,  # runtime.json records a VMM (or a launch in flight)
+        alive: bool,  # that VMM process exists (pid + start time)
+        vmm_state: str | None = None,  # its control socket's answer; None: no answer
+        young: bool = False,  # launched less than CONTROL_WAIT ago
+        ready: bool = False,  # the readiness line (or probe) was seen
+        stopping: bool = False,  # a `vmkit stop` is in progress
+        readiness_failed: bool = False,  # `vmkit wait` gave up
+        stopped_by_vmkit: bool = False,  # stop/kill/migrate ended it
+        exit_clean: bool | None = None,  # for a gone VMM: did its logs show a clean exit
+        corrupt: bool = False,  # runtime.json cannot be read
+    ):
+        self.launched, self.alive, self.vmm_state, self.young = launched, alive, vmm_state, young
+        self.ready, self.stopping, self.readiness_failed = ready, stopping, readiness_failed
+        self.stopped_by_vmkit, self.exit_clean, self.corrupt = stopped_by_vmkit, exit_clean, corrupt
 
 
 def derive_state(o: Observation) -> State:

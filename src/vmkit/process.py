@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
+
+from vmkit.plain import Frozen
+
+TYPE_CHECKING = False  # not typing's: `vmkit ls` loads this module (plain.py)
+if TYPE_CHECKING:
+    import subprocess
+    from pathlib import Path
 
 # create_time() is reported with ~10 ms resolution; allow for float rounding.
 _CT_TOLERANCE = 0.05
@@ -41,10 +45,12 @@ def _proc_stat(pid: int) -> tuple[str, float] | None:
     return fields[0].decode(), _boot_time[0] + ticks / os.sysconf("SC_CLK_TCK")
 
 
-@dataclass(frozen=True)
-class ProcessRef:
-    pid: int
-    create_time: float
+class ProcessRef(Frozen):
+    _fields = ("pid", "create_time")
+    __slots__ = _fields
+
+    def __init__(self, pid: int, create_time: float):
+        self.pid, self.create_time = pid, create_time
 
     def alive(self) -> bool:
         try:
@@ -128,6 +134,8 @@ def spawn_detached(
 
     The process outlives us: vmkit is not a daemon.
     """
+    import subprocess
+
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "ab") as out:
         proc = subprocess.Popen(

@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING
 
 from vmkit.drivers.abilities import Pausable, ability
 from vmkit.errors import VmkitError
+from vmkit.model import SNAPSHOT_PAUSED
 
 if TYPE_CHECKING:
     from vmkit.machine.facade import Machine
+    from vmkit.machine.view import MachineView
     from vmkit.model import RuntimeRecord
 
-MARK = "paused_by_snapshot"
+MARK = SNAPSHOT_PAUSED
 CAUGHT = (signal.SIGTERM, signal.SIGHUP)
 
 
@@ -60,7 +62,7 @@ def paused(machine: Machine) -> Iterator[None]:
         machine.save_runtime(rt)
 
 
-def recover(machine: Machine, rt: RuntimeRecord) -> None:
+def recover(machine: MachineView, rt: RuntimeRecord) -> None:
     """With the VM lock just taken: a marker left means its snapshot died with the guest
     paused; resume it."""
     if MARK not in rt.extra:

@@ -17,14 +17,17 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from vmkit import errors
 from vmkit.errors import NameInUse, NotFound, VmkitError
 from vmkit.names import validate_name
 from vmkit.paths import data_home, ensure_private_dir, runtime_dir
+
+TYPE_CHECKING = False  # not typing's: `vmkit ls` loads this module (plain.py)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 MACHINE_FILE = "machine.json"
 RUNTIME_FILE = "runtime.json"

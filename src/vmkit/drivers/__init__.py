@@ -8,14 +8,17 @@ plus its own module or folder.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, TypeVar
 
 from vmkit.errors import InvalidInput, NotSupported
-from vmkit.hostinfo import foreign_arch, machine_arch
 
+TYPE_CHECKING = False  # not typing's: `vmkit ls` checks driver names here (MODULES)
 if TYPE_CHECKING:
+    from typing import TypeVar
+
     from vmkit.drivers.base import Driver
     from vmkit.storage.kernel import KernelInfo
+
+    D = TypeVar("D", bound="type[Driver]")
 
 # driver name -> the module that registers it, in the order `driver: auto` prefers them.
 MODULES: dict[str, str] = {
@@ -51,7 +54,6 @@ def _may_auto_pick(name: str) -> bool:
 
 
 _registered: dict[str, type[Driver]] = {}
-D = TypeVar("D", bound="type[Driver]")
 
 
 def register(cls: D) -> D:
@@ -78,6 +80,8 @@ def driver_class(name: str) -> type[Driver]:
 def get_driver(name: str, arch: str | None = None) -> Driver:
     """The driver `name` for guests of `arch` (None/auto: the host's). Only a driver that
     `emulates` runs another architecture."""
+    from vmkit.hostinfo import foreign_arch, machine_arch
+
     cls = driver_class(name)
     if foreign_arch(arch) and not cls.emulates:
         raise InvalidInput(
@@ -94,6 +98,8 @@ def resolve_driver_name(requested: str, arch: str | None = None) -> str:
     if requested != "auto":
         driver_class(requested)  # one vmkit has
         return requested
+    from vmkit.hostinfo import foreign_arch
+
     foreign = foreign_arch(arch)
     for name in MODULES:
         if not foreign and not _may_auto_pick(name):

@@ -9,39 +9,35 @@ snapshot/restore/migrate are snapshot_ops.py: each uses only this class's public
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from vmkit import hostinfo, sidecars, snapshot_guard
+from vmkit import hostinfo, sidecars
 from vmkit.access.api import GuestAccess
-from vmkit.drivers import get_driver
 from vmkit.drivers.abilities import (
     ability,
 )
-from vmkit.drivers.base import Control, Driver, LaunchContext, LaunchPlan
+from vmkit.drivers.base import Control, LaunchPlan
 from vmkit.errors import (
     InvalidInput,
-    NotFound,
     NotSupported,
     VMFailed,
     VmkitError,
     VMStateError,
 )
 from vmkit.machine import verbs
-from vmkit.machine.status import Status, broken_reason, read_status
+from vmkit.machine.status import Status, broken_reason
 from vmkit.machine.stopping import StopResult
+from vmkit.machine.view import MachineView
 from vmkit.model import (
     CONTROL_WAIT,
     LIVE_STATES,
-    MachineRecord,
     RuntimeRecord,
     State,
     StopInfo,
 )
-from vmkit.process import ProcessRef, find_by_tag
+from vmkit.process import ProcessRef
 from vmkit.store import LockBusy
 
 if TYPE_CHECKING:
@@ -52,97 +48,21 @@ if TYPE_CHECKING:
 A = TypeVar("A")
 
 
-class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: access/api
-    """One VM in the store. Cheap to construct. machine.json is read once per Machine (it
-    does not change after create); runtime.json and the VMM are read on every call."""
+class Machine(MachineView, GuestAccess):  # exec, cp, ssh_command: access/api
+    """One VM in the store: its records and status (MachineView) and every verb. Cheap to
+    construct. machine.json is read once per Machine (it does not change after create);
+    runtime.json and the VMM are read on every call."""
 
     def __init__(self, host: Host, name: str):
         self.host = host
-        self.store = host.store
-        self.name = name
+        super().__init__(host.store, name)
         self.spare_wanted = False  # plan() keyed a tiny guest's initrd: make the next one
-        if not self.store.exists(name):
-            raise NotFound(f"no VM named {name!r} (see `vmkit ls`)")
-
-    # ---- records and paths -------------------------------------------------------------
-    @property
-    def dir(self) -> Path:
-        return self.store.vm_dir(self.name)
-
-    @functools.cached_property
-    def record(self) -> MachineRecord:
-        data = self.store.load_machine(self.name)  # BrokenRecord (a VmkitError) if damaged
-        try:
-            return MachineRecord.from_json(data)
-        except ValueError as exc:
-            raise VmkitError(
-                f"VM {self.name!r} is broken: {exc}; remove it with `vmkit rm --force {self.name}`"
-            ) from None
-
-    @property
-    def spec_json(self) -> dict[str, Any]:
-        """The stored spec as JSON (no validation: cheap enough for every `vmkit ls`)."""
-        return self.record.spec
 
     @property
     def spec(self) -> MachineSpec:
         from vmkit.spec import spec_from_dict
 
         return spec_from_dict(self.spec_json, check_files=False)
-
-    @property
-    def driver_name(self) -> str:
-        return self.record.driver
-
-    @functools.cached_property
-    def driver(self) -> Driver:
-        return get_driver(self.driver_name, self.spec_json.get("arch"))
-
-    @property
-    def serial_log(self) -> Path:
-        configured = self.spec_json.get("serial_log")
-        return Path(configured) if configured else self.dir / "serial.log"
-
-    @property
-    def vmm_log(self) -> Path:
-        return self.dir / "vmm.log"
-
-    def context(self, accelerator: str) -> LaunchContext:
-        """Where the driver must put this VM's files and sockets."""
-        from vmkit.net import switches
-
-        return LaunchContext(
-            vm_dir=self.dir,
-            serial_log=self.serial_log,
-            events_log=self.dir / "vmm-events.log",
-            sockets={
-                role: self.store.socket_path(self.name, suffix)
-                for role, suffix in self.driver.socket_roles.items()
-            },
-            accelerator=accelerator,
-            switch_sockets={
-                name: switches.socket_path(self.store, name)
-                for name in switches.names_of(self.spec_json)
-            },
-        )
-
-    def runtime(self) -> RuntimeRecord:
-        return RuntimeRecord.from_json(self.store.load_runtime(self.name))
-
-    def save_runtime(self, rt: RuntimeRecord) -> None:
-        """Replace runtime.json (the caller holds the VM's lock)."""
-        self.store.save_runtime(self.name, rt.to_json())
-
-    @contextlib.contextmanager
-    def locked(self, timeout: float = 120.0) -> Iterator[None]:
-        """Hold this VM's lock: every change to its records and its VMM happens under it."""
-        with self.store.vm_lock(self.name, timeout):
-            rt = self.runtime()
-            if rt.stopping:  # its stopper held this lock and is gone: the stop was cut off
-                rt.stopping = False
-                self.save_runtime(rt)
-            snapshot_guard.recover(self, rt)  # likewise a snapshot, with the guest paused
-            yield
 
     def update_runtime(self, wait: bool = True, **changes: Any) -> bool:
         """Merge `changes` (runtime.json keys, JSON values) under the VM lock; with
@@ -153,30 +73,6 @@ class Machine(GuestAccess):  # exec, exec_stream, copy_in/out, ssh_command: acce
         except LockBusy:
             return False
         return True
-
-    def process(self, rt: RuntimeRecord | None = None) -> ProcessRef | None:
-        """The VMM process: the recorded one, or for a launch whose pid never reached
-        runtime.json, the process whose argv carries the launch tag."""
-        rt = self.runtime() if rt is None else rt
-        if rt.process is not None:
-            return rt.process
-        if rt.launching is not None:
-            return find_by_tag(str(rt.launching["tag"]))
-        if rt.corrupt:  # the tag is this VM's first control socket, whatever the file says
-            sockets = self.context("tcg").sockets
-            return find_by_tag(str(next(iter(sockets.values())))) if sockets else None
-        return None
-
-    def control(self, rt: RuntimeRecord | None = None) -> Control:
-        rt = self.runtime() if rt is None else rt
-        return self.driver.bind(rt.socket_paths(), self.dir)
-
-    # ---- status ------------------------------------------------------------------------
-    def status(self) -> Status:
-        if snapshot_guard.MARK in self.runtime().extra:  # a snapshot paused the guest:
-            with contextlib.suppress(LockBusy), self.locked(0.0):  # resumed if it is gone
-                pass
-        return read_status(self)
 
     # ---- lifecycle ---------------------------------------------------------------------
     def plan(self) -> LaunchPlan:

@@ -4,10 +4,7 @@ in what a user needs to act on it. Writes nothing: reading a status never change
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
 
-from vmkit import hostinfo
 from vmkit.model import (
     ALIVE_STATES,
     CONTROL_WAIT,
@@ -18,42 +15,70 @@ from vmkit.model import (
     State,
     derive_state,
 )
-from vmkit.process import describe_exit, reap_child
-from vmkit.readiness import ReadinessFollower, tail_lines
+from vmkit.plain import Plain
 
+TYPE_CHECKING = False  # not typing's: `vmkit ls` loads this module (plain.py)
 if TYPE_CHECKING:
+    from typing import Any
+
     from vmkit.machine.facade import Machine
+    from vmkit.machine.view import MachineView
 
 TAIL = 20
 
 
-@dataclass
-class Status:
-    name: str
-    state: State
-    driver: str
-    pid: int | None = None
-    ip: str | None = None
-    accelerator: str | None = None
-    started_at: float | None = None
-    ready_at: float | None = None
-    reason: str | None = None
-    hint: str | None = None
-    vmm_log_tail: list[str] = field(default_factory=list)
-    serial_log_tail: list[str] = field(default_factory=list)
+class Status(Plain):
+    _fields = (
+        "name",
+        "state",
+        "driver",
+        "pid",
+        "ip",
+        "accelerator",
+        "started_at",
+        "ready_at",
+        "reason",
+        "hint",
+        "vmm_log_tail",
+        "serial_log_tail",
+    )
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        name: str,
+        state: State,
+        driver: str,
+        pid: int | None = None,
+        ip: str | None = None,
+        accelerator: str | None = None,
+        started_at: float | None = None,
+        ready_at: float | None = None,
+        reason: str | None = None,
+        hint: str | None = None,
+        vmm_log_tail: list[str] | None = None,
+        serial_log_tail: list[str] | None = None,
+    ):
+        self.name, self.state, self.driver, self.pid, self.ip = name, state, driver, pid, ip
+        self.accelerator, self.started_at, self.ready_at = accelerator, started_at, ready_at
+        self.reason, self.hint = reason, hint
+        self.vmm_log_tail = [] if vmm_log_tail is None else vmm_log_tail
+        self.serial_log_tail = [] if serial_log_tail is None else serial_log_tail
 
     @property
     def alive(self) -> bool:
         return self.state in ALIVE_STATES or (self.state == State.FAILED and self.pid is not None)
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = self.as_dict()
         out["state"] = str(self.state)
         return out
 
 
-def exit_info(machine: Machine, rt: RuntimeRecord) -> ExitInfo:
+def exit_info(machine: MachineView, rt: RuntimeRecord) -> ExitInfo:
     """Why the VMM of `rt` exited: its status if it was our child, and its own logs."""
+    from vmkit.process import describe_exit, reap_child
+
     status = reap_child(rt.pid) if rt.pid is not None else None
     cause = machine.driver.exit_cause(machine.context(str(rt.accelerator or "tcg")))
     if cause is not None and cause.clean:
@@ -66,7 +91,7 @@ def exit_info(machine: Machine, rt: RuntimeRecord) -> ExitInfo:
     return ExitInfo(False, status, f"VMM exited unexpectedly: {why}")
 
 
-def seen_ready(machine: Machine, rt: RuntimeRecord) -> Ready | None:
+def seen_ready(machine: MachineView, rt: RuntimeRecord) -> Ready | None:
     """The readiness recorded, else found now past the last offset seen (or by the
     driver's probe, for guests that print no line). Not recorded here: `wait` does that."""
     if rt.ready is not None:
@@ -74,6 +99,8 @@ def seen_ready(machine: Machine, rt: RuntimeRecord) -> Ready | None:
     probe = machine.control(rt).probe_readiness(machine.spec_json)
     if probe is not None:
         return Ready(probe.ip, time.time(), rt.serial_offset) if probe.ready else None
+    from vmkit.readiness import ReadinessFollower
+
     follower = ReadinessFollower(
         machine.serial_log, machine.spec_json["readiness"]["marker"], offset=rt.serial_offset
     )
@@ -81,16 +108,15 @@ def seen_ready(machine: Machine, rt: RuntimeRecord) -> Ready | None:
     return None if found is None else Ready(found.ip, time.time(), found.offset)
 
 
-def broken_reason(machine: Machine) -> str | None:
+def broken_reason(machine: MachineView) -> str | None:
     """Why the VM's machine.json is not a usable record (unreadable, wrong types, unknown
     driver, invalid spec), or None. Such a VM is `broken`; `rm --force` removes it."""
     from vmkit.errors import SpecError, VmkitError
-    from vmkit.model import MachineRecord
     from vmkit.store import BrokenRecord
 
     try:
-        record = MachineRecord.from_json(machine.store.load_machine(machine.name))
-        machine.driver  # noqa: B018 - an unknown driver raises
+        record = machine.record  # read once per Machine: the record it already holds
+        machine.check_driver()
         if not record.spec_intact:  # edited or damaged since vmkit wrote it: validate
             from vmkit.spec import spec_from_dict
 
@@ -105,7 +131,8 @@ def broken_reason(machine: Machine) -> str | None:
     return None
 
 
-def read_status(machine: Machine) -> Status:
+def read_status(machine: MachineView, rt: RuntimeRecord | None = None) -> Status:
+    """`rt`: runtime.json as the caller just read it (else read here)."""
     broken = broken_reason(machine)
     if broken is not None:
         return Status(
@@ -115,7 +142,7 @@ def read_status(machine: Machine) -> Status:
             reason=broken,
             hint=f"`vmkit rm --force {machine.name}` removes it",
         )
-    rt = machine.runtime()
+    rt = machine.runtime() if rt is None else rt
     st = Status(machine.name, State.CREATED, machine.driver_name)
     if machine.record.extra.get("creating") and not machine.store.lock_busy(machine.name):
         st.state = State.BROKEN
@@ -176,12 +203,16 @@ def read_status(machine: Machine) -> Status:
         else:
             st.reason = exit_.reason
         if st.state == State.FAILED:
+            from vmkit import hostinfo
+
             st.hint = hostinfo.accel_hint(str(rt.accelerator))
             _tails(machine, st)
     return st
 
 
-def _tails(machine: Machine, st: Status) -> None:
+def _tails(machine: MachineView, st: Status) -> None:
+    from vmkit.readiness import tail_lines
+
     st.vmm_log_tail = tail_lines(machine.vmm_log, TAIL)
     st.serial_log_tail = tail_lines(machine.serial_log, TAIL)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from vmkit import hostinfo
@@ -72,7 +71,7 @@ def wait_ready(machine: Machine, timeout: float | None = None, poll: float = 0.0
                 if probe is not None:
                     reason = f"the guest was not {probe.waiting_for} within {limit:g}s"
                 machine.update_runtime(
-                    readiness_failure=asdict(ReadinessFailure(reason, hint)),
+                    readiness_failure=ReadinessFailure(reason, hint).as_dict(),
                     serial_offset=follower.offset,
                 )
                 st = machine.status()
