@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 
@@ -84,6 +83,8 @@ class ProcessRef(Frozen):
 
     def terminate(self, grace: float = 3.0) -> bool:
         """SIGTERM, up to `grace` seconds to exit, then SIGKILL; True once it is gone."""
+        import signal
+
         if not self.signal(signal.SIGTERM):
             return True
         if self.wait_gone(grace):
@@ -180,6 +181,8 @@ def describe_exit(status: int | None) -> str:
         return "exit status unknown (the VMM was not a child of this vmkit process)"
     if status < 0:
         try:
+            import signal
+
             name = signal.Signals(-status).name
         except ValueError:
             name = f"signal {-status}"

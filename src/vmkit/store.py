@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import time
@@ -245,6 +244,8 @@ class Store:
 
     def socket_path(self, name: str, kind: str) -> Path:
         """A short socket path in the runtime dir, unique per (data home, VM name)."""
+        import hashlib  # here: `vmkit ls` needs no socket path, and hashlib loads OpenSSL
+
         key = hashlib.sha256(f"{self.home.absolute()}\0{name}".encode()).hexdigest()[:12]
         path = runtime_dir() / f"{key}.{kind}"
         if len(str(path)) >= MAX_SOCKET_PATH:
