@@ -39,6 +39,15 @@ def test_run_ready_then_graceful_stop_via_acpi(cli, guest):
 
     listed = cli.json("ls")
     assert [(v["name"], v["state"]) for v in listed] == [("demo", "ready")]
+    for args in ((), ("--json",)):  # the console script's `ls` (views, no click) prints the
+        full = subprocess.run(  # click command's bytes for a live VM too (state from QMP)
+            [sys.executable, "-m", "vmkit.cli", "ls", *args],
+            env=cli.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert cli.ok("ls", *args).stdout == full.stdout, full.stderr
     assert "VMKIT_READY -" in cli.ok("logs", "demo").stdout
 
     stopped = cli.json("stop", "demo", "--timeout", "60")
