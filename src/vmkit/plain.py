@@ -26,7 +26,7 @@ class Plain:
         return f"{type(self).__name__}({inner})"
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields as a dict, lists and dicts copied (one level: records hold JSON)."""
+        """The fields as a dict, its lists and dicts copied (as `dataclasses.asdict`)."""
         return {f: _copy(getattr(self, f)) for f in self._fields}
 
 
@@ -34,6 +34,13 @@ class Frozen(Plain):
     """A value that is not changed after it is made: hashable (as a frozen dataclass)."""
 
     __slots__ = ()
+
+    if not TYPE_CHECKING:  # hidden from mypy, which then still flags unknown attributes
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            if hasattr(self, name):  # set once, in __init__
+                raise AttributeError(f"{type(self).__name__}.{name} cannot be changed (frozen)")
+            object.__setattr__(self, name, value)
 
     def __hash__(self) -> int:
         return hash(tuple(getattr(self, f) for f in self._fields))
