@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import platform
 import sys
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+from vmkit.plain import Frozen
 
 KVM_GET_API_VERSION = 0xAE00
 KVM_API_VERSION = 12
@@ -27,7 +27,7 @@ def is_linux() -> bool:
 
 def machine_arch() -> str:
     """x86_64 or aarch64 (QEMU's names)."""
-    m = platform.machine().lower()
+    m = os.uname().machine.lower()  # platform.machine(), without importing platform
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
 
 
@@ -36,10 +36,12 @@ def kvm_pvm_loaded() -> bool:
     return Path("/sys/module/kvm_pvm").exists()
 
 
-@dataclass(frozen=True)
-class KvmState:
-    usable: bool
-    reason: str
+class KvmState(Frozen):
+    _fields = ("usable", "reason")
+    __slots__ = _fields
+
+    def __init__(self, usable: bool, reason: str):
+        self.usable, self.reason = usable, reason
 
 
 @cache

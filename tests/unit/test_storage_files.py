@@ -397,8 +397,6 @@ def test_copied_qcow2_with_a_relative_backing_file_still_finds_it(tmp_path: Path
 def test_a_driver_without_owned_disks_or_seeds_refuses_them_by_name(tmp_path: Path) -> None:
     """krunkit declares no `cloud_init` (its disks cannot be read-only): `create` says so
     before it makes anything. A driver without `disk_clone` is refused the same way."""
-    import dataclasses
-
     from vmkit.drivers.vfkit import KrunkitDriver
     from vmkit.errors import NotSupported
     from vmkit.machine import Host
@@ -418,7 +416,7 @@ def test_a_driver_without_owned_disks_or_seeds_refuses_them_by_name(tmp_path: Pa
     assert host.store.names() == []
 
     class NoOwnedDisks(KrunkitDriver):
-        features = dataclasses.replace(KrunkitDriver.features, disk_clone=False)
+        features = KrunkitDriver.features.replace(disk_clone=False)
 
     for extra, words in (
         ({"disks": [{"clone": str(base)}]}, ["disks[0] (clone: ", "krunkit", "path:"]),

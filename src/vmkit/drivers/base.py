@@ -11,208 +11,151 @@ from __future__ import annotations
 
 import abc
 import os
-import shutil
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
 
+from vmkit.drivers.capabilities import CAPABILITY_TEXT as CAPABILITY_TEXT
+from vmkit.drivers.capabilities import DERIVED as DERIVED
+from vmkit.drivers.capabilities import Capabilities as Capabilities
 from vmkit.errors import NotSupported, VmkitError
 from vmkit.hostinfo import machine_arch
+from vmkit.plain import Frozen, Plain
 
+# Not typing's, and plain classes rather than dataclasses: a running VM's `vmkit ls` binds
+# its driver's Control, and those imports cost it ~25 ms (plain.py).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, ClassVar
+
     from vmkit.spec import MachineSpec
     from vmkit.storage.kernel import KernelInfo
 
 
-@dataclass(frozen=True)
-class Capabilities:
-    """What a driver can do. `docs/capabilities.md` is generated from these declarations."""
-
-    boot_linux: bool = False
-    boot_efi: bool = False
-    boot_macos: bool = False
-    boot_oci: bool = False
-    arch_emulation: bool = False
-    rosetta: bool = False
-    disk_raw: bool = False
-    disk_qcow2: bool = False
-    disk_clone: bool = False
-    cloud_init: bool = False
-    net_none: bool = False
-    net_user: bool = False
-    net_switch: bool = False
-    net_vmnet: bool = False
-    publish: bool = False
-    shares: bool = False
-    net_tap: bool = False
-    rng: bool = False
-    balloon: bool = False
-    graceful_stop: bool = False
-    kill: bool = False
-    console: bool = False
-    readiness: bool = False
-    readopt: bool = False
-    crash_detection: bool = False
-    pause: bool = False
-    snapshot: bool = False
-    restore_readiness: bool = False
-    hotplug_disk: bool = False
-    hotplug_net: bool = False
-    hotplug_share: bool = False
-    migrate: bool = False
-    reboot: bool = False
-    resize: bool = False
-    counters: bool = False
-    guest_exec: bool = False
-    guest_copy: bool = False
-
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-
-# Capabilities that are verbs on a running VM: derived from the ability protocols a
-# driver's Control implements (drivers/abilities.py), never declared by hand.
-DERIVED = (
-    "pause",
-    "reboot",
-    "snapshot",
-    "restore_readiness",
-    "hotplug_disk",
-    "hotplug_net",
-    "hotplug_share",
-    "migrate",
-    "resize",
-    "counters",
-)
-
-
-CAPABILITY_TEXT = {
-    "boot_linux": "Direct Linux boot (kernel + initrd + cmdline)",
-    "boot_efi": "EFI firmware boot from a disk image",
-    "boot_macos": "macOS guests (Apple silicon), at most 2 running per Mac, checked first",
-    "boot_oci": "VM images cloned from OCI registries (Tart: `boot: {kind: tart, image: REF}`)",
-    "disk_raw": "Raw disk images (read-write and read-only)",
-    "disk_qcow2": "qcow2 disk images",
-    "disk_clone": "VM-owned disks: new (`size:`) or CoW clones (`clone:`), made at create",
-    "cloud_init": "cloud-init NoCloud seed ISO built from the spec (pycdlib), attached read-only",
-    "net_none": "No network",
-    "net_user": "NAT networking through the hypervisor (QEMU user)",
-    "net_switch": "VMs on vmkit's userspace L2 switch (`--net switch:NAME`), no root needed",
-    "net_vmnet": "macOS vmnet networks (`--net vmnet:shared`, `host`, `bridged:IF`)",
-    "net_tap": "TAP NICs (Linux), optionally in a named netns or on a bridge (`--net tap:IF@NS`)",
-    "shares": "Shared host folders over virtio-fs, read-only enforced (`--share`)",
-    "publish": "Published ports: host 127.0.0.1:PORT forwarded to the guest (`--publish`)",
-    "rng": "virtio-rng entropy device",
-    "balloon": "virtio-balloon device",
-    "graceful_stop": "Graceful stop: ACPI power button, then SIGTERM, then SIGKILL",
-    "kill": "Immediate kill (SIGKILL)",
-    "console": "Interactive serial console attach",
-    "readiness": "Readiness line on the serial console, with timeout and log tails",
-    "readopt": "A second vmkit process sees and controls a running VM",
-    "crash_detection": "A VMM that died behind vmkit's back is shown failed, with the reason",
-    "pause": "Pause / resume",
-    "snapshot": "Snapshot (memory + device state + disk clones) and restore into new VMs",
-    "restore_readiness": "A restored VM announces readiness again",
-    "rosetta": "Rosetta shared with Linux guests for x86_64 binaries (Apple silicon, `rosetta:`)",
-    "arch_emulation": "Guests of another CPU architecture, emulated (`arch:`: arm64 on x86_64)",
-    "hotplug_disk": "Disk hotplug / unplug on a running VM",
-    "hotplug_net": "NIC hotplug / unplug on a running VM",
-    "hotplug_share": "virtio-fs share hotplug / unplug on a running VM",
-    "migrate": "Local live migration between two VMM processes",
-    "reboot": "Reboot a running guest",
-    "resize": "Resize vCPUs and memory of a running VM (up to max_cpus / max_memory)",
-    "counters": "Per-device I/O counters of a running VM",
-    "guest_exec": "Commands in the guest over SSH with a pinned host key (`vmkit ssh`/`exec`)",
-    "guest_copy": "Files and folders in and out of the guest (`vmkit cp`)",
-}
-
-
-@dataclass
-class LaunchContext:
+class LaunchContext(Plain):
     """Where the driver must put things; decided by the Machine layer."""
 
-    vm_dir: Path
-    serial_log: Path
-    events_log: Path
-    sockets: dict[str, Path]
-    accelerator: str  # resolved: kvm | hvf | tcg
-    switch_sockets: dict[str, Path] = field(default_factory=dict)  # switch name -> its socket
+    _fields = ("vm_dir", "serial_log", "events_log", "sockets", "accelerator", "switch_sockets")
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        vm_dir: Path,
+        serial_log: Path,
+        events_log: Path,
+        sockets: dict[str, Path],
+        accelerator: str,  # resolved: kvm | hvf | tcg
+        switch_sockets: dict[str, Path] | None = None,  # switch name -> its socket
+    ):
+        self.vm_dir, self.serial_log, self.events_log = vm_dir, serial_log, events_log
+        self.sockets, self.accelerator = sockets, accelerator
+        self.switch_sockets = {} if switch_sockets is None else switch_sockets
 
 
-@dataclass(frozen=True)
-class ReadinessProbe:
-    ready: bool
-    ip: str | None
-    waiting_for: str  # what ready means for this guest, for the timeout message
+class ReadinessProbe(Frozen):
+    _fields = ("ready", "ip", "waiting_for")
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        ready: bool,
+        ip: str | None,
+        waiting_for: str,  # what ready means for this guest, for the timeout message
+    ):
+        self.ready, self.ip, self.waiting_for = ready, ip, waiting_for
 
 
-@dataclass(frozen=True)
-class TapFd:
+class TapFd(Frozen):
     """NIC `index` is a TAP whose open fd the VMM inherits; `placeholder` stands for the
     fd number in the argv until the launch opens it (shown as is by --dry-run)."""
 
-    index: int
-    placeholder: str
+    _fields = ("index", "placeholder")
+    __slots__ = _fields
+
+    def __init__(self, index: int, placeholder: str):
+        self.index, self.placeholder = index, placeholder
 
 
-@dataclass(frozen=True)
-class ShareServer:
+class ShareServer(Frozen):
     """Share `index` is served by a virtiofsd that must listen on `socket` before launch."""
 
-    index: int
-    socket: Path
+    _fields = ("index", "socket")
+    __slots__ = _fields
+
+    def __init__(self, index: int, socket: Path):
+        self.index, self.socket = index, socket
 
 
-@dataclass(frozen=True)
-class SwitchPort:
+class SwitchPort(Frozen):
     """The VMM binds `port` and sends to the socket of vmkit's switch `switch`."""
 
-    switch: str
-    port: Path
+    _fields = ("switch", "port")
+    __slots__ = _fields
+
+    def __init__(self, switch: str, port: Path):
+        self.switch, self.port = switch, port
 
 
-@dataclass(frozen=True)
-class TapRef:
+class TapRef(Frozen):
     """An existing TAP the launch opens (in `netns`, on `bridge`) and hands over as an fd."""
 
-    tap: str
-    netns: str | None = None
-    bridge: str | None = None
+    _fields = ("tap", "netns", "bridge")
+    __slots__ = _fields
+
+    def __init__(self, tap: str, netns: str | None = None, bridge: str | None = None):
+        self.tap, self.netns, self.bridge = tap, netns, bridge
 
 
-@dataclass(frozen=True)
-class ApiRequest:
+class ApiRequest(Frozen):
     """One REST request sent once the VMM answers (API-driven VMMs); `tap`: an existing
     TAP whose fd goes with it (SCM_RIGHTS)."""
 
-    method: str
-    endpoint: str
-    body: Any = None
-    tap: TapRef | None = None
+    _fields = ("method", "endpoint", "body", "tap")
+    __slots__ = _fields
+
+    def __init__(self, method: str, endpoint: str, body: Any = None, tap: TapRef | None = None):
+        self.method, self.endpoint, self.body, self.tap = method, endpoint, body, tap
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"method": self.method, "endpoint": self.endpoint}
         out["body"] = self.body
         if self.tap is not None:
-            out["pass_fd"] = asdict(self.tap)
+            out["pass_fd"] = self.tap.as_dict()
         return out
 
 
-@dataclass
-class LaunchPlan:
+class LaunchPlan(Plain):
     """Everything a launch needs, typed: the argv, the control sockets, the REST requests
     that follow, and the file descriptors and sidecars the launch must provide."""
 
-    argv: list[str]
-    sockets: dict[str, Path]
-    accelerator: str
-    api_requests: list[ApiRequest] = field(default_factory=list)
-    tap_fds: list[TapFd] = field(default_factory=list)
-    shares: list[ShareServer] = field(default_factory=list)
-    switch_ports: list[SwitchPort] = field(default_factory=list)
-    fifos: dict[str, Path] = field(default_factory=dict)  # made (0600) before the spawn
+    _fields = (
+        "argv",
+        "sockets",
+        "accelerator",
+        "api_requests",
+        "tap_fds",
+        "shares",
+        "switch_ports",
+        "fifos",
+    )
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        argv: list[str],
+        sockets: dict[str, Path],
+        accelerator: str,
+        api_requests: list[ApiRequest] | None = None,
+        tap_fds: list[TapFd] | None = None,
+        shares: list[ShareServer] | None = None,
+        switch_ports: list[SwitchPort] | None = None,
+        fifos: dict[str, Path] | None = None,  # made (0600) before the spawn
+    ):
+        self.argv, self.sockets, self.accelerator = argv, sockets, accelerator
+        self.api_requests = [] if api_requests is None else api_requests
+        self.tap_fds = [] if tap_fds is None else tap_fds
+        self.shares = [] if shares is None else shares
+        self.switch_ports = [] if switch_ports is None else switch_ports
+        self.fifos = {} if fifos is None else fifos
 
     def all_sockets(self) -> dict[str, Path]:
         """Control sockets plus the sockets the sidecars and VMM bind, and the FIFOs the
@@ -233,18 +176,27 @@ class LaunchPlan:
         }
 
 
-@dataclass
-class RestorePlan:
+class RestorePlan(Plain):
     """A VMM that takes in a saved state (`launch`), and what `Control.complete_restore`
     does once it answers: stage `files` and `links` (path -> text / target) and load the
     state from `state_dir`, with the snapshot's driver metadata `meta`."""
 
-    launch: LaunchPlan
-    state_dir: Path
-    meta: dict[str, Any]
-    files: dict[Path, str] = field(default_factory=dict)
-    links: dict[Path, Path] = field(default_factory=dict)
-    request: dict[str, Any] | None = None
+    _fields = ("launch", "state_dir", "meta", "files", "links", "request")
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        launch: LaunchPlan,
+        state_dir: Path,
+        meta: dict[str, Any],
+        files: dict[Path, str] | None = None,
+        links: dict[Path, Path] | None = None,
+        request: dict[str, Any] | None = None,
+    ):
+        self.launch, self.state_dir, self.meta = launch, state_dir, meta
+        self.files = {} if files is None else files
+        self.links = {} if links is None else links
+        self.request = request
 
     def stage(self) -> None:
         """Write `files` (0600, folders 0700) and `links` before the state is loaded."""
@@ -259,12 +211,14 @@ class RestorePlan:
             link.symlink_to(target)
 
 
-@dataclass(frozen=True)
-class ExitCause:
+class ExitCause(Frozen):
     """Why a VMM exited, as far as its own logs tell."""
 
-    clean: bool  # the guest powered off (or the VMM was asked to quit)
-    reason: str
+    _fields = ("clean", "reason")
+    __slots__ = _fields
+
+    def __init__(self, clean: bool, reason: str):  # clean: the guest powered off (or the
+        self.clean, self.reason = clean, reason  # VMM was asked to quit)
 
 
 class Control(abc.ABC):
@@ -367,7 +321,7 @@ class Driver(abc.ABC):
     def capabilities(self) -> Capabilities:
         from vmkit.drivers.abilities import derived_capabilities
 
-        return replace(self.features, **derived_capabilities(self))
+        return self.features.replace(**derived_capabilities(self))
 
     def bind(self, sockets: Mapping[str, str | Path], vm_dir: Path) -> Control:
         """The Control of this driver's VMM listening on `sockets`."""
@@ -378,6 +332,8 @@ class Driver(abc.ABC):
             if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
                 raise VmkitError(f"{self.binary_env}={explicit} is not an executable file")
             return explicit
+        import shutil
+
         for candidate in self.binary_names:
             found = shutil.which(candidate)
             if found:

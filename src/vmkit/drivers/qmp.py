@@ -13,9 +13,12 @@ import json
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 from vmkit.errors import VmkitError
+
+TYPE_CHECKING = False  # not typing's: a running VM's `vmkit ls` asks QMP (plain.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class QMPError(VmkitError):

@@ -8,13 +8,16 @@ re-hashing with a counter when the VM is created, and the result is pinned in it
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable
+TYPE_CHECKING = False  # not typing's: a running VM's `vmkit ls` imports this (plain.py)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 def stable_mac(name: str, index: int, salt: int = 0) -> str:
     """A locally administered MAC (52:54:00 prefix) derived from the VM name and NIC index."""
     key = f"{name}/{index}" if salt == 0 else f"{name}/{index}/{salt}"
+    import hashlib  # here: it loads OpenSSL, which a `vmkit ls` of running VMs never needs
+
     digest = hashlib.sha256(key.encode()).digest()
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 

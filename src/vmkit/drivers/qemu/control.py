@@ -6,18 +6,11 @@ import contextlib
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from vmkit.drivers.base import (
     Control,
     RestorePlan,
 )
-from vmkit.drivers.qemu.migration import await_migration
-from vmkit.drivers.qmp import QMP, QMPError
-from vmkit.errors import NotSupported, VmkitError
-
-if TYPE_CHECKING:
-    from vmkit.spec import Disk, Network
 from vmkit.drivers.qemu.driver import (
     _MIGRATING,
     ANNOUNCE_TIMEOUT,
@@ -29,6 +22,15 @@ from vmkit.drivers.qemu.driver import (
     STATE_FILE,
     UNPLUG_TIMEOUT,
 )
+from vmkit.drivers.qemu.migration import await_migration
+from vmkit.drivers.qmp import QMP, QMPError
+from vmkit.errors import NotSupported, VmkitError
+
+TYPE_CHECKING = False  # not typing's: a running VM's `vmkit ls` binds this (plain.py)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from vmkit.spec import Disk, Network
 
 
 class QemuControl(Control):

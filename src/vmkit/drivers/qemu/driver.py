@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
 
 from vmkit import optstr
 from vmkit.drivers import register
@@ -32,7 +30,10 @@ from vmkit.errors import InvalidInput, NotSupported
 from vmkit.hostinfo import is_linux, machine_arch
 from vmkit.net.mac import nic_mac
 
+TYPE_CHECKING = False  # not typing's: a running VM's `vmkit ls` loads this (plain.py)
 if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
     from vmkit.drivers.qemu_firmware import Firmware
     from vmkit.spec import MachineSpec, Network
     from vmkit.storage.kernel import KernelInfo
@@ -307,6 +308,8 @@ class QemuDriver(Driver):
         target = vm_dir / EFI_VARS
         if template is not None and not target.exists():
             tmp = target.with_name(f".{EFI_VARS}.tmp")
+            import shutil
+
             shutil.copyfile(template, tmp)
             tmp.chmod(0o600)
             tmp.replace(target)
