@@ -4,6 +4,7 @@ into a spec (a file's values, with the flags given on top)."""
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -292,8 +293,9 @@ def run(name: str | None, pool: str | None, as_json: bool, wait_for: str, **o: A
             raise InvalidInput("--pool hands out a copy as it is: give no name or spec options")
         pools = Pools(_host())
         machine = pools.take(pool)
-        pools.start_filler(pool)
         report_ready(machine.status(), time.monotonic() - t0, as_json)
+        sys.stdout.flush()  # the answer first: the filler's start-up competes for the CPU
+        pools.start_filler(pool)
         return
     spec = build_spec(name, o)
     status = _host().run(spec)

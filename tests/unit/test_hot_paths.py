@@ -13,7 +13,15 @@ from vmkit.store import MACHINE_FILE, Store
 
 PROBE = """
 import json, sys
+import vmkit.entry
 from vmkit.entry import main
+
+
+def leave(code):  # the real one ends the process before the probe can look
+    raise SystemExit(code)
+
+
+vmkit.entry.leave = leave
 wanted = json.loads(sys.argv[2])
 sys.argv = ["vmkit", *json.loads(sys.argv[1])]
 try:
