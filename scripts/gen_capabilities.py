@@ -49,7 +49,8 @@ ACCESS_PATHS = (
      "an SSH server on vsock port 22",
      ", not yet run on macOS (krunkit's grammar as modelled and the test double)"),
     ("qemu-vhost-vsock", "QEMU `-device vhost-vsock-pci,guest-cid=N` (`vsock_cid`, host needs "
-     "/dev/vhost-vsock), AF_VSOCK to CID:22", "an SSH server on vsock port 22",
+     "/dev/vhost-vsock; a restored copy gets a CID of its own), AF_VSOCK to CID:22",
+     "an SSH server on vsock port 22",
      ": the real QEMU takes vmkit's argv and fails only opening /dev/vhost-vsock, which the "
      "CI host lacks; the proxy's AF_VSOCK connect is the host kernel's; no guest reached"),
     ("qemu-serial", "QEMU virtio-serial port `org.vmkit.ssh` (works with `--net none`)",

@@ -232,6 +232,8 @@ def restore(
     for d in snap.record["disks"]:
         if not d["shared"]:
             spec_json["disks"][d["index"]]["path"] = str(vm_dir / f"disk{d['index']}.{d['format']}")
+    if spec_json.get("vsock_cid") is not None and driver.vsock_cids_host_wide:
+        spec_json["vsock_cid"] = free_vsock_cid(host, int(spec_json["vsock_cid"]))
     spec_json = spec_from_dict(spec_json, check_files=False).to_json()
     # fresh MACs; `creating` until its disks are cloned and its VMM runs (gc rolls back a
     # restore cut off before that)
@@ -274,6 +276,23 @@ def restore(
             machine.delete(force=True)
         raise
     return machine
+
+
+def free_vsock_cid(host: Host, wanted: int) -> int:
+    """`wanted` unless a VM of this store has it (the snapshot's source usually still runs
+    with it), else a random unused CID: two guests cannot share one in the host's vsock
+    space. The guest learns its new CID from the transport reset QEMU sends after a load."""
+    import secrets
+
+    used = set()
+    for machine in host.machines():
+        with contextlib.suppress(VmkitError, ValueError, KeyError, TypeError):
+            if (cid := machine.spec_json.get("vsock_cid")) is not None:
+                used.add(int(cid))
+    cid = wanted
+    while cid in used:
+        cid = 1024 + secrets.randbelow(1 << 30)  # clear of hand-picked small CIDs
+    return cid
 
 
 def _verify_snapshot_files(snap: Snapshot) -> None:

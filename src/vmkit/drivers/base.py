@@ -306,6 +306,9 @@ class Driver(abc.ABC):
     binary_env: ClassVar[str | None] = None
     # Runs guests of another CPU architecture (QEMU's TCG); `driver: auto` picks it for them.
     emulates: ClassVar[bool] = False
+    # vsock CIDs are one space for the whole host (QEMU's vhost-vsock), not per VM (Cloud
+    # Hypervisor's hybrid socket, vfkit's fixed CID): a restored copy needs its own
+    vsock_cids_host_wide: ClassVar[bool] = False
     # Whether `driver: auto` may pick this driver at all (krunkit is only ever asked for).
     auto_pick: ClassVar[bool] = True
 

@@ -178,6 +178,7 @@ def hotplug_port_args() -> list[str]:
 class QemuDriver(Driver):
     name = "qemu"
     emulates = True  # another architecture than the host's, with TCG
+    vsock_cids_host_wide = True  # vhost-vsock: a CID in the host's AF_VSOCK space
     # with a snapshot or migration go the variable store and the guest's SSH host key (a
     # restored guest's memory holds it) with its pin (storage/sshkeys)
     vm_state_files: ClassVar[tuple[str, ...]] = (EFI_VARS, *SSH_KEY_FILES)
