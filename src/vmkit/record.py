@@ -54,8 +54,11 @@ def _int(value: Any) -> int:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("+-").isdecimal():
-        return int(value)
+    if isinstance(value, str) and value.strip().isascii():
+        try:
+            return int(value)
+        except ValueError:
+            pass
     raise ValueError(f"{value!r} is not a whole number")
 
 
