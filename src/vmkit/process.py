@@ -18,30 +18,42 @@ _CT_TOLERANCE = 0.05
 _boot_time: list[float] = []
 
 
-def _proc_stat(pid: int) -> tuple[str, float] | None:
-    """(state letter, start time) from /proc on Linux, None elsewhere or where /proc cannot
-    tell. psutil computes its create_time() the same way (btime + start ticks / CLK_TCK);
-    reading it here spares every `run`, `restore` and `status` psutil's import (~10 ms).
-    Raises ProcessLookupError when the process does not exist."""
+def proc_start(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks since boot) from /proc/PID/stat on Linux;
+    None elsewhere or where /proc cannot tell (e.g. mounted with hidepid). Raises
+    ProcessLookupError when the process does not exist."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
-        if not _boot_time:
-            with open("/proc/stat", "rb") as f:
-                btime = next(line for line in f if line.startswith(b"btime "))
-            _boot_time.append(float(btime.split()[1]))
     except FileNotFoundError:
         raise ProcessLookupError(pid) from None
-    except (OSError, StopIteration):
-        return None  # e.g. /proc mounted with hidepid: ask psutil
+    except OSError:
+        return None
     fields = stat[stat.rindex(b")") + 2 :].split()
     try:
-        ticks = int(fields[19])  # field 22 of the whole line: starttime
+        return fields[0].decode(), int(fields[19])  # field 22 of the whole line: starttime
     except (IndexError, ValueError):
         return None
-    return fields[0].decode(), _boot_time[0] + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> tuple[str, float] | None:
+    """(state letter, start time) as `proc_start` reads it, the time in psutil's terms:
+    psutil computes its create_time() the same way (btime + start ticks / CLK_TCK), and
+    reading it here spares every `run`, `restore` and `status` psutil's import (~10 ms)."""
+    known = proc_start(pid)
+    if known is None:
+        return None
+    if not _boot_time:
+        try:
+            with open("/proc/stat", "rb") as f:
+                btime = next(line for line in f if line.startswith(b"btime "))
+        except (OSError, StopIteration):
+            return None
+        _boot_time.append(float(btime.split()[1]))
+    state, ticks = known
+    return state, _boot_time[0] + ticks / os.sysconf("SC_CLK_TCK")
 
 
 class ProcessRef(Frozen):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from vmkit.access import spare
-from vmkit.access.boot import GUEST_INITRD, guest_initrd
+from vmkit.access.boot import GUEST_INITRD, SPARE_FILES, guest_initrd
 from vmkit.storage import sshkeys
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs ssh-keygen")
@@ -55,7 +55,7 @@ def test_one_spare_is_made_private_and_kept_once(home: Path, base: Path) -> None
     (made,) = _spares(home)
     assert stat.S_IMODE((home / spare.SPARE_DIR).stat().st_mode) == 0o700
     assert stat.S_IMODE(made.stat().st_mode) == 0o700
-    for name in spare.FILES:
+    for name in SPARE_FILES:
         assert stat.S_IMODE((made / name).stat().st_mode) & 0o077 == 0, name
 
 
@@ -64,22 +64,22 @@ def test_a_new_vm_takes_it_whole_and_keeps_its_initrd(home: Path, base: Path) ->
     (made,) = _spares(home)
     key = (made / sshkeys.HOST_KEY).read_bytes()
     vm = _vm_dir(home, "web")
-    assert spare.take(home, vm)
+    assert spare.take(home, vm, SPARE_FILES)
     assert _spares(home) == []
-    assert sorted(p.name for p in vm.iterdir()) == sorted(spare.FILES)
+    assert sorted(p.name for p in vm.iterdir()) == sorted(SPARE_FILES)
     inode = (vm / GUEST_INITRD).stat().st_ino
     out = guest_initrd(vm, "web", base, PUB)
     assert out.stat().st_ino == inode  # its parts match: not rewritten
     assert (vm / sshkeys.HOST_KEY).read_bytes() == key
     pinned = (vm / sshkeys.KNOWN_HOSTS).read_text()
     assert pinned.startswith("vmkit-web ssh-ed25519 ")
-    assert not spare.take(home, _vm_dir(home, "db"))  # used once
+    assert not spare.take(home, _vm_dir(home, "db"), SPARE_FILES)  # used once
 
 
 def test_a_vm_with_other_parts_gets_its_initrd_rewritten(home: Path, base: Path) -> None:
     spare.prepare(home, _make(base))
     vm = _vm_dir(home, "web")
-    assert spare.take(home, vm)
+    assert spare.take(home, vm, SPARE_FILES)
     inode = (vm / GUEST_INITRD).stat().st_ino
     base.write_bytes(b"\x1f\x8b" + os.urandom(4096))  # the tiny guest was rebuilt
     out = guest_initrd(vm, "web", base, PUB)
@@ -91,7 +91,7 @@ def test_a_vm_that_has_a_key_takes_nothing(home: Path, base: Path) -> None:
     vm = _vm_dir(home, "web")
     sshkeys.host_key(vm, "web")
     spare.prepare(home, _make(base))
-    assert not spare.take(home, vm)
+    assert not spare.take(home, vm, SPARE_FILES)
     assert len(_spares(home)) == 1
 
 

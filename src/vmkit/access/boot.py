@@ -15,22 +15,24 @@ from vmkit.spec import LinuxBoot, MachineSpec
 from vmkit.storage import sshkeys as keys
 
 GUEST_INITRD = "initrd-access.img"  # base initramfs + the key archive, rebuilt at each start
+GUEST_INITRD_STAMP = f"{GUEST_INITRD}.stamp"  # its parts, to tell when to rebuild it
+# What a new VM takes from a spare (access/spare.py): its host key and its keyed initrd.
+SPARE_FILES = (keys.HOST_KEY, f"{keys.HOST_KEY}.pub", GUEST_INITRD, GUEST_INITRD_STAMP)
 GUEST_KEY_PATH = "etc/vmkit/ssh_host_ed25519_key"  # what the tiny guest's /init looks for
 
 
 def boot_spec(spec: MachineSpec, vm_dir: Path, home: Path, write: bool) -> MachineSpec:
     """`spec` with the tiny guest's initrd replaced by the VM's own copy carrying the keys
     (written when `write`; `vmkit start --dry-run` only shows the path)."""
-    boot = spec.boot
-    if not isinstance(boot, LinuxBoot) or not has_sshd(tiny_guest_manifest(boot.initrd)):
+    boot = keyed_boot(spec)
+    if boot is None or boot.initrd is None:
         return spec
-    assert boot.initrd is not None
     if write:
         from vmkit.access import spare
         from vmkit.storage.seed import host_key as client_key
 
         client_pub = client_key(home).with_suffix(".pub").read_text()
-        spare.take(home, vm_dir)  # a new VM: the key (and initrd) made during an earlier boot
+        spare.take(home, vm_dir, SPARE_FILES)  # a new VM: what an earlier boot made for it
         path = guest_initrd(vm_dir, spec.name, boot.initrd, client_pub)
     else:
         path = vm_dir / GUEST_INITRD
@@ -39,10 +41,9 @@ def boot_spec(spec: MachineSpec, vm_dir: Path, home: Path, write: bool) -> Machi
 
 def make_spare(spec: MachineSpec, home: Path) -> None:
     """While `spec`'s guest boots: a spare key and initrd for the next VM (access/spare.py)."""
-    boot = spec.boot
-    if not isinstance(boot, LinuxBoot) or not has_sshd(tiny_guest_manifest(boot.initrd)):
+    boot = keyed_boot(spec)
+    if boot is None or boot.initrd is None:
         return
-    assert boot.initrd is not None
     from vmkit.access import spare
     from vmkit.storage.seed import host_key as client_key
 
@@ -52,6 +53,14 @@ def make_spare(spec: MachineSpec, home: Path) -> None:
         return
     base = boot.initrd
     spare.prepare(home, lambda folder, name: guest_initrd(folder, name, base, client_pub))
+
+
+def keyed_boot(spec: MachineSpec) -> LinuxBoot | None:
+    """The boot of a tiny guest with an SSH server (its initrd gets the key archive)."""
+    boot = spec.boot
+    if isinstance(boot, LinuxBoot) and has_sshd(tiny_guest_manifest(boot.initrd)):
+        return boot
+    return None
 
 
 def tiny_guest_manifest(initrd: Path | None) -> dict[str, Any] | None:
@@ -88,7 +97,7 @@ def guest_initrd(vm_dir: Path, name: str, base: Path, client_pub: str) -> Path:
     once per change of its parts (a stamp beside it), not at every start: it is 4 MB."""
     key = keys.host_key(vm_dir, name)
     out = vm_dir / GUEST_INITRD
-    stamp_file = out.with_name(out.name + ".stamp")
+    stamp_file = vm_dir / GUEST_INITRD_STAMP
     b, k = base.stat(), key.stat()
     stamp = json.dumps([str(base), b.st_size, b.st_mtime_ns, k.st_mtime_ns, client_pub])
     with contextlib.suppress(OSError):  # made by an earlier start from the same parts

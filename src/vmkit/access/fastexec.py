@@ -6,7 +6,8 @@ click, the store and the driver would cost several times that. So the full path 
 pinned host key, control socket) and the VMM it belongs to (pid and kernel start time).
 `run` uses it, from `vmkit.entry`, only when everything still holds: same VMM alive, master
 socket answering, an exec with no options. Otherwise it returns None and the CLI runs the
-full path, which makes its clear errors. Standard library only; Linux only (/proc).
+full path, which makes its clear errors. Standard library only (and vmkit.process's /proc
+reader); Linux only.
 
 The remote side and the pid line are those of access.execute (kept in step by a test).
 """
@@ -30,14 +31,15 @@ if TYPE_CHECKING:
 
 
 def start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22)."""
+    """The process's start time in clock ticks since boot (vmkit.process.proc_start: no
+    module beyond `os` and `sys`), None when it is gone or /proc cannot tell."""
+    from vmkit.process import proc_start
+
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+        known = proc_start(pid)
+    except ProcessLookupError:
         return None
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return int(fields[19]) if len(fields) > 19 else None
+    return None if known is None else known[1]
 
 
 def remember(vm_dir: Path, vmm_pid: int, ssh_argv: list[str], control: Path) -> None:

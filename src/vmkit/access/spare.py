@@ -23,12 +23,11 @@ from vmkit.paths import ensure_private_dir
 from vmkit.storage import sshkeys as keys
 
 SPARE_DIR = "spare"
-INITRD = "initrd-access.img"  # access.boot.GUEST_INITRD
-FILES = (keys.HOST_KEY, f"{keys.HOST_KEY}.pub", INITRD, f"{INITRD}.stamp")
 
 
-def take(home: Path, vm_dir: Path) -> bool:
-    """Move a spare's key and initrd into `vm_dir`, a VM that has no host key yet."""
+def take(home: Path, vm_dir: Path, files: tuple[str, ...]) -> bool:
+    """Move a spare's `files` (its key and initrd: access.boot.SPARE_FILES) into `vm_dir`,
+    a VM that has no host key yet."""
     if (vm_dir / keys.HOST_KEY).exists():
         return False
     root = home / SPARE_DIR
@@ -45,7 +44,7 @@ def take(home: Path, vm_dir: Path) -> bool:
         try:
             if not (claimed / keys.HOST_KEY).is_file():
                 continue
-            for name in FILES:
+            for name in files:
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(claimed / name, vm_dir / name)
             return True
