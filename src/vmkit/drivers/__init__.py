@@ -29,9 +29,10 @@ MODULES: dict[str, str] = {
     "tart": "vmkit.drivers.tart",
 }
 
-# What `driver: auto` checks before importing a driver (its own `auto_usable()` decides
-# after): the host platform it runs on and the binary it needs. Importing the Mac drivers
-# and Cloud Hypervisor's just to hear "no" cost ~10 ms of every `vmkit run` on Linux.
+# What `driver: auto` checks before importing a driver, and the only place these are
+# checked: the host platform it runs on and the binary it needs (its `auto_usable()` adds
+# the rest, e.g. working KVM). Importing the Mac drivers and Cloud Hypervisor's just to
+# hear "no" cost ~10 ms of every `vmkit run` on Linux.
 AUTO_PREREQ: dict[str, tuple[str, str]] = {
     "vfkit": ("macos", "vfkit"),
     "krunkit": ("macos", "krunkit"),

@@ -317,7 +317,8 @@ class Driver(abc.ABC):
 
     @classmethod
     def auto_usable(cls) -> bool:
-        """Whether `driver: auto` should pick this driver on this host (cheap checks)."""
+        """Whether `driver: auto` should pick this driver on this host (cheap checks), beyond
+        the host platform and binary `drivers.AUTO_PREREQ` checks before importing it."""
         return False
 
     @property

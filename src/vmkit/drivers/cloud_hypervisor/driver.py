@@ -327,11 +327,9 @@ class CloudHypervisorDriver(Driver):
 
     @classmethod
     def auto_usable(cls) -> bool:
-        import shutil
-
         from vmkit.hostinfo import kvm_state
 
-        return shutil.which("cloud-hypervisor") is not None and kvm_state().usable
+        return kvm_state().usable  # Linux with the binary on PATH: drivers.AUTO_PREREQ
 
     def check(self, spec: MachineSpec) -> None:
         from vmkit.spec import EfiBoot, MacosBoot
