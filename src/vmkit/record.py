@@ -328,11 +328,17 @@ class Record:
         cls.__checks__ = (*cls.__checks__, *found)
 
     def __init__(self, **data: Any) -> None:
+        made = type(self).parse(data)
+        object.__setattr__(self, "__dict__", made.__dict__)
+
+    @classmethod
+    def parse(cls: type[R], data: Any, ctx: Ctx | None = None) -> R:
+        """The record for `data`, or SpecError listing every problem."""
         problems: Problems = []
-        made = type(self).validate(data, {}, "", problems)
+        made = cls.validate(data, ctx or {}, "", problems)
         if problems:
             raise SpecError(problems)
-        object.__setattr__(self, "__dict__", made.__dict__)
+        return made
 
     @classmethod
     def validate(cls: type[R], data: Any, ctx: Ctx, loc: str, problems: Problems) -> R:
@@ -388,11 +394,7 @@ class Record:
 
     def replace(self: R, **changes: Any) -> R:
         """A copy with `changes` (validated like any input)."""
-        problems: Problems = []
-        made = type(self).validate({**self.__dict__, **changes}, {}, "", problems)
-        if problems:
-            raise SpecError(problems)
-        return made
+        return type(self).parse({**self.__dict__, **changes})
 
     def to_json(self) -> dict[str, Any]:
         return {name: _json(value) for name, value in self.__dict__.items()}

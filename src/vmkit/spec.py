@@ -234,10 +234,7 @@ def spec_from_dict(
     """Validate `data`; raise SpecError listing every bad field."""
     if not isinstance(data, dict):
         raise SpecError([("", f"a machine spec must be a mapping, not {type(data).__name__}")])
-    problems: Problems = []
-    spec = MachineSpec.validate(data, {"base_dir": base_dir or Path.cwd()}, "", problems)
-    if problems:
-        raise SpecError(problems)
+    spec = MachineSpec.parse(data, {"base_dir": base_dir or Path.cwd()})
     if check_files:
         problems = missing_files(spec, creating=True)
         if problems:
