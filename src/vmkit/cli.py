@@ -12,7 +12,7 @@ from vmkit import __version__
 from vmkit.cli_common import READ_HELP, report_ready
 from vmkit.cli_common import echo_json as _echo_json
 from vmkit.cli_common import host as _host
-from vmkit.errors import InvalidInput, VmkitError
+from vmkit.errors import VmkitError, from_os_error
 
 
 def _fail(exc: VmkitError) -> NoReturn:
@@ -44,17 +44,6 @@ LAZY: dict[str, str] = {
 }
 
 
-def _os_error(exc: OSError) -> VmkitError:
-    """A clean error for an OSError no command turned into one: bad input (exit 2) when the
-    path itself is the problem, else a failure (exit 1)."""
-    import errno
-
-    where = f"{exc.filename}: " if exc.filename else ""
-    bad_path = (errno.ENAMETOOLONG, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP)
-    err = InvalidInput if exc.errno in bad_path else VmkitError
-    return err(f"{where}{exc.strerror or exc}")
-
-
 class _Group(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *LAZY})
@@ -75,7 +64,7 @@ class _Group(click.Group):
         except VmkitError as exc:
             _fail(exc)
         except OSError as exc:  # a path the user gave that the OS refuses (too long, ...)
-            _fail(_os_error(exc))
+            _fail(from_os_error(exc))
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)

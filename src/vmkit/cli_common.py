@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from vmkit.cli_handout import ready_text
 from vmkit.cli_ls import table as table  # one table renderer, click-free
 
 READ_HELP = "Print JSON for scripts."
@@ -34,9 +35,4 @@ def echo_json(obj: Any) -> None:
 
 def report_ready(status: Any, seconds: float, as_json: bool) -> None:
     """What `start --wait`, `wait` and `run` print once the guest is ready."""
-    if as_json:
-        echo_json({**status.to_json(), "seconds_to_ready": round(seconds, 3)})
-    else:
-        click.echo(
-            f"{status.name} is READY in {seconds:.2f}s (ip {status.ip or '-'}, pid {status.pid})"
-        )
+    click.echo(ready_text(status, seconds, as_json))

@@ -1,7 +1,8 @@
-"""The `vmkit` console script: `--version`, `ls [--json]` (cli_ls) and a warm `exec` on a
-VM's open SSH connection (access.fastexec) run without loading the CLI (click); everything
-else, and anything those decline, runs the CLI. A finished command leaves without the
-interpreter's teardown (`leave`)."""
+"""The `vmkit` console script: `--version`, `ls [--json]` (cli_ls), a warm `exec` on a VM's
+open SSH connection (access.fastexec) and a pool's hand-out, `run --pool NAME [--json]`
+(cli_handout), run without loading the CLI (click); everything else, and anything those
+decline, runs the CLI. A finished command leaves without the interpreter's teardown
+(`leave`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,12 @@ def main() -> None:
         if status is not None:
             sys.stdout.flush()
             os._exit(status)  # nothing to tear down; interpreter exit costs ms
+    if sys.argv[1:2] == ["run"] and any(a.startswith("--pool") for a in sys.argv[2:]):
+        from vmkit.cli_handout import run as hand_out
+
+        code = hand_out(sys.argv[2:])
+        if code is not None:
+            leave(code)
     if sys.argv[1:2] == ["ls"]:
         from vmkit.cli_ls import fast
 

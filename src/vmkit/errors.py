@@ -52,3 +52,14 @@ class ReadinessTimeout(VmkitError):
 
 class VMFailed(VmkitError):
     pass
+
+
+def from_os_error(exc: OSError) -> VmkitError:
+    """A clean error for an OSError no command turned into one: bad input (exit 2) when the
+    path itself is the problem, else a failure (exit 1)."""
+    import errno
+
+    where = f"{exc.filename}: " if exc.filename else ""
+    bad_path = (errno.ENAMETOOLONG, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP)
+    err = InvalidInput if exc.errno in bad_path else VmkitError
+    return err(f"{where}{exc.strerror or exc}")

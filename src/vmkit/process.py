@@ -168,6 +168,36 @@ def spawn_detached(
         return ProcessRef(proc.pid, 0.0)
 
 
+def spawn_orphan(argv: list[str], log: Path) -> None:
+    """Start `argv` as spawn_detached does (own session, stdin /dev/null, output appended to
+    `log`, no inherited fds), without importing subprocess (~6 ms), for a caller that exits
+    at once: the child is then reaped by init. A long-lived caller uses spawn_detached,
+    which reaps its children. The child starts in this process's folder."""
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, fd, 1),
+            (os.POSIX_SPAWN_DUP2, fd, 2),
+        ]
+        actions += [(os.POSIX_SPAWN_CLOSE, n) for n in _inheritable_fds() if n > 2]
+        os.posix_spawn(argv[0], argv, os.environ, file_actions=actions, setsid=True)
+    finally:
+        os.close(fd)
+
+
+def _inheritable_fds() -> list[int]:
+    """This process's fds that an exec would pass on (subprocess's close_fds closes them)."""
+    found = []
+    for name in os.listdir("/proc/self/fd" if sys.platform.startswith("linux") else "/dev/fd"):
+        try:
+            if os.get_inheritable(int(name)):
+                found.append(int(name))
+        except OSError:  # the listing's own fd, closed by now
+            continue
+    return found
+
+
 def find_by_tag(tag: str) -> ProcessRef | None:
     """The live process of this user whose argv names `tag` (a VMM's own control socket
     path, unique per VM): finds a VMM whose pid never reached its record."""

@@ -3,6 +3,8 @@ unique under concurrent `vmkit run --pool`, each private, and refilled with no d
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import time
@@ -19,51 +21,92 @@ def snap(cli, guest):
     return "base"
 
 
+# the console script's click-free hand-out (cli_handout.py) and the click command
+BOTH_PATHS = (["-m", "vmkit"], ["-m", "vmkit.cli"])
+READY_LINE = re.compile(r"warm-\d+ is READY in \d+\.\d\ds \(ip (10\.0\.2\.\d+|-), pid \d+\)\n")
+
+
+def refilled(cli) -> dict:
+    """The pool once its background filler (a short-lived process, no daemon) is done."""
+    deadline = time.monotonic() + 240
+    while True:
+        (pool,) = cli.json("pool", "ls")
+        if len(pool["members"]) == pool["size"] and not pool["filling"]:
+            return pool
+        assert time.monotonic() < deadline, pool
+        time.sleep(1)
+
+
 def test_a_pool_hands_out_unique_ready_copies_and_refills(cli, snap):
     made = cli.json("pool", "create", "warm", "--from", snap, "--size", "2")
     assert sorted(made["members"]) == ["warm-1", "warm-2"]
     vms = {vm["name"]: vm for vm in cli.json("ls")}
     assert vms["warm-1"]["state"] == vms["warm-2"]["state"] == "paused"
-    # two hand-outs at once: never the same copy
+    # two hand-outs at once, one by each path: never the same copy
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "vmkit.cli", "run", "--pool", "warm", "--json"],
+            [sys.executable, *path, "run", "--pool", "warm", "--json"],
             env=cli.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(2)
+        for path in BOTH_PATHS
     ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    import json
-
     got = [json.loads(out) for out, _err in outs]
     assert sorted(g["name"] for g in got) == ["warm-1", "warm-2"]
     assert all(g["state"] == "ready" for g in got)
+    assert list(got[0]) == list(got[1])  # the same record, field for field
     macs = {cli.json("inspect", g["name"])["spec"]["networks"][0]["mac"] for g in got}
     assert len(macs) == 2  # each copy has its own identity
-    # the pool refills itself in the background (a short-lived filler, no daemon)
-    deadline = time.monotonic() + 240
-    while True:
-        (pool,) = cli.json("pool", "ls")
-        if len(pool["members"]) == 2 and not pool["filling"]:
-            break
-        assert time.monotonic() < deadline, pool
-        time.sleep(1)
+    pool = refilled(cli)
     assert sorted(pool["members"]) == ["warm-3", "warm-4"]
     assert sorted(pool["handed_out"]) == ["warm-1", "warm-2"]
+    # the text answer, by each path in turn
+    for path in BOTH_PATHS:
+        proc = subprocess.run([sys.executable, *path, "run", "--pool", "warm"], env=cli.env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 0 and READY_LINE.fullmatch(proc.stdout), proc
+    pool = refilled(cli)
+    assert sorted(pool["handed_out"]) == [f"warm-{n}" for n in range(1, 5)]
     # pool rm removes the copies it holds; handed-out ones stay
     cli.ok("pool", "rm", "warm")
     names = {vm["name"] for vm in cli.json("ls")}
-    assert names == {"warm-1", "warm-2"}
+    assert names == {f"warm-{n}" for n in range(1, 5)}
     assert cli.json("pool", "ls") == []
+
+
+def test_a_hand_out_skips_a_busy_copy_and_drops_a_dead_one(cli, snap):
+    """Pools.take in this process (no filler starts): a copy another verb holds stays in
+    the pool; one that is no longer paused leaves it."""
+    from vmkit.errors import VmkitError
+    from vmkit.machine import Host
+    from vmkit.machine.pool import Pools
+
+    cli.ok("pool", "create", "p", "--from", snap, "--size", "2")
+    host = Host(cli.home)
+    pools = Pools(host)
+    with host.store.vm_lock("p-1", 5.0):  # e.g. a snapshot of it in progress
+        taken = pools.take("p")
+    assert taken.name == "p-2" and taken.status().state == "ready"
+    assert pools.get("p").members == ["p-1"]
+    cli.ok("kill", "p-1")
+    with pytest.raises(VmkitError, match="no copy ready"):
+        pools.take("p")
+    assert pools.get("p").members == []  # the dead copy left the list (saved)
 
 
 def test_pool_bad_input(cli, snap):
     assert cli("pool", "create", "p", "--from", "nope", "--size", "1").returncode == 2
     assert cli("pool", "create", "p", "--from", snap, "--size", "0").returncode == 2
-    assert cli("run", "--pool", "nope").returncode == 2
+    for args in (["--pool", "nope"], ["--pool=nope", "--json"], ["--pool", "../x"]):
+        for path in BOTH_PATHS:  # the same answer from each path
+            proc = subprocess.run([sys.executable, *path, "run", *args], env=cli.env,
+                                  capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert proc.returncode == 2 and proc.stdout == "", proc
+            assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+            assert ("no pool named" in proc.stderr) == ("nope" in " ".join(args)), proc.stderr
     proc = cli("run", "x", "--pool", "p")
     assert proc.returncode == 2 and "--pool" in proc.stderr

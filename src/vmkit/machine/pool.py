@@ -6,26 +6,31 @@ Handing one out takes it off the list under the pool's lock (two `vmkit run --po
 get the same VM) and resumes it: its readiness was recorded when it was restored. No daemon
 refills the pool: a hand-out starts a short-lived filler process (one at a time, by a lock
 it tries) that restores copies until the pool is full again and exits; `pool ls` shows it.
+
+A hand-out (`hand_out`, `start_filler`) needs only the store and MachineView, so that
+`vmkit run --pool` can answer without the CLI or the Machine facade (cli_handout.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from vmkit.errors import InvalidInput, NameInUse, NotFound, VmkitError
+from vmkit.errors import InvalidInput, NameInUse, NotFound, VmkitError, VMStateError
+from vmkit.machine.view import MachineView
 from vmkit.model import State
 from vmkit.names import validate_name
 from vmkit.paths import ensure_private_dir
-from vmkit.store import LockBusy, atomic_write_json, file_lock, read_json
+from vmkit.plain import Plain
+from vmkit.store import LockBusy, Store, atomic_write_json, file_lock, read_json
 
+TYPE_CHECKING = False  # not typing's: a hand-out loads this module (cli_handout.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+    from typing import Any
+
+    from vmkit.drivers.abilities import Pausable
     from vmkit.machine.facade import Machine
     from vmkit.machine.host import Host
 
@@ -33,46 +38,134 @@ MAX_SIZE = 64
 RECORD = "pool.json"
 
 
-@dataclass
-class Pool:
-    name: str
-    snapshot: str
-    size: int
-    members: list[str] = field(default_factory=list)  # paused, ready to hand out
-    made: int = 0  # copies ever made: the next member is <name>-<made + 1>
-    handed_out: list[str] = field(default_factory=list)
+class Pool(Plain):
+    _fields = ("name", "snapshot", "size", "members", "made", "handed_out")
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        name: str,
+        snapshot: str,
+        size: int,
+        members: list[str] | None = None,  # paused, ready to hand out
+        made: int = 0,  # copies ever made: the next member is <name>-<made + 1>
+        handed_out: list[str] | None = None,
+    ):
+        self.name = name
+        self.snapshot = snapshot
+        self.size = size
+        self.members = [] if members is None else members
+        self.made = made
+        self.handed_out = [] if handed_out is None else handed_out
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.as_dict()
+
+
+def pool_dir(store: Store, name: str) -> Path:
+    try:
+        return store.home / "pools" / validate_name(name)
+    except ValueError as exc:
+        raise InvalidInput(f"pool name: {exc}") from None
+
+
+def _missing(name: str) -> NotFound:
+    return NotFound(f"no pool named {name!r} (see `vmkit pool ls`)")
+
+
+@contextlib.contextmanager
+def locked(store: Store, name: str) -> Iterator[Pool]:
+    """The pool's record, saved again on leaving (short: no VM is made under it)."""
+    d = pool_dir(store, name)
+    if not (d / RECORD).is_file():
+        raise _missing(name)
+    with file_lock(d / "lock", 30.0, f"pool {name!r}"):
+        pool = Pool(**read_json(d / RECORD))
+        yield pool
+        atomic_write_json(d / RECORD, pool.to_json())
+
+
+def filling(store: Store, name: str) -> bool:
+    """Whether a filler is restoring copies for `name` right now."""
+    try:
+        with file_lock(pool_dir(store, name) / "fill.lock", 0.0, f"pool {name!r} filler"):
+            return False
+    except LockBusy:
+        return True
+
+
+def hand_out(store: Store, name: str) -> MachineView:
+    """Take the first member that is still a paused copy off the list and resume it, under
+    the pool's lock and then the copy's own (so nothing acts on it in between). A member
+    that is no longer paused (stopped, crashed, removed) or fails to resume leaves the
+    list; one busy with another verb stays for the next hand-out."""
+    taken: MachineView | None = None
+    with locked(store, name) as pool:  # saved on leaving, with the members dropped
+        for vm in list(pool.members):
+            try:
+                taken = _resume_member(store, name, vm)
+            except LockBusy:
+                continue
+            except VmkitError:
+                pool.members.remove(vm)
+                continue
+            pool.members.remove(vm)
+            pool.handed_out.append(vm)
+            break
+    if taken is None:
+        raise VmkitError(
+            f"pool {name!r} has no copy ready (filling: {filling(store, name)}); retry "
+            f"in a moment, or `vmkit pool fill {name}`"
+        )
+    return taken
+
+
+def _resume_member(store: Store, name: str, vm: str) -> MachineView:
+    """Machine.resume without the facade, for a copy that must still be paused."""
+    view = MachineView(store, vm)
+    with view.locked(0.0):
+        state = view.status().state
+        if state != State.PAUSED:
+            raise VMStateError(f"pool {name!r}: {vm} is {state}, not paused")
+        # the filler paused this copy with Machine.pause, which refuses a driver whose
+        # Control is not Pausable
+        ctl: Pausable = view.control()  # type: ignore[assignment]
+        ctl.resume()
+    return view
+
+
+def start_filler(store: Store, name: str, caller_exits: bool = False) -> None:
+    """A detached, short-lived process that refills the pool and exits. `caller_exits`:
+    the caller ends at once (the CLI's hand-out), so the filler starts without subprocess
+    and is left for init to reap."""
+    from vmkit.process import spawn_detached, spawn_orphan
+
+    d = pool_dir(store, name)
+    argv = [sys.executable, "-m", "vmkit.machine.pool_filler"]
+    argv += ["--home", str(store.home), "--fill", name]
+    if caller_exits:
+        spawn_orphan(argv, d / "fill.log")
+    else:
+        spawn_detached(argv, d / "fill.log", d)
 
 
 class Pools:
     def __init__(self, host: Host):
         self.host = host
+        self.store = host.store
         self.root = host.store.home / "pools"
 
     def dir(self, name: str) -> Path:
-        try:
-            return self.root / validate_name(name)
-        except ValueError as exc:
-            raise InvalidInput(f"pool name: {exc}") from None
+        return pool_dir(self.store, name)
 
-    @contextlib.contextmanager
-    def locked(self, name: str) -> Iterator[Pool]:
-        """The pool's record, saved again on leaving (short: no VM is made under it)."""
-        d = self.dir(name)
-        if not (d / RECORD).is_file():
-            raise NotFound(f"no pool named {name!r} (see `vmkit pool ls`)")
-        with file_lock(d / "lock", 30.0, f"pool {name!r}"):
-            pool = Pool(**read_json(d / RECORD))
-            yield pool
-            atomic_write_json(d / RECORD, pool.to_json())
+    def locked(self, name: str) -> contextlib.AbstractContextManager[Pool]:
+        return locked(self.store, name)
 
     def get(self, name: str) -> Pool:
         try:
             return Pool(**read_json(self.dir(name) / RECORD))
         except FileNotFoundError:
-            raise NotFound(f"no pool named {name!r} (see `vmkit pool ls`)") from None
+            raise _missing(name) from None
 
     def all(self) -> list[Pool]:
         if not self.root.is_dir():
@@ -101,12 +194,7 @@ class Pools:
         return pool
 
     def filling(self, name: str) -> bool:
-        """Whether a filler is restoring copies for `name` right now."""
-        try:
-            with file_lock(self.dir(name) / "fill.lock", 0.0, f"pool {name!r} filler"):
-                return False
-        except LockBusy:
-            return True
+        return filling(self.store, name)
 
     def fill(self, name: str, progress: Callable[[str], None] | None = None) -> list[str]:
         """Restore copies until the pool is full; returns the names made. One filler at a
@@ -149,35 +237,16 @@ class Pools:
 
     def take(self, name: str) -> Machine:
         """Hand out one member: off the list under the pool's lock, then resumed."""
-        with self.locked(name) as pool:
-            machine = None
-            for vm in list(pool.members):
-                pool.members.remove(vm)
-                with contextlib.suppress(VmkitError):
-                    candidate = self.host.get(vm)
-                    if candidate.status().state == State.PAUSED:
-                        machine = candidate
-                        pool.handed_out.append(vm)
-                        break
-            if machine is None:
-                raise VmkitError(
-                    f"pool {name!r} has no copy ready (filling: {self.filling(name)}); retry "
-                    f"in a moment, or `vmkit pool fill {name}`"
-                )
-        machine.resume()
-        return machine
+        return self.host.get(hand_out(self.store, name).name)
 
     def start_filler(self, name: str) -> None:
-        """A detached, short-lived process that refills the pool and exits."""
-        from vmkit.process import spawn_detached
-
-        d = self.dir(name)
-        argv = [sys.executable, "-m", "vmkit.machine.pool_filler"]
-        argv += ["--home", str(self.host.store.home)]
-        spawn_detached([*argv, "--fill", name], d / "fill.log", d)
+        start_filler(self.store, name)
 
     def remove(self, name: str) -> list[str]:
         """Remove the pool and the copies it still holds (handed-out ones stay)."""
+        import shutil
+        import time
+
         with self.locked(name) as pool:
             members, pool.members = list(pool.members), []
         for vm in members:

@@ -4,6 +4,7 @@ copies until the pool is full, then exits (machine/pool.py)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--home", required=True, type=Path)
     ap.add_argument("--fill", required=True)
     args = ap.parse_args(argv)
+    os.chdir(args.home)  # not the folder of the `vmkit run` that started it
     made = Pools(Host(args.home)).fill(args.fill, print)
     print(f"filled pool {args.fill}: {', '.join(made) or 'nothing to do'}")
     return 0
