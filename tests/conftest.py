@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 
@@ -64,6 +65,12 @@ def _kill_all(home: Path) -> None:
 
     if not home.exists():
         return
+    for proc in psutil.process_iter(["cmdline"]):  # a pool's filler would restore more
+        cmdline = proc.info["cmdline"] or []
+        if "vmkit.machine.pool_filler" in cmdline and str(home) in cmdline:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+                proc.wait(10)
     for machine in Host(home).machines():
         with contextlib.suppress(Exception):
             machine.kill()

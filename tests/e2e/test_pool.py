@@ -110,3 +110,28 @@ def test_pool_bad_input(cli, snap):
             assert ("no pool named" in proc.stderr) == ("nope" in " ".join(args)), proc.stderr
     proc = cli("run", "x", "--pool", "p")
     assert proc.returncode == 2 and "--pool" in proc.stderr
+
+
+def test_removing_a_pool_while_it_fills_leaves_no_copy_behind(cli, snap):
+    """The filler restores a copy while `pool rm` runs: it deletes that copy, not leaves it
+    running outside any pool."""
+    from vmkit.machine import Host
+    from vmkit.machine.pool import Pools
+
+    cli.ok("pool", "create", "p", "--from", snap, "--size", "1")
+    host = Host(cli.home)
+    pools = Pools(host)
+    assert pools.take("p").name == "p-1"  # in process: no filler started
+    filler = subprocess.Popen(
+        [sys.executable, "-m", "vmkit.machine.pool_filler", "--home", str(cli.home),
+         "--fill", "p"], env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not host.store.exists("p-2"):  # its restore has begun
+        assert time.monotonic() < deadline and filler.poll() is None
+        time.sleep(0.01)
+    assert pools.remove("p") == []  # p-2 is not a member yet
+    out, _ = filler.communicate(timeout=120)
+    assert filler.returncode == 0 and "was removed" in out, out
+    assert [m.name for m in host.machines()] == ["p-1"]

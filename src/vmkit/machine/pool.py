@@ -212,9 +212,14 @@ class Pools:
                         vm = f"{pool.name}-{pool.made}"[:63]
                         snapshot = pool.snapshot
                     machine = self.host.restore(snapshot, vm)  # ready, with fresh MACs
-                    machine.pause()
-                    with self.locked(name) as pool:
-                        pool.members.append(vm)
+                    try:
+                        machine.pause()
+                        with self.locked(name) as pool:
+                            pool.members.append(vm)
+                    except BaseException:  # e.g. `pool rm` meanwhile: no copy left behind
+                        with contextlib.suppress(VmkitError):
+                            machine.delete(force=True)
+                        raise
                     made.append(vm)
                     say(f"pool {name}: {vm} ready ({len(made)} made)")
         except LockBusy:

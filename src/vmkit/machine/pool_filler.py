@@ -10,6 +10,7 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
+    from vmkit.errors import NotFound
     from vmkit.machine.host import Host
     from vmkit.machine.pool import Pools
 
@@ -18,7 +19,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--fill", required=True)
     args = ap.parse_args(argv)
     os.chdir(args.home)  # not the folder of the `vmkit run` that started it
-    made = Pools(Host(args.home)).fill(args.fill, print)
+    try:
+        made = Pools(Host(args.home)).fill(args.fill, print)
+    except NotFound:  # `vmkit pool rm` meanwhile: fill left no copy behind
+        print(f"pool {args.fill} was removed; stopped filling it")
+        return 0
     print(f"filled pool {args.fill}: {', '.join(made) or 'nothing to do'}")
     return 0
 
