@@ -257,9 +257,9 @@ def library_boot(
             marks["vmm"] = time.perf_counter()
         popen_init(self, *args, **kwargs)
 
-    def timed_ready(*args: Any, **kwargs: Any) -> None:
+    def timed_ready(*args: Any, **kwargs: Any) -> Any:
         marks["ready"] = time.perf_counter()
-        record_ready(*args, **kwargs)
+        return record_ready(*args, **kwargs)
 
     host = Host(sandbox.home)
     spec = spec_from_dict({"name": name, "driver": driver, "readiness": {"timeout": timeout}})

@@ -131,8 +131,12 @@ def broken_reason(machine: MachineView) -> str | None:
     return None
 
 
-def read_status(machine: MachineView, rt: RuntimeRecord | None = None) -> Status:
-    """`rt`: runtime.json as the caller just read it (else read here)."""
+def read_status(
+    machine: MachineView, rt: RuntimeRecord | None = None, seen_running: bool = False
+) -> Status:
+    """`rt`: runtime.json as the caller just read it (else read here). `seen_running`: the
+    caller holds the VM's lock and has just seen the guest run (its readiness line), so the
+    VMM's run state is that observation and the control socket is not asked again."""
     broken = broken_reason(machine)
     if broken is not None:
         return Status(
@@ -168,7 +172,9 @@ def read_status(machine: MachineView, rt: RuntimeRecord | None = None) -> Status
         ready = seen_ready(machine, rt)
         # a stop is in progress only while its stopper holds the VM's lock
         stopping = rt.stopping and machine.store.lock_busy(machine.name)
-        if not stopping:
+        if seen_running:
+            vmm_state = "running"
+        elif not stopping:
             vmm_state = machine.control(rt).state()
     else:
         exit_ = rt.exit or exit_info(machine, rt)

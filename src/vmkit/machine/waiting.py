@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from vmkit import hostinfo
 from vmkit.errors import ReadinessTimeout, VMFailed, VMStateError
 from vmkit.filewatch import Watch
-from vmkit.machine.status import TAIL, Status
+from vmkit.machine.status import TAIL, Status, read_status
 from vmkit.model import ReadinessFailure, Ready, State
 from vmkit.readiness import ReadinessFollower, tail_lines
 
@@ -51,15 +51,13 @@ def wait_ready(machine: Machine, timeout: float | None = None, poll: float = 0.0
         while True:
             found = follower.poll()
             if found is not None:
-                _record_ready(machine, Ready(found.ip, time.time(), found.offset))
-                return machine.status()
+                return _record_ready(machine, Ready(found.ip, time.time(), found.offset))
             now = time.monotonic()
             if probe is not None and now >= next_probe:
                 next_probe = now + PROBE_EVERY
                 probe = ctl.probe_readiness(machine.spec_json)
                 if probe is not None and probe.ready:
-                    _record_ready(machine, Ready(probe.ip, time.time(), follower.offset))
-                    return machine.status()
+                    return _record_ready(machine, Ready(probe.ip, time.time(), follower.offset))
             if proc.wait_gone(0):
                 st = machine.status()
                 raise VMFailed(
@@ -84,8 +82,15 @@ def wait_ready(machine: Machine, timeout: float | None = None, poll: float = 0.0
             watch.wait(min(wake - now, SAFETY_WAKE))
 
 
-def _record_ready(machine: Machine, ready: Ready) -> None:
-    machine.update_runtime(ready=ready.to_json(), serial_offset=ready.offset)
+def _record_ready(machine: Machine, ready: Ready) -> Status:
+    """Record the readiness just seen and return the status, in one hold of the VM's lock
+    and one read of runtime.json: the guest was seen running a moment ago and nothing
+    vmkit does can pause or stop it while the lock is held (status.read_status)."""
+    with machine.locked():
+        rt = machine.runtime()
+        rt.ready, rt.serial_offset = ready, ready.offset
+        machine.save_runtime(rt)
+        return read_status(machine, rt, seen_running=True)
 
 
 def failure_message(machine: Machine, st: Status, headline: str, hint: str | None = None) -> str:
