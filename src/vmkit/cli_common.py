@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from vmkit.cli_handout import ready_text
+from vmkit.cli_direct import progress_text, ready_text
 from vmkit.cli_ls import table as table  # one table renderer, click-free
 
 READ_HELP = "Print JSON for scripts."
@@ -23,10 +23,8 @@ def build_progress(message: str) -> None:
     """One line per step; on a terminal, download percentages rewrite their own line."""
     import sys
 
-    tty = sys.stderr.isatty()
-    live = tty and message.startswith("downloading ") and message.endswith(" MiB")
-    done = live and message.split()[-2].split("/")[0] == message.split()[-2].split("/")[1]
-    click.echo(f"\r  {message}" if tty else f"  {message}", err=True, nl=not live or done)
+    text, end = progress_text(message, sys.stderr.isatty())
+    click.echo(text, err=True, nl=end)
 
 
 def echo_json(obj: Any) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from vmkit.cli_common import READ_HELP, echo_json, host, table
+from vmkit.cli_direct import restored_text
 from vmkit.drivers import names as driver_names
 from vmkit.errors import InvalidInput
 
@@ -160,12 +161,7 @@ def restore(
     """Start a new VM from SNAPSHOT, with its own disk clones and fresh MACs."""
     t0 = time.monotonic()
     machine = host().restore(snapshot, new_name, driver, wait_ready, timeout, memory_restore)
-    st = machine.status()
-    seconds = round(time.monotonic() - t0, 3)
-    if as_json:
-        echo_json({**st.to_json(), "restored_from": snapshot, "seconds": seconds})
-    else:
-        click.echo(f"{st.name}: {st.state} in {seconds:.2f}s (restored from {snapshot})")
+    click.echo(restored_text(machine.status(), snapshot, time.monotonic() - t0, as_json))
 
 
 # ---- hotplug ---------------------------------------------------------------------------

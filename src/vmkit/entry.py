@@ -1,8 +1,7 @@
 """The `vmkit` console script: `--version`, `ls [--json]` (cli_ls), a warm `exec` on a VM's
-open SSH connection (access.fastexec) and a pool's hand-out, `run --pool NAME [--json]`
-(cli_handout), run without loading the CLI (click); everything else, and anything those
-decline, runs the CLI. A finished command leaves without the interpreter's teardown
-(`leave`)."""
+open SSH connection (access.fastexec), a pool's hand-out and a plain restore (cli_direct)
+run without loading the CLI (click); everything else, and anything those decline, runs the
+CLI. A finished command leaves without the interpreter's teardown (`leave`)."""
 
 from __future__ import annotations
 
@@ -23,11 +22,12 @@ def main() -> None:
         if status is not None:
             sys.stdout.flush()
             os._exit(status)  # nothing to tear down; interpreter exit costs ms
-    if sys.argv[1:2] == ["run"] and any(a.startswith("--pool") for a in sys.argv[2:]):
-        from vmkit.cli_handout import run as hand_out
+    if sys.argv[1:2] in (["run"], ["restore"]):
+        from vmkit import cli_direct
 
-        code = hand_out(sys.argv[2:])
-        if code is not None:
+        direct = cli_direct.run_pool if sys.argv[1] == "run" else cli_direct.restore
+        code = direct(sys.argv[2:])
+        if code is not None:  # None: not a form it takes, nothing done
             leave(code)
     if sys.argv[1:2] == ["ls"]:
         from vmkit.cli_ls import fast

@@ -289,17 +289,11 @@ class RuntimeRecord(Plain):
         return out
 
 
-# CPython's own SHA-256 (what hashlib falls back to without OpenSSL): `import hashlib` loads
-# OpenSSL's libcrypto, ~3 ms of every `vmkit ls`, which hashes each VM's spec (spec_intact).
-try:
-    from _sha256 import sha256 as _sha256  # type: ignore[import-not-found]
-except ImportError:  # Python >= 3.12 calls it _sha2: hashlib's, then
-    from hashlib import sha256 as _sha256
-
-
 def spec_digest(spec: dict[str, Any]) -> str:
     canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
-    digest: str = _sha256(canonical.encode()).hexdigest()
+    from vmkit.sha import sha256
+
+    digest: str = sha256(canonical.encode()).hexdigest()
     return digest
 
 

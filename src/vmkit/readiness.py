@@ -11,25 +11,36 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from vmkit.plain import Frozen, Plain
 
 MAX_LINE = 4096
 
 
-@dataclass(frozen=True)
-class Ready:
-    ip: str | None  # None when the guest said "-"
-    offset: int  # byte offset just after the readiness line
+class Ready(Frozen):
+    _fields = ("ip", "offset")
+    __slots__ = _fields
+
+    def __init__(self, ip: str | None, offset: int):
+        self.ip = ip  # None when the guest said "-"
+        self.offset = offset  # byte offset just after the readiness line
 
 
-@dataclass
-class ReadinessFollower:
-    path: Path
-    marker: str
-    offset: int = 0
-    _partial: bytes = b""
-    rejected: list[str] = field(default_factory=list)  # marker lines with a bad address
+class ReadinessFollower(Plain):
+    _fields = ("path", "marker", "offset", "_partial", "rejected")
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        path: Path,
+        marker: str,
+        offset: int = 0,
+        _partial: bytes = b"",
+        rejected: list[str] | None = None,
+    ):
+        self.path, self.marker, self.offset, self._partial = path, marker, offset, _partial
+        self.rejected = [] if rejected is None else rejected  # marker lines with a bad address
 
     def poll(self) -> Ready | None:
         """Read what is new; the first valid readiness line, if any."""

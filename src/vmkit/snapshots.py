@@ -12,25 +12,25 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vmkit.errors import InvalidInput, NameInUse, NotFound
 from vmkit.names import validate_name
 from vmkit.paths import ensure_private_dir
-from vmkit.store import atomic_write_json, file_lock, read_json
+from vmkit.plain import Frozen
+from vmkit.store import atomic_write_json, file_lock, read_json, temp_dir_in
 
 RECORD = "snapshot.json"
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    name: str
-    dir: Path
-    record: dict[str, Any]
+class Snapshot(Frozen):
+    _fields = ("name", "dir", "record")
+    __slots__ = _fields
+
+    def __init__(self, name: str, dir: Path, record: dict[str, Any]):
+        self.name, self.dir, self.record = name, dir, record
 
     @property
     def driver(self) -> str:
@@ -107,7 +107,7 @@ class SnapshotStore:
                 f"a snapshot named {name!r} already exists; pick another name or remove it "
                 f"with `vmkit snapshot rm {name}`"
             )
-        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".creating-{name}-{os.getpid()}-"))
+        staging = temp_dir_in(self.root, f".creating-{name}-{os.getpid()}-")
         os.chmod(staging, 0o700)
         return staging
 

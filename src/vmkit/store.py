@@ -265,9 +265,9 @@ class Store:
 
     def socket_path(self, name: str, kind: str) -> Path:
         """A short socket path in the runtime dir, unique per (data home, VM name)."""
-        import hashlib  # here: `vmkit ls` needs no socket path, and hashlib loads OpenSSL
+        from vmkit.sha import sha256
 
-        key = hashlib.sha256(f"{self.home.absolute()}\0{name}".encode()).hexdigest()[:12]
+        key = sha256(f"{self.home.absolute()}\0{name}".encode()).hexdigest()[:12]
         path = runtime_dir() / f"{key}.{kind}"
         if len(str(path)) >= MAX_SOCKET_PATH:
             raise VmkitError(

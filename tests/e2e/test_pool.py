@@ -21,7 +21,7 @@ def snap(cli, guest):
     return "base"
 
 
-# the console script's click-free hand-out (cli_handout.py) and the click command
+# the console script's click-free hand-out (cli_direct.py) and the click command
 BOTH_PATHS = (["-m", "vmkit"], ["-m", "vmkit.cli"])
 READY_LINE = re.compile(r"warm-\d+ is READY in \d+\.\d\ds \(ip (10\.0\.2\.\d+|-), pid \d+\)\n")
 

@@ -8,7 +8,7 @@ refills the pool: a hand-out starts a short-lived filler process (one at a time,
 it tries) that restores copies until the pool is full again and exits; `pool ls` shows it.
 
 A hand-out (`hand_out`, `start_filler`) needs only the store and MachineView, so that
-`vmkit run --pool` can answer without the CLI or the Machine facade (cli_handout.py).
+`vmkit run --pool` can answer without the CLI or the Machine facade (cli_direct.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from vmkit.paths import ensure_private_dir
 from vmkit.plain import Plain
 from vmkit.store import LockBusy, Store, atomic_write_json, file_lock, read_json
 
-TYPE_CHECKING = False  # not typing's: a hand-out loads this module (cli_handout.py)
+TYPE_CHECKING = False  # not typing's: a hand-out loads this module (cli_direct.py)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path

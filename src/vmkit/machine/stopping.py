@@ -6,28 +6,30 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from vmkit import faults
 from vmkit.drivers.base import Control
 from vmkit.errors import VMFailed, VmkitError, VMStateError
 from vmkit.machine.status import broken_reason
+from vmkit.plain import Plain
 
 if TYPE_CHECKING:
     from vmkit.machine.facade import Machine
 
 
-@dataclass
-class StopResult:
-    name: str
-    step: (
-        str  # acpi | a driver's hard stop (e.g. vm.shutdown) | sigterm | sigkill | already-stopped
-    )
-    seconds: float
+class StopResult(Plain):
+    _fields = ("name", "step", "seconds")
+    __slots__ = _fields
+
+    def __init__(self, name: str, step: str, seconds: float):
+        self.name = name
+        # acpi | a driver's hard stop (e.g. vm.shutdown) | sigterm | sigkill | already-stopped
+        self.step = step
+        self.seconds = seconds
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.as_dict()
 
 
 def stop(machine: Machine, timeout: float = 30.0) -> StopResult:

@@ -16,9 +16,9 @@ if TYPE_CHECKING:
 def stable_mac(name: str, index: int, salt: int = 0) -> str:
     """A locally administered MAC (52:54:00 prefix) derived from the VM name and NIC index."""
     key = f"{name}/{index}" if salt == 0 else f"{name}/{index}/{salt}"
-    import hashlib  # here: it loads OpenSSL, which a `vmkit ls` of running VMs never needs
+    from vmkit.sha import sha256
 
-    digest = hashlib.sha256(key.encode()).digest()
+    digest = sha256(key.encode()).digest()
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 

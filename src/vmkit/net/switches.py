@@ -10,7 +10,6 @@ one a VM is about to use.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import signal
 import sys
@@ -31,7 +30,9 @@ START_WAIT = 10.0
 
 
 def switch_dir(store: Store, name: str) -> Path:
-    key = hashlib.sha256(f"{store.home.absolute()}\0switch\0{name}".encode()).hexdigest()[:10]
+    from vmkit.sha import sha256
+
+    key = sha256(f"{store.home.absolute()}\0switch\0{name}".encode()).hexdigest()[:10]
     return runtime_dir() / f"sw-{key}"
 
 

@@ -14,11 +14,11 @@ import errno
 import fcntl
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from vmkit.errors import VmkitError
+from vmkit.plain import Frozen
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int)
 _CHUNK = 1 << 20
@@ -27,14 +27,17 @@ _NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.
 _NO_CFR = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}
 
 
-@dataclass(frozen=True)
-class CloneResult:
-    method: str  # reflink | clonefile (macOS) | qcow2-overlay | sparse-copy
-    seconds: float
-    bytes_copied: int  # 0 for a reflink
+class CloneResult(Frozen):
+    _fields = ("method", "seconds", "bytes_copied")
+    __slots__ = _fields
+
+    def __init__(self, method: str, seconds: float, bytes_copied: int):
+        self.method = method  # reflink | clonefile (macOS) | qcow2-overlay | sparse-copy
+        self.seconds = seconds
+        self.bytes_copied = bytes_copied  # 0 for a reflink
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.as_dict()
 
 
 def _reflink(src_fd: int, dst_fd: int) -> bool:

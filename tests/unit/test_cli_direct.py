@@ -1,6 +1,8 @@
-"""The click-free hand-out path (`vmkit run --pool NAME [--json]`, cli_handout.py) and what
-it is built from: which argument lists it takes (the rest go to the click command), the
-filler's spawn without subprocess, and temporary files made without tempfile."""
+"""The click-free paths (`vmkit run --pool NAME [--json]`, `vmkit restore SNAP [--name N]
+[--json]`, cli_direct.py) and what they are built from: which argument lists they take (the
+rest go to the click command), the pool filler's spawn without subprocess, and temporary
+files made without tempfile. Their output against the click commands' is checked on real
+guests (tests/e2e/test_pool.py, test_advanced.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from vmkit.cli_handout import parse
+from vmkit.cli_direct import parse, restore, run_pool
 from vmkit.process import spawn_orphan
 from vmkit.store import atomic_write_json, temp_dir_in
 
@@ -22,32 +24,66 @@ from vmkit.store import atomic_write_json, temp_dir_in
 @pytest.mark.parametrize(
     ("args", "want"),
     [
-        (["--pool", "warm"], ("warm", False)),
-        (["--pool=warm", "--json"], ("warm", True)),
-        (["--json", "--pool", "warm"], ("warm", True)),
+        (["--pool", "warm"], {"--pool": "warm"}),
+        (["--pool=warm", "--json"], {"--pool": "warm", "--json": ""}),
+        (["--json", "--pool", "warm"], {"--json": "", "--pool": "warm"}),
+        (["snap", "--name", "a"], {"1": "snap", "--name": "a"}),
+        (["--name=a", "snap"], {"--name": "a", "1": "snap"}),
     ],
 )
-def test_a_plain_hand_out_is_taken(args: list[str], want: tuple[str, bool]) -> None:
-    assert parse(args) == want
+def test_plain_long_options_are_taken(args: list[str], want: dict[str, str]) -> None:
+    assert parse(args, ("--pool", "--name"), ("--json",)) == want
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--pool"],  # no value: click says so
+        ["--pool="],
+        ["--pool", "--json"],  # an option where the value should be
+        ["--pool", "a", "--pool", "b"],
+        ["--pool", "a", "--json", "--json"],
+        ["--pool", "a", "--cpus", "2"],
+        ["--pool", "a", "-h"],
+        ["--json=yes"],
+        ["--", "snap"],
+        [""],
+    ],
+)
+def test_anything_else_is_refused_for_click(args: list[str]) -> None:
+    with pytest.raises(ValueError):
+        parse(args, ("--pool",), ("--json",))
 
 
 @pytest.mark.parametrize(
     "args",
     [
         [],
-        ["--pool"],  # no value: click says so
-        ["--pool="],
-        ["--pool", "--json"],  # an option where the name should be
-        ["--pool", "a", "--pool", "b"],
-        ["--pool", "a", "--json", "--json"],
         ["name", "--pool", "a"],  # refused with its reason by the click command
-        ["--pool", "a", "--cpus", "2"],
-        ["--pool", "a", "-h"],
         ["--pool", "a", "--wait-for", "ssh"],
+        ["--pool", "a", "--help"],
+        ["--json"],
     ],
 )
-def test_anything_else_goes_to_the_click_command(args: list[str]) -> None:
-    assert parse(args) is None
+def test_a_run_that_is_not_a_plain_hand_out_goes_to_click(args: list[str]) -> None:
+    assert run_pool(args) is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["a", "b"],
+        ["snap", "--driver", "qemu"],
+        ["snap", "--no-wait"],
+        ["snap", "--timeout", "5"],
+        ["snap", "--memory-restore", "ondemand"],
+        ["--name", "x"],
+        ["snap", "--help"],
+    ],
+)
+def test_a_restore_with_other_options_goes_to_click(args: list[str]) -> None:
+    assert restore(args) is None
 
 
 PROBE = """
@@ -89,6 +125,21 @@ def test_the_console_script_answers_a_hand_out_without_click(vmkit_env: dict[str
         env=vmkit_env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert "CLICK true" in proc.stdout and "--pool hands out a copy as it is" in proc.stderr
+
+
+def test_the_console_script_restores_without_click(vmkit_env: dict[str, str]) -> None:
+    """An unknown snapshot gets click's own error and exit code, from the click-free path."""
+    for args in (["restore", "nope"], ["restore", "nope", "--name", "x", "--json"]):
+        proc = subprocess.run(
+            [sys.executable, "-c", PROBE, json.dumps(args)],
+            env=vmkit_env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert "CLICK false" in proc.stdout and "EXIT 2" in proc.stdout, proc
+        click = subprocess.run(
+            [sys.executable, "-m", "vmkit.cli", *args],
+            env=vmkit_env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert click.returncode == 2 and proc.stderr == click.stderr != ""
 
 
 def test_an_orphan_gets_its_own_session_the_log_and_no_inherited_fds(tmp_path: Path) -> None:

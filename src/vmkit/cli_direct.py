@@ -1,0 +1,158 @@
+"""Commands the console script (entry.py) answers without click, because their point is to
+be fast and loading the CLI (click, and with it `inspect` and `typing`) would cost more than
+vmkit's own work in them: a pool's hand-out, `vmkit run --pool NAME [--json]`, and
+`vmkit restore SNAPSHOT [--name NAME] [--json]`. Each takes only those plain forms; for
+anything else it returns None having done nothing, and the click command parses, reports
+and runs it. The click commands render through the same functions here, and write errors
+as `_fail` does (cli.py).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+TYPE_CHECKING = False  # not typing's: these paths are timed in milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from vmkit.errors import VmkitError
+    from vmkit.machine.status import Status
+
+
+def ready_text(status: Status, seconds: float, as_json: bool) -> str:
+    """What `start --wait`, `wait` and `run` print once the guest is ready."""
+    if as_json:
+        return _json({**status.to_json(), "seconds_to_ready": round(seconds, 3)})
+    return f"{status.name} is READY in {seconds:.2f}s (ip {status.ip or '-'}, pid {status.pid})"
+
+
+def restored_text(status: Status, snapshot: str, seconds: float, as_json: bool) -> str:
+    """What `vmkit restore` prints."""
+    seconds = round(seconds, 3)
+    if as_json:
+        return _json({**status.to_json(), "restored_from": snapshot, "seconds": seconds})
+    return f"{status.name}: {status.state} in {seconds:.2f}s (restored from {snapshot})"
+
+
+def progress_text(message: str, tty: bool) -> tuple[str, bool]:
+    """(text, end the line?) for one progress message on stderr: one line per step; on a
+    terminal, download percentages rewrite their own line."""
+    live = tty and message.startswith("downloading ") and message.endswith(" MiB")
+    done = live and message.split()[-2].split("/")[0] == message.split()[-2].split("/")[1]
+    return (f"\r  {message}" if tty else f"  {message}"), not live or done
+
+
+def _json(obj: object) -> str:
+    import json
+
+    return json.dumps(obj, indent=2, default=str)
+
+
+def parse(args: list[str], valued: tuple[str, ...], flags: tuple[str, ...]) -> dict[str, str]:
+    """Long options only, each at most once: `valued` take a value (`--opt V`, `--opt=V`),
+    `flags` none; positional words under "1", "2", ... Raises ValueError for anything else
+    (a short option, an unknown one, a value that looks like an option), for click to
+    parse and report."""
+    out: dict[str, str] = {}
+    rest = list(args)
+    positional = 0
+    while rest:
+        word = rest.pop(0)
+        name, eq, value = word.partition("=")
+        if name in valued:
+            if not eq:
+                if not rest:
+                    raise ValueError(word)
+                value = rest.pop(0)
+            if not value or value.startswith("-"):
+                raise ValueError(word)
+        elif word in flags:
+            name, value = word, ""
+        elif word.startswith("-") or word == "":
+            raise ValueError(word)
+        else:
+            positional += 1
+            name, value = str(positional), word
+        if name in out:
+            raise ValueError(word)
+        out[name] = value
+    return out
+
+
+def run_pool(args: list[str]) -> int | None:
+    """`vmkit run ARGS` when ARGS are exactly `--pool NAME` and an optional `--json`."""
+    try:
+        opts = parse(args, ("--pool",), ("--json",))
+    except ValueError:
+        return None
+    if set(opts) - {"--pool", "--json"} or "--pool" not in opts:
+        return None
+    name, as_json = opts["--pool"], "--json" in opts
+
+    def hand_out() -> None:
+        from vmkit.machine.pool import hand_out, start_filler
+        from vmkit.store import Store
+
+        t0 = time.monotonic()
+        store = Store()
+        status = hand_out(store, name).status()
+        _say(ready_text(status, time.monotonic() - t0, as_json))
+        start_filler(store, name, caller_exits=True)  # after the answer: it competes for CPU
+
+    return _run(hand_out)
+
+
+def restore(args: list[str]) -> int | None:
+    """`vmkit restore ARGS` when ARGS are a snapshot, an optional `--name NAME` and an
+    optional `--json` (the click command's defaults for the rest)."""
+    try:
+        opts = parse(args, ("--name",), ("--json",))
+    except ValueError:
+        return None
+    if set(opts) - {"1", "--name", "--json"} or "1" not in opts:
+        return None
+    snapshot, as_json = opts["1"], "--json" in opts
+
+    def restore() -> None:
+        from vmkit.machine.host import Host
+
+        t0 = time.monotonic()
+        machine = Host(progress=progress).restore(snapshot, opts.get("--name"))
+        status = machine.status()
+        _say(restored_text(status, snapshot, time.monotonic() - t0, as_json))
+
+    return _run(restore)
+
+
+def progress(message: str) -> None:
+    text, end = progress_text(message, sys.stderr.isatty())
+    sys.stderr.write(text + ("\n" if end else ""))
+    sys.stderr.flush()
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _run(command: Callable[[], None]) -> int:
+    """Run a command as the click group does (cli._Group.invoke): its exit code, with a
+    VmkitError or OSError written as `error: ...` and never a traceback."""
+    from vmkit.errors import VmkitError, from_os_error
+
+    try:
+        command()
+    except VmkitError as exc:
+        return _fail(exc)
+    except OSError as exc:
+        return _fail(from_os_error(exc))
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    return 0
+
+
+def _fail(exc: VmkitError) -> int:
+    sys.stderr.write(f"error: {exc}\n")
+    return exc.exit_code
