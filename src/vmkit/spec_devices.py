@@ -3,7 +3,6 @@ rule every spec part shares; `vmkit.spec` re-exports them."""
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import re
 from pathlib import Path
@@ -26,6 +25,7 @@ from vmkit.record import (
     conv,
     field,
     integer,
+    is_date,
     literal,
     then,
 )
@@ -364,7 +364,7 @@ def _plain_data(value: Any, where: str) -> Any:
     elif isinstance(value, list):
         for i, item in enumerate(value):
             _plain_data(item, f"{where}[{i}]")
-    elif not isinstance(value, str | int | float | bool | datetime.date | type(None)):
+    elif not (isinstance(value, str | int | float | bool | type(None)) or is_date(value)):
         raise ValueError(
             f"{where}: a {type(value).__name__} value (e.g. YAML !!binary) cannot go into "
             "cloud-init's YAML; use text"

@@ -122,3 +122,15 @@ def test_records_compare_by_value_and_are_unhashable() -> None:
     assert one != spec_from_dict({"name": "y"}, check_files=False)
     with pytest.raises(TypeError):
         hash(one)
+
+
+def test_a_yaml_date_in_user_data_is_kept_as_its_iso_text() -> None:
+    """YAML reads `2024-01-02` as a datetime.date: accepted as plain data, written as text
+    (record.is_date, which does not import datetime itself)."""
+    import yaml
+
+    from vmkit.spec import spec_from_dict
+
+    data = yaml.safe_load("name: a\ncloud_init:\n  user_data:\n    when: 2024-01-02\n")
+    spec = spec_from_dict(data)
+    assert spec.to_json()["cloud_init"]["user_data"] == {"when": "2024-01-02"}
