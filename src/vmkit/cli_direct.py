@@ -96,7 +96,7 @@ def run_pool(args: list[str]) -> int | None:
 
         t0 = time.monotonic()
         store = Store()
-        status = hand_out(store, name).status()
+        _, status = hand_out(store, name)
         _say(ready_text(status, time.monotonic() - t0, as_json))
         start_filler(store, name, caller_exits=True)  # after the answer: it competes for CPU
 

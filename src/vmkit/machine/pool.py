@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from vmkit.drivers.abilities import Pausable
     from vmkit.machine.facade import Machine
     from vmkit.machine.host import Host
+    from vmkit.machine.status import Status
 
 MAX_SIZE = 64
 RECORD = "pool.json"
@@ -94,12 +95,13 @@ def filling(store: Store, name: str) -> bool:
         return True
 
 
-def hand_out(store: Store, name: str) -> MachineView:
+def hand_out(store: Store, name: str) -> tuple[MachineView, Status]:
     """Take the first member that is still a paused copy off the list and resume it, under
-    the pool's lock and then the copy's own (so nothing acts on it in between). A member
-    that is no longer paused (stopped, crashed, removed) or fails to resume leaves the
-    list; one busy with another verb stays for the next hand-out."""
-    taken: MachineView | None = None
+    the pool's lock and then the copy's own (so nothing acts on it in between); returns it
+    with its status once resumed. A member that is no longer paused (stopped, crashed,
+    removed) or fails to resume leaves the list; one busy with another verb stays for the
+    next hand-out."""
+    taken: tuple[MachineView, Status] | None = None
     with locked(store, name) as pool:  # saved on leaving, with the members dropped
         for vm in list(pool.members):
             try:
@@ -120,18 +122,21 @@ def hand_out(store: Store, name: str) -> MachineView:
     return taken
 
 
-def _resume_member(store: Store, name: str, vm: str) -> MachineView:
+def _resume_member(store: Store, name: str, vm: str) -> tuple[MachineView, Status]:
     """Machine.resume without the facade, for a copy that must still be paused."""
+    from vmkit.machine.status import read_status
+
     view = MachineView(store, vm)
     with view.locked(0.0):
-        state = view.status().state
+        rt = view.runtime()
+        state = read_status(view, rt).state
         if state != State.PAUSED:
             raise VMStateError(f"pool {name!r}: {vm} is {state}, not paused")
         # the filler paused this copy with Machine.pause, which refuses a driver whose
         # Control is not Pausable
-        ctl: Pausable = view.control()  # type: ignore[assignment]
-        ctl.resume()
-    return view
+        ctl: Pausable = view.control(rt)  # type: ignore[assignment]
+        ctl.resume()  # returns once QEMU runs it: the status needs no second query
+        return view, read_status(view, rt, seen_running=True)
 
 
 def start_filler(store: Store, name: str, caller_exits: bool = False) -> None:
@@ -242,7 +247,7 @@ class Pools:
 
     def take(self, name: str) -> Machine:
         """Hand out one member: off the list under the pool's lock, then resumed."""
-        return self.host.get(hand_out(self.store, name).name)
+        return self.host.get(hand_out(self.store, name)[0].name)
 
     def start_filler(self, name: str) -> None:
         start_filler(self.store, name)

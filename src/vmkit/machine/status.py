@@ -135,8 +135,9 @@ def read_status(
     machine: MachineView, rt: RuntimeRecord | None = None, seen_running: bool = False
 ) -> Status:
     """`rt`: runtime.json as the caller just read it (else read here). `seen_running`: the
-    caller holds the VM's lock and has just seen the guest run (its readiness line), so the
-    VMM's run state is that observation and the control socket is not asked again."""
+    caller holds the VM's lock and has just seen the guest run (its readiness line, or the
+    VMM's answer to a resume), so the VMM's run state is that observation and the control
+    socket is not asked again."""
     broken = broken_reason(machine)
     if broken is not None:
         return Status(
