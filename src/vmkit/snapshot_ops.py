@@ -9,7 +9,6 @@ restore or migration leaves no half-created VM behind.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +109,8 @@ def create_snapshot(machine: Machine, name: str) -> Snapshot:
             }
             return snaps.commit(name, staging, record)
         except BaseException:
+            import shutil
+
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
@@ -134,6 +135,8 @@ def _share_ram(
 
 def _copy_state_files(src_dir: Path, dst_dir: Path, names: tuple[str, ...]) -> list[str]:
     """Copy the driver's machine-state files that exist (private, like the VM dir)."""
+    import shutil  # here: a restore without such files never needs it
+
     copied = []
     for name in names:
         if (src_dir / name).is_file():

@@ -11,7 +11,6 @@ rename to `.trash-` first, so it is either complete or absent; `vmkit gc` remove
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -116,6 +115,8 @@ class SnapshotStore:
         with self._lock():
             final = self.path(name)
             if final.exists():
+                import shutil
+
                 shutil.rmtree(staging, ignore_errors=True)
                 raise NameInUse(f"a snapshot named {name!r} was created meanwhile")
             os.rename(staging, final)
@@ -128,6 +129,8 @@ class SnapshotStore:
                 raise NotFound(f"no snapshot named {name!r} (see `vmkit snapshot ls`)")
             trash = self.root / f".trash-{name}-{os.getpid()}-{time.monotonic_ns()}"
             os.rename(d, trash)
+        import shutil
+
         shutil.rmtree(trash, ignore_errors=True)
 
     def leftovers(self) -> list[Path]:

@@ -145,7 +145,9 @@ def launch(machine: Machine, plan: LaunchPlan, extra: dict[str, Any] | None = No
         steps.run("stale sockets", lambda: _unlink_sockets(plan))
         steps.run("fifos", lambda: _make_fifos(plan))
         steps.run("vmm log", lambda: _log_header(machine))
-        steps.run("ports free", lambda: _check_ports(spec))
+        publishes = any(net.get("publish") for net in spec.get("networks", []))
+        if publishes:  # (the port modules load sockets and threads: only when used)
+            steps.run("ports free", lambda: _check_ports(spec))
         steps.run("launch record", lambda: machine.save_runtime(intent))
         steps.undos.append(("launch record", lambda: machine.save_runtime(RuntimeRecord())))
         if machine.serial_log.parent == machine.dir:
@@ -156,7 +158,7 @@ def launch(machine: Machine, plan: LaunchPlan, extra: dict[str, Any] | None = No
         for share in plan.shares:
             vfs = sidecars.Virtiofsd(spec["shares"][share.index], share.socket, machine.dir)
             steps.run(f"virtiofsd {share.index}", lambda vfs=vfs: keep(vfs.start()), sidecars.stop)  # type: ignore[misc]
-        if maps := machine.relayed_ports():
+        if publishes and (maps := machine.relayed_ports()):
             relay = sidecars.PortRelay(machine.store.home, machine.name, machine.dir, maps)
             steps.run("port relay", lambda: keep(relay.start()), sidecars.stop)
         for i, net in enumerate(spec.get("networks", [])):

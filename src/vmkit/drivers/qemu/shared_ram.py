@@ -21,9 +21,7 @@ import contextlib
 import fcntl
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,6 +83,9 @@ def convert(
 ) -> dict[str, Any]:
     """Turn `staging`'s stream into RAM_FILE + an x-ignore-shared stream; the new state
     metadata. The original stream is removed only once the new pair is complete."""
+    import shutil  # here, as tempfile: a restore never needs them
+    import tempfile
+
     from vmkit.paths import runtime_dir
 
     original = staging / str(state["state_file"])
@@ -168,6 +169,8 @@ def _hold(work: Path) -> int:
 def remove_stale_work_dirs() -> list[str]:
     """The work folders of conversions whose vmkit died (its converter died with it): the
     ones whose lock nobody holds. A folder too new to have its lock yet is left alone."""
+    import shutil
+
     from vmkit.paths import runtime_dir
 
     removed = []
@@ -204,6 +207,8 @@ def _converter_argv(
     """The snapshot's own argv (same devices), on its disk clones in `staging`, with its
     sockets in `work` and every NIC on a user-mode backend (the guest never runs, and a
     NIC's backend is not part of the stream)."""
+    import shutil
+
     from vmkit import optstr
     from vmkit.spec import spec_from_dict
 
