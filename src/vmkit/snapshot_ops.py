@@ -267,7 +267,7 @@ def restore(
                 )
             ) from None
         if (channel := ability(ctl, GuestChannel)) is not None:
-            channel.announce_readiness([n["mac"] for n in spec.to_json()["networks"]])
+            channel.announce_readiness(spec.networks)  # with their fresh MACs
         elif snap.record.get("ready") is not None:
             # No channel to make the guest say it again (Cloud Hypervisor): it said so before
             # the snapshot and resumes exactly there, so that readiness carries over, marked.

@@ -466,6 +466,23 @@ def test_ram_of_guests_with_a_balloon_or_shares_is_not_shared(tmp_path: Path) ->
     assert "balloon" in str(shared_ram.refusal(make_spec(balloon=True)))
 
 
+def test_the_ram_converter_gives_slirp_only_to_the_nics_that_had_it(tmp_path: Path) -> None:
+    """slirp puts its state in the stream; a copy on a switch or TAP cannot load a stream
+    with a slirp section (tests/e2e/test_restore_addresses.py restores one for real)."""
+    from vmkit.drivers.qemu import shared_ram
+
+    nets = [{"mode": "nat"}, {"mode": "switch", "switch": "lan"}, {"mode": "tap", "tap": "vk0"}]
+    (tmp_path / "work").mkdir()
+    argv = shared_ram._converter_argv(
+        QemuDriver(arch="x86_64"), make_spec(networks=nets), tmp_path, [], tmp_path / "work", "tcg"
+    )
+    assert values(argv, "-netdev") == [
+        "user,id=net0",
+        "hubport,id=net1,hubid=1",
+        "hubport,id=net2,hubid=2",
+    ]
+
+
 def test_qemu_declares_the_advanced_verbs() -> None:
     caps = QemuDriver().capabilities
     assert caps.pause and caps.snapshot and caps.migrate and caps.reboot

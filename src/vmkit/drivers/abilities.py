@@ -71,8 +71,9 @@ class RamSharer(Protocol):
 
 @runtime_checkable
 class GuestChannel(Protocol):
-    def announce_readiness(self, macs: list[str]) -> None:
-        """Tell a restored guest it was restored (with its new MACs) so it prints its
+    def announce_readiness(self, networks: list[Network]) -> None:
+        """Tell a restored guest it was restored, with its NICs (their new MACs; the driver
+        decides from their modes whether the guest may keep its address), so it prints its
         readiness line again."""
 
 

@@ -110,8 +110,15 @@ announce() {
 announce
 
 # --- vmkit control port (virtio-serial "org.vmkit.ctl") -------------------------------
-# The host writes one line per request. "restored MAC..." after a snapshot restore: take the
-# new MACs, renew a DHCP lease, announce readiness again, answer "ok <ip>".
+# The host writes one line per request, answered with one line:
+#   ping             -> "ok <ip>|-"
+#   restored MAC...  -> after a snapshot restore: take the new MACs (eth0, eth1, ...), renew
+#                       eth0's DHCP lease, announce readiness again, answer "ok <ip>|-".
+# and notes, which get no answer and apply to the next request only:
+#   keep-addr        -> the next "restored" keeps eth0's address instead of renewing the
+#                       lease (the host sends it when eth0 is on QEMU's private user-mode NAT,
+#                       in the same write as "restored"). An agent that predates the note
+#                       ignores the unknown word and renews: the host needs no version check.
 ctl_restored() {
     i=0
     for mac in "$@"; do
@@ -119,10 +126,11 @@ ctl_restored() {
             ip link set "eth$i" down
             ip link set "eth$i" address "$mac"
             ip link set "eth$i" up
+            [ "$i" = 0 ] && keep= # its routes went with the link: lease again
         }
         i=$((i + 1))
     done
-    if [ -e /sys/class/net/eth0 ] && [ -z "$ip_addr" ] && [ -n "$dhcp" ]; then
+    if [ -z "$keep" ] && [ -e /sys/class/net/eth0 ] && [ -z "$ip_addr" ] && [ -n "$dhcp" ]; then
         ip -4 addr flush dev eth0
         udhcpc -q -f -n -t 5 -i eth0 -s /etc/udhcpc.script >/dev/null 2>&1
         addr=$(ip -4 -o addr show dev eth0 | awk '{split($4, a, "/"); print a[1]; exit}')
@@ -138,12 +146,15 @@ ctl_loop() {
     # always connected: read blocks until the host writes. EOF means a host-less (socket)
     # chardev: wait then.
     exec 3<> "$port"
+    keep=
     while :; do
         if read -r cmd args <&3; then
             case "$cmd" in
+                keep-addr) keep=1; continue ;;
                 restored) ctl_restored $args; echo "ok $addr" >&3 ;;
                 ping) echo "ok $addr" >&3 ;;
             esac
+            keep= # a note lasts one request, answered or not
         else
             sleep 1
         fi

@@ -132,14 +132,15 @@ class QemuControl(Control):
             if fd >= 0:
                 os.close(fd)
 
-    def announce_readiness(self, macs: list[str]) -> None:
-        """Tell the guest agent on the control port it was restored (and its new MACs);
-        returns once it has taken them and printed its readiness line again."""
+    def announce_readiness(self, networks: list[Network]) -> None:
+        """Tell the guest agent on the control port it was restored (its NICs' new MACs;
+        on a private NAT it keeps its address: guestctl.restored_request); returns once
+        it has taken them and printed its readiness line again."""
         from vmkit.drivers.qemu import guestctl
 
-        line = " ".join(["restored", *macs])
+        notes, line = guestctl.restored_request(networks)
         with contextlib.suppress(VmkitError):  # readiness is then waited for as usual
-            guestctl.request(self._ctl(), line, ANNOUNCE_TIMEOUT)
+            guestctl.request(self._ctl(), line, ANNOUNCE_TIMEOUT, notes=notes)
 
     def ping(self, timeout: float = ANNOUNCE_TIMEOUT) -> str:
         """The guest agent's answer to `ping` ("ok <ip>|-")."""

@@ -6,6 +6,10 @@ disconnected: a request written while the agent is busy waits in the FIFO (and i
 until the agent reads it, and nothing is lost when the host goes away. The answer is waited
 for with poll(2), no sleeping. Answers to requests whose sender gave up stay in PATH.out:
 they are drained before each new request.
+
+Requests (guest/init.sh `ctl_loop`): `ping`; `restored MAC...` after a snapshot restore,
+optionally preceded, in the same write, by the note `keep-addr` (restored_request). A note
+gets no answer; an agent older than the note ignores the word (it matches no request).
 """
 
 from __future__ import annotations
@@ -14,14 +18,41 @@ import contextlib
 import os
 import select
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from vmkit.drivers.qemu.driver import ctl_fifos
 from vmkit.errors import VmkitError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from vmkit.spec_devices import Network
 
-def request(ctl: Path | str, line: str, timeout: float) -> str:
-    """Send one request line; return the agent's one-line answer (without the newline)."""
+KEEP_ADDR = "keep-addr"
+NAT_MODES = ("user", "nat")  # QEMU's user-mode network (slirp): one private NAT per VM
+
+
+def restored_request(networks: Sequence[Network]) -> tuple[tuple[str, ...], str]:
+    """The notes and the request telling a restored guest its NICs' new MACs.
+
+    A copy whose first NIC (eth0, the one the agent configures) is on QEMU's user-mode NAT
+    and takes its address by DHCP keeps that address (note `keep-addr`): each copy has its
+    own slirp, so nothing else can hold it, and renewing the lease cost most of the
+    restore. On a shared L2 (switch, TAP) copies of one snapshot must each lease their own.
+    """
+    first = networks[0] if networks else None
+    keep = first is not None and first.mode in NAT_MODES and not first.ip
+    notes = (KEEP_ADDR,) if keep else ()
+    return notes, " ".join(["restored", *(str(n.mac) for n in networks)])
+
+
+def request(ctl: Path | str, line: str, timeout: float, notes: Sequence[str] = ()) -> str:
+    """Send one request line, after `notes` (lines the agent takes without answering), all
+    in one write; return the agent's one-line answer (without the newline)."""
+    lines = [*notes, line]
+    if any("\n" in item or "\r" in item for item in lines):  # one request per line, always
+        raise ValueError(f"a control-port line cannot hold a line break: {lines!r}")
+    data = "".join(f"{item}\n" for item in lines).encode()
     fifos = ctl_fifos(Path(ctl))
     try:
         out_fd = os.open(fifos["ctl.out"], os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -34,7 +65,7 @@ def request(ctl: Path | str, line: str, timeout: float) -> str:
         except OSError as exc:
             raise VmkitError(f"the VM's control port is not open ({exc.strerror})") from None
         try:
-            os.write(in_fd, line.rstrip("\n").encode() + b"\n")
+            os.write(in_fd, data)  # a few bytes: one atomic FIFO write
         finally:
             os.close(in_fd)
         return _read_line(out_fd, time.monotonic() + timeout)

@@ -205,8 +205,10 @@ def _converter_argv(
     accel: str,
 ) -> list[str]:
     """The snapshot's own argv (same devices), on its disk clones in `staging`, with its
-    sockets in `work` and every NIC on a user-mode backend (the guest never runs, and a
-    NIC's backend is not part of the stream)."""
+    sockets in `work` and no NIC on the outside world (the guest never runs). A NAT NIC
+    keeps a user-mode backend: slirp's state (its DHCP leases) is in the stream. Any other
+    NIC gets a hub port, which has none: a copy on a switch or TAP refuses to load a
+    stream holding a slirp section its own backend lacks."""
     import shutil
 
     from vmkit import optstr
@@ -231,10 +233,13 @@ def _converter_argv(
     plan = driver.plan(spec_from_dict(data, check_files=False), ctx)
     for fifo in plan.fifos.values():
         os.mkfifo(fifo, 0o600)
+    nat = {f"net{i}" for i, n in enumerate(spec.networks) if n.mode in ("user", "nat")}
     argv = list(plan.argv)
     for i, arg in enumerate(argv[:-1]):
         if arg == "-netdev" and (m := _NETDEV_ID.search(argv[i + 1])):
-            argv[i + 1] = f"user,id={m.group(1)}"
+            netdev = m.group(1)
+            hub = f"hubport,id={netdev},hubid={netdev.removeprefix('net')}"
+            argv[i + 1] = f"user,id={netdev}" if netdev in nat else hub
         elif arg == "-chardev" and argv[i + 1].startswith("socket,id=ssh0,"):
             # The stream says whether a host was on the SSH port; QEMU tells the guest of a
             # change only once the guest runs, which it never does here. A pipe is always

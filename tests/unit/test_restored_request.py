@@ -1,0 +1,102 @@
+"""The exact bytes a restore writes to the guest agent's control port (drivers/qemu/guestctl).
+
+The FIFOs are real (as the QEMU driver makes them); the thread on their far side stands in
+for QEMU and the guest agent (a test double: it records what arrives and answers once).
+What an agent does with those bytes is tested on real guests in tests/e2e/test_advanced.py,
+with today's agent and with the one before `keep-addr` existed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from vmkit.drivers.qemu import guestctl
+from vmkit.drivers.qemu.control import QemuControl
+from vmkit.drivers.qemu.driver import QemuDriver
+from vmkit.spec_devices import Network
+
+MAC0 = "52:54:00:12:34:56"
+MAC1 = "52:54:00:ab:cd:ef"
+
+
+class AgentDouble:
+    """Reads the host's bytes from PATH.in, answers `ok 10.0.2.15` on PATH.out."""
+
+    def __init__(self, ctl: Path):
+        self.ctl = ctl
+        for suffix in (".in", ".out"):
+            os.mkfifo(f"{ctl}{suffix}", 0o600)
+        # QEMU holds both FIFOs open read-write; so does the double
+        self.in_fd = os.open(f"{ctl}.in", os.O_RDWR)
+        self.out_fd = os.open(f"{ctl}.out", os.O_RDWR)
+        self.got = b""
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.got = os.read(self.in_fd, 4096)  # one write from the host: one read here
+        os.write(self.out_fd, b"ok 10.0.2.15\n")
+
+    def close(self) -> None:
+        self.thread.join(5)
+        os.close(self.in_fd)
+        os.close(self.out_fd)
+
+
+@pytest.fixture
+def agent(tmp_path: Path):
+    double = AgentDouble(tmp_path / "ctl")
+    yield double
+    double.close()
+
+
+def announce(ctl: Path, vm_dir: Path, networks: list[Network]) -> None:
+    control = QemuControl(QemuDriver(), {"ctl.in": f"{ctl}.in"}, vm_dir)
+    control.announce_readiness(networks)
+
+
+@pytest.mark.parametrize("mode", ["nat", "user"])
+def test_a_dhcp_nic_on_qemus_nat_keeps_its_address(agent, tmp_path, mode):
+    announce(agent.ctl, tmp_path, [Network(mode=mode, mac=MAC0)])
+    # the note first, in the same write: an agent that predates it ignores the word and
+    # then reads `restored` as always (guest/init.sh before keep-addr: no `case` match)
+    assert agent.got == f"keep-addr\nrestored {MAC0}\n".encode()
+
+
+@pytest.mark.parametrize(
+    "networks",
+    [
+        [Network(mode="nat", mac=MAC0, ip="10.0.2.50/24")],  # static: nothing to renew
+        [Network(mode="switch", switch="lan", mac=MAC0)],  # a shared LAN: renew
+        [Network(mode="tap", tap="vkt0", mac=MAC0)],
+        [Network(mode="switch", switch="lan", mac=MAC0), Network(mode="nat", mac=MAC1)],
+    ],
+    ids=["nat-static", "switch", "tap", "switch-then-nat"],
+)
+def test_any_other_first_nic_renews_as_before(agent, tmp_path, networks):
+    announce(agent.ctl, tmp_path, networks)
+    macs = " ".join(str(n.mac) for n in networks)
+    assert agent.got == f"restored {macs}\n".encode()
+
+
+def test_nat_first_then_a_switch_keeps_eth0_and_sends_every_mac(agent, tmp_path):
+    nets = [Network(mode="nat", mac=MAC0), Network(mode="switch", switch="lan", mac=MAC1)]
+    announce(agent.ctl, tmp_path, nets)
+    assert agent.got == f"keep-addr\nrestored {MAC0} {MAC1}\n".encode()
+
+
+def test_no_nic_is_a_bare_restored(agent, tmp_path):
+    announce(agent.ctl, tmp_path, [])
+    assert agent.got == b"restored\n"
+
+
+def test_a_line_break_inside_a_request_is_refused_before_anything_is_written(agent):
+    for line, notes in (("restored\nping", ()), ("restored", ("keep-addr\n",)), ("ping\r", ())):
+        with pytest.raises(ValueError, match="line break"):
+            guestctl.request(agent.ctl, line, 1.0, notes=notes)
+    assert guestctl.request(agent.ctl, "ping", 5.0) == "ok 10.0.2.15"
+    assert agent.got == b"ping\n"  # the refused ones never reached the port
