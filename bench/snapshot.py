@@ -6,7 +6,8 @@ B (restore, CLI): `vmkit restore warm --name copy-NN --json`, spawn -> exit with
 C (restore, library): `Host().restore("warm", name)` in this process, call -> return (ready).
 D (raw): the argv vmkit ran for a restored copy, started directly: spawn, QMP handshake,
 the same migrate-set-capabilities/getfd/migrate-incoming, the MIGRATION event, then the
-same "restored MAC" request on the control port and its answer (the guest printed its
+same "restored MAC" request on the control port (after the note "keep-addr" when the
+guest's first NIC is on QEMU's NAT: --net nat) and its answer (the guest printed its
 readiness line before answering). This is QEMU's and the guest's own share of a restore.
 Interleaved A B C D after one untimed round; the snapshot is of a ready guest.
 
@@ -15,6 +16,7 @@ a file the copies map copy-on-write), snapshot time and size, where a library re
 its time, and the memory of N restored copies running at once (summed PSS vs one copy's RSS).
 
     python bench/snapshot.py --runs 5 --copies 10 --json bench/results/snapshot.json
+    python bench/snapshot.py --runs 5 --copies 10 --net nat   # copies on QEMU's NAT
 """
 
 from __future__ import annotations
@@ -131,18 +133,23 @@ def library_restore(host: Any, snap: str, name: str) -> float:
     return took
 
 
-def raw_template(sb: Sandbox, snap: str) -> tuple[list[str], dict[str, str], str]:
-    """The argv vmkit ran for a copy (its VM dir kept, the VMM stopped), sockets, MACs."""
+def raw_template(sb: Sandbox, snap: str) -> tuple[list[str], dict[str, str], list[Any]]:
+    """The argv vmkit ran for a copy (its VM dir kept, the VMM stopped), sockets, NICs."""
+    from vmkit.spec_devices import Network
+
     sb.vmkit_json("restore", snap, "--name", "rawtpl")
     rt = json.loads((sb.home / "vms" / "rawtpl" / "runtime.json").read_text())
     nets = sb.vmkit_json("inspect", "rawtpl")["spec"]["networks"]
-    mac = " ".join(str(n["mac"]) for n in nets)
+    networks = [Network.parse(n) for n in nets]
     sb.vmkit_cmd("kill", "rawtpl")
-    return list(rt["argv"]), dict(rt["sockets"]), mac
+    return list(rt["argv"]), dict(rt["sockets"]), networks
 
 
-def raw_restore(argv: list[str], sockets: dict[str, str], state: Path, mac: str) -> float:
-    """QEMU started directly with vmkit's argv; the same QMP and control-port exchange."""
+def raw_restore(
+    argv: list[str], sockets: dict[str, str], state: Path, networks: list[Any]
+) -> float:
+    """QEMU started directly with vmkit's argv; the same QMP and control-port exchange
+    (guestctl.restored_request: `keep-addr` first when eth0 is on QEMU's NAT)."""
     from vmkit.drivers.qemu import guestctl
     from vmkit.drivers.qmp import QMP, QMPError
 
@@ -178,9 +185,8 @@ def raw_restore(argv: list[str], sockets: dict[str, str], state: Path, mac: str)
                 pass
             if q.execute("query-status")["status"] != "running":
                 q.execute("cont")
-        reply = guestctl.request(
-            sockets["ctl.in"].removesuffix(".in"), f"restored {mac}".strip(), 30
-        )
+        notes, line = guestctl.restored_request(networks)
+        reply = guestctl.request(sockets["ctl.in"].removesuffix(".in"), line, 30, notes=notes)
         took = time.perf_counter() - t0
         if not reply.startswith("ok"):
             raise BenchError(f"raw restore: the guest answered {reply!r}")
@@ -199,7 +205,15 @@ def main() -> int:
     ap.add_argument("--big", default="1G", help="the larger guest's RAM (default 1G)")
     ap.add_argument("--json", metavar="FILE", help="write samples and summary as JSON")
     ap.add_argument("--vmkit", metavar="PATH", help="vmkit executable (default: beside python)")
+    ap.add_argument(
+        "--net",
+        default="none",
+        metavar="MODE",
+        help="the guests' NIC, as `vmkit run --net` (default none; nat: a restored copy "
+        "keeps its address, switch:NAME: it leases a new one)",
+    )
     args = ap.parse_args()
+    net = ("--net", args.net)
     install_signal_handlers()
     vmkit = vmkit_executable(args.vmkit)
     samples: dict[str, list[float]] = {k: [] for k in ("cold", "cli", "lib", "raw", "big")}
@@ -214,22 +228,22 @@ def main() -> int:
         phases = Phases()
         snaps = {}
         for label, mem in (("warm", "256M"), ("big", args.big)):
-            sb.vmkit_json("run", f"src-{label}", "--memory", mem)
+            sb.vmkit_json("run", f"src-{label}", "--memory", mem, *net)
             time.sleep(1)
             took, snaps[label] = timed_json(sb, "snapshot", "create", f"src-{label}", label)
             snap_s[label] = took
             sb.vmkit_cmd("rm", "--force", f"src-{label}")
-        argv, sockets, mac = raw_template(sb, "warm")
+        argv, sockets, networks = raw_template(sb, "warm")
         state = Path(snaps["warm"]["path"]) / snaps["warm"]["state_file"]
         for i in range(args.runs + 1):
-            c, st = timed_json(sb, "run", f"cold-{i:02d}")
+            c, st = timed_json(sb, "run", f"cold-{i:02d}", *net)
             r, rt = timed_json(sb, "restore", "warm", "--name", f"cli-{i:02d}")
             if st["state"] != "ready" or rt["state"] != "ready":
                 raise BenchError(f"not ready: {st['state']} / {rt['state']}")
             phases.samples.clear()
             lib = library_restore(host, "warm", f"lib-{i:02d}")
             lib_phases = {k: sum(v) for k, v in phases.samples.items()}
-            raw = raw_restore(argv, sockets, state, mac)
+            raw = raw_restore(argv, sockets, state, networks)
             b, _ = timed_json(sb, "restore", "big", "--name", f"big-{i:02d}")
             sb.vmkit_cmd("rm", "--force", f"cold-{i:02d}", f"cli-{i:02d}", f"lib-{i:02d}",
                          f"big-{i:02d}")  # fmt: skip
@@ -246,6 +260,7 @@ def main() -> int:
         phase_runs = dict(phases.samples)
         mem = memory_of_copies(sb, args.copies, "warm")
     env["loadavg_end"] = os.getloadavg()
+    env["net"] = args.net
 
     summary = {k: summarize(v) for k, v in samples.items()}
     labels = {
