@@ -18,14 +18,15 @@ import contextlib
 import os
 import select
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 from vmkit.drivers.qemu.driver import ctl_fifos
 from vmkit.errors import VmkitError
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # not imported on the restore path, timed in milliseconds
+    from collections.abc import Sequence
+
     from vmkit.spec_devices import Network
 
 KEEP_ADDR = "keep-addr"
