@@ -2,8 +2,9 @@
 
 The FIFOs are real (as the QEMU driver makes them); the thread on their far side stands in
 for QEMU and the guest agent (a test double: it records what arrives and answers once).
-What an agent does with those bytes is tested on real guests in tests/e2e/test_advanced.py,
-with today's agent and with the one before `keep-addr` existed.
+What an agent does with those bytes is tested on real guests: today's agent in
+tests/e2e/test_advanced.py (NAT) and test_restore_addresses.py (switch, a stray note), the
+one from before `keep-addr` existed in test_restore_addresses.py.
 """
 
 from __future__ import annotations
