@@ -267,7 +267,9 @@ def restore(
                 )
             ) from None
         if (channel := ability(ctl, GuestChannel)) is not None:
-            channel.announce_readiness(spec.networks)  # with their fresh MACs
+            addr = channel.announce_readiness(spec.networks)  # with their fresh MACs
+            if addr is not None:  # the agent's answer is its readiness
+                machine.announced_readiness(None if addr == "-" else addr)
         elif snap.record.get("ready") is not None:
             # No channel to make the guest say it again (Cloud Hypervisor): it said so before
             # the snapshot and resumes exactly there, so that readiness carries over, marked.

@@ -57,7 +57,7 @@ def agent(tmp_path: Path):
 
 def announce(ctl: Path, vm_dir: Path, networks: list[Network]) -> None:
     control = QemuControl(QemuDriver(), {"ctl.in": f"{ctl}.in"}, vm_dir)
-    control.announce_readiness(networks)
+    assert control.announce_readiness(networks) == "10.0.2.15"  # the answer: its readiness
 
 
 @pytest.mark.parametrize("mode", ["nat", "user"])
@@ -101,3 +101,22 @@ def test_a_line_break_inside_a_request_is_refused_before_anything_is_written(age
             guestctl.request(agent.ctl, line, 1.0, notes=notes)
     assert guestctl.request(agent.ctl, "ping", 5.0) == "ok 10.0.2.15"
     assert agent.got == b"ping\n"  # the refused ones never reached the port
+
+
+@pytest.mark.parametrize(
+    ("answer", "address"),
+    [
+        ("ok 10.0.2.15", "10.0.2.15"),
+        ("ok fd00::0001", "fd00::1"),
+        ("ok -", "-"),
+        ("ok", None),
+        ("ok ", None),
+        ("ok 10.0.2.999", None),
+        ("ok 10.0.2.15 and more", None),
+        ("ok -x", None),
+        ("error 10.0.2.15", None),
+        ("", None),
+    ],
+)
+def test_only_a_well_formed_answer_counts_as_readiness(answer: str, address: str | None) -> None:
+    assert guestctl.answered_address(answer) == address

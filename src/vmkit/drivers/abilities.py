@@ -71,10 +71,12 @@ class RamSharer(Protocol):
 
 @runtime_checkable
 class GuestChannel(Protocol):
-    def announce_readiness(self, networks: list[Network]) -> None:
+    def announce_readiness(self, networks: list[Network]) -> str | None:
         """Tell a restored guest it was restored, with its NICs (their new MACs; the driver
         decides from their modes whether the guest may keep its address), so it prints its
-        readiness line again."""
+        readiness line again. Returns the address the guest answered with ("-": none),
+        which is its readiness, or None when it did not answer (the readiness line is then
+        awaited on the serial log)."""
 
 
 @runtime_checkable

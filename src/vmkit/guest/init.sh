@@ -113,7 +113,10 @@ announce
 # The host writes one line per request, answered with one line:
 #   ping             -> "ok <ip>|-"
 #   restored MAC...  -> after a snapshot restore: take the new MACs (eth0, eth1, ...), renew
-#                       eth0's DHCP lease, announce readiness again, answer "ok <ip>|-".
+#                       eth0's DHCP lease, answer "ok <ip>|-", then announce readiness on
+#                       the console again. The answer comes first: it is the host's
+#                       readiness signal, and the console write is the slowest step of a
+#                       restored guest's first run under TCG (~50 ms).
 # and notes, which get no answer and apply to the next request only:
 #   keep-addr        -> the next "restored" keeps eth0's address instead of renewing the
 #                       lease (the host sends it when eth0 is on QEMU's private user-mode NAT,
@@ -136,7 +139,6 @@ ctl_restored() {
         addr=$(ip -4 -o addr show dev eth0 | awk '{split($4, a, "/"); print a[1]; exit}')
         [ -n "$addr" ] || addr=-
     fi
-    announce
 }
 ctl_loop() {
     port=$(vport org.vmkit.ctl)
@@ -151,7 +153,7 @@ ctl_loop() {
         if read -r cmd args <&3; then
             case "$cmd" in
                 keep-addr) keep=1; continue ;;
-                restored) ctl_restored $args; echo "ok $addr" >&3 ;;
+                restored) ctl_restored $args; echo "ok $addr" >&3; announce ;;
                 ping) echo "ok $addr" >&3 ;;
             esac
             keep= # a note lasts one request, answered or not

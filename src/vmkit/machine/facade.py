@@ -150,6 +150,15 @@ class Machine(MachineView, GuestAccess):  # exec, cp, ssh_command: access/api
             ready={**ready, "at": time.time(), "offset": 0, "inherited_from": source}
         )
 
+    def announced_readiness(self, ip: str | None) -> None:
+        """A restored copy's agent answered on its control port: that answer is its
+        readiness (its console line may follow; a follower starts after what is logged)."""
+        log = self.serial_log
+        offset = log.stat().st_size if log.exists() else 0
+        self.update_runtime(
+            ready={"ip": ip, "at": time.time(), "offset": offset}, serial_offset=offset
+        )
+
     def failure_message(self, st: Status, headline: str, hint: str | None = None) -> str:
         """`headline`, the reason, the last lines of both logs, the hint, what still runs."""
         from vmkit.machine import waiting

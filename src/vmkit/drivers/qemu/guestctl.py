@@ -74,6 +74,22 @@ def request(ctl: Path | str, line: str, timeout: float, notes: Sequence[str] = (
         os.close(out_fd)
 
 
+def answered_address(answer: str) -> str | None:
+    """The address in the agent's answer `ok <ip>|-` ("-": the guest has none), or None
+    for anything else: the guest is not trusted to say only what the protocol allows."""
+    import ipaddress
+
+    word, _, addr = answer.partition(" ")
+    if word != "ok" or addr == "":
+        return None
+    if addr == "-":
+        return addr
+    try:
+        return str(ipaddress.ip_address(addr))
+    except ValueError:
+        return None
+
+
 def _drain(fd: int) -> None:
     with contextlib.suppress(BlockingIOError):
         while os.read(fd, 4096):
