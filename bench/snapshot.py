@@ -7,8 +7,9 @@ C (restore, library): `Host().restore("warm", name)` in this process, call -> re
 D (raw): the argv vmkit ran for a restored copy, started directly: spawn, QMP handshake,
 the same migrate-set-capabilities/getfd/migrate-incoming, the MIGRATION event, then the
 same "restored MAC" request on the control port (after the note "keep-addr" when the
-guest's first NIC is on QEMU's NAT: --net nat) and its answer (the guest printed its
-readiness line before answering). This is QEMU's and the guest's own share of a restore.
+guest's first NIC is on QEMU's NAT: --net nat) and its answer, which is the restored
+guest's readiness (it prints its console line after answering; an agent older than this
+session printed it first). This is QEMU's and the guest's own share of a restore.
 Interleaved A B C D after one untimed round; the snapshot is of a ready guest.
 
 Also: restore time of a 1 GiB guest's snapshot (restore must not grow with RAM: the RAM is
