@@ -266,15 +266,16 @@ def restore(
                     machine.status(), f"restoring snapshot {snap.name!r} failed: {exc}"
                 )
             ) from None
+        answered = False
         if (channel := ability(ctl, GuestChannel)) is not None:
             addr = channel.announce_readiness(spec.networks)  # with their fresh MACs
-            if addr is not None:  # the agent's answer is its readiness
+            if answered := addr is not None:  # the agent's answer is its readiness
                 machine.announced_readiness(None if addr == "-" else addr)
         elif snap.record.get("ready") is not None:
             # No channel to make the guest say it again (Cloud Hypervisor): it said so before
             # the snapshot and resumes exactly there, so that readiness carries over, marked.
             machine.inherit_readiness(snap.record["ready"], snap.name)
-        if wait:
+        if wait and not answered:
             machine.wait_ready(timeout)
     except BaseException:
         with contextlib.suppress(Exception):
