@@ -311,6 +311,9 @@ class Driver(abc.ABC):
     vsock_cids_host_wide: ClassVar[bool] = False
     # Whether `driver: auto` may pick this driver at all (krunkit is only ever asked for).
     auto_pick: ClassVar[bool] = True
+    # Whether `host_limits` limits anything: its input, the specs of this driver's running
+    # VMs, costs a read of every VM in the store before each start.
+    limits_host: ClassVar[bool] = False
 
     def __init__(self, arch: str | None = None):
         self.arch = arch or machine_arch()

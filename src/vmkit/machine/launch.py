@@ -71,7 +71,8 @@ def start(machine: Machine) -> LaunchPlan:
         if problems:
             raise SpecError(problems)
         machine.driver.find_binary()
-        machine.driver.host_limits(spec, machine.host.running_specs(machine.driver_name))
+        if machine.driver.limits_host:
+            machine.driver.host_limits(spec, machine.host.running_specs(machine.driver_name))
         plan = machine.plan()
         machine.driver.prepare(spec, machine.context(plan.accelerator))
         proc = launch(machine, plan)

@@ -308,6 +308,8 @@ class VfkitDriver(Driver):
                     f"(`brew upgrade {self.name}`)"
                 )
 
+    limits_host = True
+
     def host_limits(self, spec: MachineSpec, running: list[dict[str, Any]]) -> None:
         """At most 2 macOS guests run at once on a Mac (a macOS kernel quota): say so before
         launching a third, instead of letting vfkit fail."""
