@@ -276,16 +276,22 @@ class Store:
 
     def socket_path(self, name: str, kind: str) -> Path:
         """A short socket path in the runtime dir, unique per (data home, VM name)."""
+        return self.socket_paths(name, {kind: kind})[kind]
+
+    def socket_paths(self, name: str, kinds: dict[str, str]) -> dict[str, Path]:
+        """socket_path for each (role: kind), checking the runtime dir once."""
         from vmkit.sha import sha256
 
         key = sha256(f"{self.home.absolute()}\0{name}".encode()).hexdigest()[:12]
-        path = runtime_dir() / f"{key}.{kind}"
-        if len(str(path)) >= MAX_SOCKET_PATH:
-            raise VmkitError(
-                f"socket path {path} is too long for a Unix socket; set VMKIT_RUNTIME_DIR "
-                f"to a short path of your own, e.g. /tmp/vk-{os.getuid()} (vmkit makes it, 0700)"
-            )
-        return path
+        base = runtime_dir()
+        paths = {role: base / f"{key}.{kind}" for role, kind in kinds.items()}
+        for path in paths.values():
+            if len(str(path)) >= MAX_SOCKET_PATH:
+                raise VmkitError(
+                    f"socket path {path} is too long for a Unix socket; set VMKIT_RUNTIME_DIR to "
+                    f"a short path of your own, e.g. /tmp/vk-{os.getuid()} (vmkit makes it, 0700)"
+                )
+        return paths
 
 
 def _rmtree(path: Path) -> None:

@@ -89,10 +89,7 @@ class MachineView:
             vm_dir=self.dir,
             serial_log=self.serial_log,
             events_log=self.dir / "vmm-events.log",
-            sockets={
-                role: self.store.socket_path(self.name, suffix)
-                for role, suffix in self.driver.socket_roles.items()
-            },
+            sockets=self.store.socket_paths(self.name, self.driver.socket_roles),
             accelerator=accelerator,
             switch_sockets={
                 name: switches.socket_path(self.store, name)
