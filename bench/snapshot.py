@@ -186,7 +186,7 @@ def raw_restore(
                 pass
             if q.execute("query-status")["status"] != "running":
                 q.execute("cont")
-        notes, line = guestctl.restored_request(networks)
+        notes, line = guestctl.restored_request(networks, own_agent=True)  # the tiny guest
         reply = guestctl.request(sockets["ctl.in"].removesuffix(".in"), line, 30, notes=notes)
         took = time.perf_counter() - t0
         if not reply.startswith("ok"):

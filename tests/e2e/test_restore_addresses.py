@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -61,8 +62,13 @@ def test_a_copy_on_a_switch_leases_its_own_address(cli, guest):
 def test_an_agent_older_than_keep_addr_ignores_it_and_renews(cli, guest, tmp_path: Path):
     old_init = Path(__file__).with_name("init_before_keep_addr.sh").read_bytes()
     assert b"keep-addr" not in old_init
-    # the kernel unpacks appended archives over the first: this /init replaces today's
-    initrd = tmp_path / "old-agent.cpio.gz"
+    # the kernel unpacks appended archives over the first: this /init replaces today's;
+    # laid out as a build of the tiny guest (its manifest beside it), as an older vmkit's
+    # build is, so vmkit sends its own agent's note (snapshot_ops.runs_vmkit_agent)
+    build = tmp_path / "old-build"
+    build.mkdir()
+    shutil.copy(guest.initrd.parent / "manifest.json", build / "manifest.json")
+    initrd = build / guest.initrd.name
     extra = cpio.write([cpio.file("init", old_init, 0o755)])
     initrd.write_bytes(guest.initrd.read_bytes() + gzip.compress(extra))
     boot = ("--kernel", str(guest.kernel), "--initrd", str(initrd))

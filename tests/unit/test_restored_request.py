@@ -55,9 +55,10 @@ def agent(tmp_path: Path):
     double.close()
 
 
-def announce(ctl: Path, vm_dir: Path, networks: list[Network]) -> None:
+def announce(ctl: Path, vm_dir: Path, networks: list[Network], own_agent: bool = True) -> None:
     control = QemuControl(QemuDriver(), {"ctl.in": f"{ctl}.in"}, vm_dir)
-    assert control.announce_readiness(networks) == "10.0.2.15"  # the answer: its readiness
+    answer = control.announce_readiness(networks, own_agent)
+    assert answer == "10.0.2.15"  # the answer: its readiness
 
 
 @pytest.mark.parametrize("mode", ["nat", "user"])
@@ -120,3 +121,25 @@ def test_a_line_break_inside_a_request_is_refused_before_anything_is_written(age
 )
 def test_only_a_well_formed_answer_counts_as_readiness(answer: str, address: str | None) -> None:
     assert guestctl.answered_address(answer) == address
+
+
+def test_an_agent_of_the_users_own_gets_no_note(agent, tmp_path):
+    """README's example agent opens the port for each read: a note would be read alone and
+    the request behind it discarded with the port's buffer. Only vmkit's agent gets one."""
+    announce(agent.ctl, tmp_path, [Network(mode="nat", mac=MAC0)], own_agent=False)
+    assert agent.got == f"restored {MAC0}\n".encode()
+
+
+def test_the_tiny_guest_is_known_by_its_build_manifest(tmp_path):
+    from vmkit.snapshot_ops import runs_vmkit_agent
+    from vmkit.spec import spec_from_dict
+
+    build = tmp_path / "guest"
+    build.mkdir()
+    (build / "manifest.json").write_text('{"recipe": "x"}')
+    for initrd, own in ((build / "initramfs.cpio.gz", True), (tmp_path / "mine.cpio.gz", False)):
+        initrd.write_bytes(b"")
+        (tmp_path / "vmlinuz").write_bytes(b"")
+        boot = {"kind": "linux", "kernel": str(tmp_path / "vmlinuz"), "initrd": str(initrd)}
+        spec = spec_from_dict({"name": "a", "boot": boot}, check_files=False)
+        assert runs_vmkit_agent(spec) is own

@@ -71,9 +71,10 @@ class RamSharer(Protocol):
 
 @runtime_checkable
 class GuestChannel(Protocol):
-    def announce_readiness(self, networks: list[Network]) -> str | None:
+    def announce_readiness(self, networks: list[Network], own_agent: bool = False) -> str | None:
         """Tell a restored guest it was restored, with its NICs (their new MACs; the driver
-        decides from their modes whether the guest may keep its address), so it prints its
+        decides from their modes whether the guest may keep its address, if `own_agent`:
+        the guest runs vmkit's tiny-guest agent), so it prints its
         readiness line again. Returns the address the guest answered with ("-": none),
         which is its readiness, or None when it did not answer (the readiness line is then
         awaited on the serial log)."""

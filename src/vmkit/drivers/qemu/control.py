@@ -132,15 +132,15 @@ class QemuControl(Control):
             if fd >= 0:
                 os.close(fd)
 
-    def announce_readiness(self, networks: list[Network]) -> str | None:
+    def announce_readiness(self, networks: list[Network], own_agent: bool = False) -> str | None:
         """Tell the guest agent on the control port it was restored (its NICs' new MACs;
-        on a private NAT it keeps its address: guestctl.restored_request); returns the
-        address in its answer ("ok <ip>|-") once it has taken them, or None without a
-        valid answer. The agent prints its readiness line too (an older one before it
-        answers, a newer one after)."""
+        on a private NAT vmkit's own agent keeps its address: guestctl.restored_request);
+        returns the address in its answer ("ok <ip>|-") once it has taken them, or None
+        without a valid answer. The agent prints its readiness line too (an older one
+        before it answers, a newer one after)."""
         from vmkit.drivers.qemu import guestctl
 
-        notes, line = guestctl.restored_request(networks)
+        notes, line = guestctl.restored_request(networks, own_agent)
         try:
             answer = guestctl.request(self._ctl(), line, ANNOUNCE_TIMEOUT, notes=notes)
         except VmkitError:  # readiness is then waited for as usual

@@ -33,16 +33,20 @@ KEEP_ADDR = "keep-addr"
 NAT_MODES = ("user", "nat")  # QEMU's user-mode network (slirp): one private NAT per VM
 
 
-def restored_request(networks: Sequence[Network]) -> tuple[tuple[str, ...], str]:
+def restored_request(networks: Sequence[Network], own_agent: bool) -> tuple[tuple[str, ...], str]:
     """The notes and the request telling a restored guest its NICs' new MACs.
 
     A copy whose first NIC (eth0, the one the agent configures) is on QEMU's user-mode NAT
     and takes its address by DHCP keeps that address (note `keep-addr`): each copy has its
     own slirp, so nothing else can hold it, and renewing the lease cost most of the
     restore. On a shared L2 (switch, TAP) copies of one snapshot must each lease their own.
+    Only vmkit's own agent (`own_agent`: the tiny guest's /init) gets a note: it keeps the
+    port open, while an agent of the user's own that opens it for each read (README's
+    example) would lose the request behind the note, since closing a virtio-serial port
+    discards what it holds.
     """
     first = networks[0] if networks else None
-    keep = first is not None and first.mode in NAT_MODES and not first.ip
+    keep = own_agent and first is not None and first.mode in NAT_MODES and not first.ip
     notes = (KEEP_ADDR,) if keep else ()
     return notes, " ".join(["restored", *(str(n.mac) for n in networks)])
 
