@@ -115,8 +115,8 @@ announce
 #   restored MAC...  -> after a snapshot restore: take the new MACs (eth0, eth1, ...), renew
 #                       eth0's DHCP lease, answer "ok <ip>|-", then announce readiness on
 #                       the console again. The answer comes first: it is the host's
-#                       readiness signal, and the console write is the slowest step of a
-#                       restored guest's first run under TCG (~50 ms).
+#                       readiness signal, and nothing in a restored guest's first run
+#                       (slow under TCG) needs to come before it.
 # and notes, which get no answer and apply to the next request only:
 #   keep-addr        -> the next "restored" keeps eth0's address instead of renewing the
 #                       lease (the host sends it when eth0 is on QEMU's private user-mode NAT,
