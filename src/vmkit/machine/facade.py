@@ -68,8 +68,8 @@ class Machine(MachineView, GuestAccess):  # exec, cp, ssh_command: access/api
         """Merge `changes` (runtime.json keys, JSON values) under the VM lock; with
         `wait=False`, skip (False) when another vmkit holds the lock."""
         try:
-            with self.locked(120.0 if wait else 0.0):
-                self.save_runtime(RuntimeRecord.from_json({**self.runtime().to_json(), **changes}))
+            with self.locked(120.0 if wait else 0.0) as rt:
+                self.save_runtime(RuntimeRecord.from_json({**rt.to_json(), **changes}))
         except LockBusy:
             return False
         return True

@@ -127,8 +127,7 @@ def _resume_member(store: Store, name: str, vm: str) -> tuple[MachineView, Statu
     from vmkit.machine.status import read_status
 
     view = MachineView(store, vm)
-    with view.locked(0.0):
-        rt = view.runtime()
+    with view.locked(0.0) as rt:
         state = read_status(view, rt).state
         if state != State.PAUSED:
             raise VMStateError(f"pool {name!r}: {vm} is {state}, not paused")

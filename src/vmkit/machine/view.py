@@ -125,8 +125,10 @@ class MachineView:
         self.store.save_runtime(self.name, rt.to_json())
 
     @contextlib.contextmanager
-    def locked(self, timeout: float = 120.0) -> Iterator[None]:
-        """Hold this VM's lock: every change to its records and its VMM happens under it."""
+    def locked(self, timeout: float = 120.0) -> Iterator[RuntimeRecord]:
+        """Hold this VM's lock: every change to its records and its VMM happens under it.
+        Gives runtime.json as read on taking the lock (after mending a cut-off stop or
+        snapshot), so that the holder need not read it again."""
         with self.store.vm_lock(self.name, timeout):
             rt = self.runtime()
             if rt.stopping:  # its stopper held this lock and is gone: the stop was cut off
@@ -135,8 +137,8 @@ class MachineView:
             if SNAPSHOT_PAUSED in rt.extra:  # likewise a snapshot, with the guest paused
                 from vmkit import snapshot_guard
 
-                snapshot_guard.recover(self, rt)
-            yield
+                snapshot_guard.recover(self, rt)  # (it saves the mended rt)
+            yield rt
 
     def status(self) -> Status:
         from vmkit.machine.status import read_status

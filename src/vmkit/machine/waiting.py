@@ -86,8 +86,7 @@ def _record_ready(machine: Machine, ready: Ready) -> Status:
     """Record the readiness just seen and return the status, in one hold of the VM's lock
     and one read of runtime.json: the guest was seen running a moment ago and nothing
     vmkit does can pause or stop it while the lock is held (status.read_status)."""
-    with machine.locked():
-        rt = machine.runtime()
+    with machine.locked() as rt:
         rt.ready, rt.serial_offset = ready, ready.offset
         machine.save_runtime(rt)
         return read_status(machine, rt, seen_running=True)
