@@ -81,15 +81,23 @@ class ReadinessFollower(Plain):
             if addr is None:
                 bad = True
                 continue
-            word = addr.group(1)
-            if word == "-":
-                return "-"
-            try:
-                return str(ipaddress.ip_address(word))
-            except ValueError:
-                bad = True
+            found = guest_address(addr.group(1))
+            if found is not None:
+                return found
+            bad = True
         if bad:
             self.rejected.append(text.strip())
+        return None
+
+
+def guest_address(word: str) -> str | None:
+    """A guest's word for its address: `-` (none) or an IPv4/IPv6 address, in its normal
+    form; None for anything else (the guest is not trusted to say only that)."""
+    if word == "-":
+        return word
+    try:
+        return str(ipaddress.ip_address(word))
+    except ValueError:
         return None
 
 

@@ -80,18 +80,11 @@ def request(ctl: Path | str, line: str, timeout: float, notes: Sequence[str] = (
 
 def answered_address(answer: str) -> str | None:
     """The address in the agent's answer `ok <ip>|-` ("-": the guest has none), or None
-    for anything else: the guest is not trusted to say only what the protocol allows."""
-    import ipaddress
+    for anything else, as the readiness line's address is read."""
+    from vmkit.readiness import guest_address
 
     word, _, addr = answer.partition(" ")
-    if word != "ok" or addr == "":
-        return None
-    if addr == "-":
-        return addr
-    try:
-        return str(ipaddress.ip_address(addr))
-    except ValueError:
-        return None
+    return guest_address(addr) if word == "ok" else None
 
 
 def _drain(fd: int) -> None:
