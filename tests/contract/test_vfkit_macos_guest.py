@@ -87,12 +87,12 @@ def test_at_most_two_macos_guests_run_at_once(tmp_path):
     drv = VfkitDriver(arch="aarch64", version=(0, 6, 1))
     mac = {"name": "m", "boot": {"kind": "macos"}}
     linux = {"name": "l", "boot": {"kind": "linux"}}
-    drv.host_limits(make(tmp_path), [dict(mac, name="m1"), linux, linux])  # one running: ok
+    drv.host_limits(make(tmp_path), lambda: [dict(mac, name="m1"), linux, linux])  # one: ok
     with pytest.raises(VMStateError, match=r"at most 2 macOS guests.*m1, m2 are running"):
-        drv.host_limits(make(tmp_path), [dict(mac, name="m2"), dict(mac, name="m1")])
+        drv.host_limits(make(tmp_path), lambda: [dict(mac, name="m2"), dict(mac, name="m1")])
     # Linux guests are not limited
     linux_spec = spec_from_dict(
         {"name": "l9", "boot": {"kernel": str(tmp_path / "disk.img")}, "driver": "vfkit"},
         check_files=False,
     )
-    drv.host_limits(linux_spec, [dict(mac, name="m1"), dict(mac, name="m2")])
+    drv.host_limits(linux_spec, lambda: [dict(mac, name="m1"), dict(mac, name="m2")])

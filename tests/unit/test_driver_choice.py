@@ -24,14 +24,3 @@ def test_auto_picks_qemu_for_another_architecture(monkeypatch: pytest.MonkeyPatc
     assert drivers.get_driver("qemu", OTHER).binary_names == (f"qemu-system-{OTHER}",)
     with pytest.raises(InvalidInput, match=f"use driver: qemu to emulate {OTHER}"):
         drivers.get_driver("vfkit", OTHER)
-
-
-def test_a_start_reads_every_vm_only_for_a_driver_that_limits_the_host() -> None:
-    """`limits_host` says whether a driver's `host_limits` does anything: a start computes
-    its input (the specs of every running VM of the driver) only then."""
-    from vmkit.drivers import driver_class, names
-    from vmkit.drivers.base import Driver
-
-    for name in names():
-        cls = driver_class(name)
-        assert cls.limits_host == (cls.host_limits is not Driver.host_limits), name

@@ -24,7 +24,7 @@ from vmkit.plain import Frozen, Plain
 # its driver's Control, and those imports cost it ~25 ms (plain.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from typing import Any, ClassVar
 
     from vmkit.spec import MachineSpec
@@ -311,9 +311,6 @@ class Driver(abc.ABC):
     vsock_cids_host_wide: ClassVar[bool] = False
     # Whether `driver: auto` may pick this driver at all (krunkit is only ever asked for).
     auto_pick: ClassVar[bool] = True
-    # Whether `host_limits` limits anything: its input, the specs of this driver's running
-    # VMs, costs a read of every VM in the store before each start.
-    limits_host: ClassVar[bool] = False
 
     def __init__(self, arch: str | None = None):
         self.arch = arch or machine_arch()
@@ -368,9 +365,10 @@ class Driver(abc.ABC):
     def exit_cause(self, ctx: LaunchContext) -> ExitCause | None:
         """Read the VMM's logs after it exited; None when they say nothing."""
 
-    def host_limits(self, spec: MachineSpec, running: list[dict[str, Any]]) -> None:
+    def host_limits(self, spec: MachineSpec, running: Callable[[], list[dict[str, Any]]]) -> None:
         """Refuse a launch the host cannot take, given the specs of this driver's running
-        VMs (e.g. vfkit: at most 2 macOS guests per Mac). Default: no limit."""
+        VMs (e.g. vfkit: at most 2 macOS guests per Mac). `running` reads every VM in the
+        store: a driver calls it only when it limits this spec. Default: no limit."""
         return None
 
     def prepare(self, spec: MachineSpec, ctx: LaunchContext) -> None:

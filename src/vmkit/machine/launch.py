@@ -71,8 +71,7 @@ def start(machine: Machine) -> LaunchPlan:
         if problems:
             raise SpecError(problems)
         machine.driver.find_binary()
-        if machine.driver.limits_host:
-            machine.driver.host_limits(spec, machine.host.running_specs(machine.driver_name))
+        machine.driver.host_limits(spec, lambda: machine.host.running_specs(machine.driver_name))
         plan = machine.plan()
         machine.driver.prepare(spec, machine.context(plan.accelerator))
         proc = launch(machine, plan)

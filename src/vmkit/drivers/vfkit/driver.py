@@ -61,6 +61,8 @@ from vmkit.hostinfo import machine_arch
 from vmkit.storage import kernel as kernelfmt
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vmkit.spec import MachineSpec
 
 MAX_MACOS_GUESTS = 2  # running at once per Mac
@@ -308,16 +310,14 @@ class VfkitDriver(Driver):
                     f"(`brew upgrade {self.name}`)"
                 )
 
-    limits_host = True
-
-    def host_limits(self, spec: MachineSpec, running: list[dict[str, Any]]) -> None:
+    def host_limits(self, spec: MachineSpec, running: Callable[[], list[dict[str, Any]]]) -> None:
         """At most 2 macOS guests run at once on a Mac (a macOS kernel quota): say so before
         launching a third, instead of letting vfkit fail."""
         from vmkit.spec import MacosBoot
 
         if not isinstance(spec.boot, MacosBoot):
             return
-        macs = [r["name"] for r in running if r.get("boot", {}).get("kind") == "macos"]
+        macs = [r["name"] for r in running() if r.get("boot", {}).get("kind") == "macos"]
         if len(macs) >= MAX_MACOS_GUESTS:
             raise VMStateError(
                 f"at most {MAX_MACOS_GUESTS} macOS guests can run at once on a Mac (a macOS "
