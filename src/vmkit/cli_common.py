@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 
-from vmkit.cli_direct import progress_text, ready_text
+from vmkit.cli_direct import json_text, progress_text, ready_text
 from vmkit.cli_ls import table as table  # one table renderer, click-free
 
 READ_HELP = "Print JSON for scripts."
@@ -28,7 +27,7 @@ def build_progress(message: str) -> None:
 
 
 def echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
+    click.echo(json_text(obj))
 
 
 def report_ready(status: Any, seconds: float, as_json: bool) -> None:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def ready_text(status: Status, seconds: float, as_json: bool) -> str:
     """What `start --wait`, `wait` and `run` print once the guest is ready."""
     if as_json:
-        return _json({**status.to_json(), "seconds_to_ready": round(seconds, 3)})
+        return json_text({**status.to_json(), "seconds_to_ready": round(seconds, 3)})
     return f"{status.name} is READY in {seconds:.2f}s (ip {status.ip or '-'}, pid {status.pid})"
 
 
@@ -31,7 +31,7 @@ def restored_text(status: Status, snapshot: str, seconds: float, as_json: bool) 
     """What `vmkit restore` prints."""
     seconds = round(seconds, 3)
     if as_json:
-        return _json({**status.to_json(), "restored_from": snapshot, "seconds": seconds})
+        return json_text({**status.to_json(), "restored_from": snapshot, "seconds": seconds})
     return f"{status.name}: {status.state} in {seconds:.2f}s (restored from {snapshot})"
 
 
@@ -43,7 +43,8 @@ def progress_text(message: str, tty: bool) -> tuple[str, bool]:
     return (f"\r  {message}" if tty else f"  {message}"), not live or done
 
 
-def _json(obj: object) -> str:
+def json_text(obj: object) -> str:
+    """JSON as every `--json` prints it."""
     import json
 
     return json.dumps(obj, indent=2, default=str)

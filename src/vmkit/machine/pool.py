@@ -63,9 +63,13 @@ class Pool(Plain):
         return self.as_dict()
 
 
+def pools_root(store: Store) -> Path:
+    return store.home / "pools"
+
+
 def pool_dir(store: Store, name: str) -> Path:
     try:
-        return store.home / "pools" / validate_name(name)
+        return pools_root(store) / validate_name(name)
     except ValueError as exc:
         raise InvalidInput(f"pool name: {exc}") from None
 
@@ -157,7 +161,7 @@ class Pools:
     def __init__(self, host: Host):
         self.host = host
         self.store = host.store
-        self.root = host.store.home / "pools"
+        self.root = pools_root(host.store)
 
     def dir(self, name: str) -> Path:
         return pool_dir(self.store, name)
