@@ -268,6 +268,8 @@ def restore(
             ) from None
         answered = False
         if (channel := ability(ctl, GuestChannel)) is not None:
+            from vmkit.access.boot import runs_vmkit_agent
+
             addr = channel.announce_readiness(spec.networks, runs_vmkit_agent(spec))
             if answered := addr is not None:  # the agent's answer is its readiness
                 machine.announced_readiness(None if addr == "-" else addr)
@@ -418,13 +420,3 @@ def _wait_listening(path: Path, proc: ProcessRef, limit: float = 30.0) -> None:
     if proc.wait_gone(0):
         raise VMFailed(f"the migration target exited before listening on {path}")
     raise VMFailed(f"the migration target did not listen on {path} within {limit:g}s")
-
-
-def runs_vmkit_agent(spec: MachineSpec) -> bool:
-    """Whether the guest boots vmkit's tiny guest (its /init is vmkit's agent), which takes
-    requests the user's own agents need not know (guestctl.restored_request)."""
-    from vmkit.access.boot import tiny_guest_manifest
-    from vmkit.spec import LinuxBoot
-
-    boot = spec.boot
-    return isinstance(boot, LinuxBoot) and tiny_guest_manifest(boot.initrd) is not None

@@ -64,7 +64,7 @@ def test_an_agent_older_than_keep_addr_ignores_it_and_renews(cli, guest, tmp_pat
     assert b"keep-addr" not in old_init
     # the kernel unpacks appended archives over the first: this /init replaces today's;
     # laid out as a build of the tiny guest (its manifest beside it), as an older vmkit's
-    # build is, so vmkit sends its own agent's note (snapshot_ops.runs_vmkit_agent)
+    # build is, so vmkit sends its own agent's note (access.boot.runs_vmkit_agent)
     build = tmp_path / "old-build"
     build.mkdir()
     shutil.copy(guest.initrd.parent / "manifest.json", build / "manifest.json")

@@ -131,7 +131,7 @@ def test_an_agent_of_the_users_own_gets_no_note(agent, tmp_path):
 
 
 def test_the_tiny_guest_is_known_by_its_build_manifest(tmp_path):
-    from vmkit.snapshot_ops import runs_vmkit_agent
+    from vmkit.access.boot import runs_vmkit_agent
     from vmkit.spec import spec_from_dict
 
     build = tmp_path / "guest"

@@ -63,6 +63,13 @@ def keyed_boot(spec: MachineSpec) -> LinuxBoot | None:
     return None
 
 
+def runs_vmkit_agent(spec: MachineSpec) -> bool:
+    """Whether the guest boots vmkit's tiny guest (its /init is vmkit's agent), which takes
+    requests the user's own agents need not know (guestctl.restored_request)."""
+    boot = spec.boot
+    return isinstance(boot, LinuxBoot) and tiny_guest_manifest(boot.initrd) is not None
+
+
 def tiny_guest_manifest(initrd: Path | None) -> dict[str, Any] | None:
     """The manifest of the built tiny guest `initrd` belongs to, if it is one."""
     if initrd is None or initrd.name != "initramfs.cpio.gz":
