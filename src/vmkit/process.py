@@ -45,6 +45,14 @@ def _proc_stat(pid: int) -> tuple[str, float] | None:
     known = proc_start(pid)
     if known is None:
         return None
+    booted = _linux_boot_time()
+    if booted is None:
+        return None
+    state, ticks = known
+    return state, booted + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _linux_boot_time() -> float | None:
     if not _boot_time:
         try:
             with open("/proc/stat", "rb") as f:
@@ -52,8 +60,18 @@ def _proc_stat(pid: int) -> tuple[str, float] | None:
         except (OSError, StopIteration):
             return None
         _boot_time.append(float(btime.split()[1]))
-    state, ticks = known
-    return state, _boot_time[0] + ticks / os.sysconf("SC_CLK_TCK")
+    return _boot_time[0]
+
+
+def boot_time() -> float:
+    """When this host booted (seconds since the epoch): what a file written before then
+    describes, no process alive now can be."""
+    booted = _linux_boot_time() if sys.platform.startswith("linux") else None
+    if booted is not None:
+        return booted
+    import psutil
+
+    return float(psutil.boot_time())
 
 
 class ProcessRef(Frozen):

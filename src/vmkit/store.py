@@ -34,12 +34,11 @@ LOCK_FILE = "lock"
 MAX_SOCKET_PATH = 104  # macOS sun_path limit (Linux allows 108)
 
 
-def atomic_write_bytes(
-    path: Path, data: bytes, mode: int = 0o600, durable_rename: bool = True
-) -> None:
-    """Write via a temp file in the same dir, fsync, rename, fsync the dir. Without
-    `durable_rename` the dir is not synced: after a host crash the file is whole, old or
-    new, never torn, but may be the old one."""
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
+    """Write via a temp file in the same dir, fsync, rename, fsync the dir. Readers see the
+    old file or the new one, never a part. Without `durable` nothing is synced: while the
+    host runs that is the same, but a host crash may leave the old file, the new one, or
+    an empty or torn one."""
     fd, tmp = _temp_beside(path)
     try:
         f = os.fdopen(fd, "wb")
@@ -51,16 +50,21 @@ def atomic_write_bytes(
         with f:
             os.fchmod(f.fileno(), mode)
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    if not durable_rename:
-        return
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    if durable:
+        sync_dir(path.parent)
+
+
+def sync_dir(path: Path) -> None:
+    """fsync a folder: the names made, renamed or removed in it are on disk."""
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)
     finally:
@@ -92,9 +96,9 @@ def temp_dir_in(parent: Path, prefix: str) -> Path:
     raise FileExistsError(errno.EEXIST, "no unused temporary name", str(parent))
 
 
-def atomic_write_json(path: Path, obj: Any, durable_rename: bool = True) -> None:
+def atomic_write_json(path: Path, obj: Any, durable: bool = True) -> None:
     data = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
-    atomic_write_bytes(path, data, durable_rename=durable_rename)
+    atomic_write_bytes(path, data, durable=durable)
 
 
 def read_json(path: Path) -> Any:
@@ -212,12 +216,14 @@ class Store:
             staging = temp_dir_in(self.vms_dir, f".creating-{name}-")
             try:
                 os.chmod(staging, 0o700)
-                atomic_write_json(staging / MACHINE_FILE, machine)
                 (staging / LOCK_FILE).touch(mode=0o600)
+                # synced with its folder: all of it is on disk before the name appears
+                atomic_write_json(staging / MACHINE_FILE, machine)
                 os.rename(staging, final)
             except BaseException:
                 _rmtree(staging)
                 raise
+            sync_dir(self.vms_dir)  # the name stays after a host crash
         return final
 
     def load_machine(self, name: str) -> dict[str, Any]:
@@ -238,20 +244,30 @@ class Store:
         atomic_write_json(self.vm_dir(name) / MACHINE_FILE, machine)
 
     def load_runtime(self, name: str) -> dict[str, Any]:
+        """The runtime record; {} when there is none, or when it cannot be read but was
+        written before this host booted (a crash cut its unsynced write: see
+        save_runtime); {"corrupt": True} when it cannot be read otherwise."""
+        path = self.vm_dir(name) / RUNTIME_FILE
         try:
-            data: dict[str, Any] = read_json(self.vm_dir(name) / RUNTIME_FILE)
+            data: dict[str, Any] = read_json(path)
         except FileNotFoundError:
             return {}
         except ValueError:
+            from vmkit.process import boot_time
+
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < boot_time():
+                    return {}
             return {"corrupt": True}
         return data
 
     def save_runtime(self, name: str, runtime: dict[str, Any]) -> None:
-        """runtime.json holds facts about the running VMM, which a host crash ends too: it
-        must never be torn (its data is synced before the rename), but an older version
-        after a crash says nothing false about a process that no longer exists. So the
-        rename is not synced: ~1-2 ms of each of the several writes of a start or restore."""
-        atomic_write_json(self.vm_dir(name) / RUNTIME_FILE, runtime, durable_rename=False)
+        """runtime.json holds facts about the running VMM and its helpers, which a host
+        crash ends too, so it is not synced (~0.4-2 ms for each of the several writes of a
+        start or restore). While the host runs, readers see whole versions; after a crash
+        whatever is left describes processes of an earlier boot, which are gone, and an
+        unreadable one from before the boot reads as no record (load_runtime)."""
+        atomic_write_json(self.vm_dir(name) / RUNTIME_FILE, runtime, durable=False)
 
     def remove(self, name: str) -> None:
         """Drop the record: rename to a trash dir (atomic), then delete it."""

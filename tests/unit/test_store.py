@@ -143,6 +143,32 @@ def test_home_with_loose_mode_is_left_alone_and_gets_a_private_subfolder(
     assert store.home == home / f"vmkit-{os.getuid()}" and _mode(store.home) == 0o700
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads fd paths from /proc")
+def test_create_syncs_the_record_then_its_name(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder's entries are on disk before it takes its name, and the name after: a host
+    crash cannot leave a created VM as a half-made folder that gc would roll back."""
+    store.ensure()
+    synced: list[tuple[str, set[str]]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        names = set(os.listdir(path)) if os.path.isdir(path) else set()
+        synced.append((path, names))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    final = store.create("vm1", RECORD)
+    paths = [p for p, _ in synced]
+    assert paths[-1] == str(store.vms_dir) and "vm1" in synced[-1][1]
+    staging = [names for p, names in synced[:-1] if os.path.basename(p).startswith(".creating-")]
+    assert staging and staging[-1] == {"lock", "machine.json"}
+    assert "/.machine.json." in paths[0]  # the record's data, synced before its rename
+    assert read_json(final / "machine.json") == RECORD
+
+
 def test_create_of_existing_name_raises_and_leaves_no_staging_dir(store: Store, vm: str) -> None:
     with pytest.raises(NameInUse, match="already exists"):
         store.create(vm, {"other": True})
@@ -194,6 +220,40 @@ def test_load_runtime_missing_is_empty_and_corrupt_is_flagged(store: Store, vm: 
     assert store.load_runtime(vm) == {}
     (store.vm_dir(vm) / "runtime.json").write_text('{"pid": 4')
     assert store.load_runtime(vm) == {"corrupt": True}
+
+
+def test_an_unreadable_runtime_record_from_before_the_boot_reads_as_none(
+    store: Store, vm: str
+) -> None:
+    """runtime.json is written unsynced, so a host crash may leave it empty or torn; what it
+    described (a VMM of that boot) is gone, so it reads as no record, not a broken VM."""
+    from vmkit.process import boot_time
+
+    path = store.vm_dir(vm) / "runtime.json"
+    path.write_text("")
+    before_boot = boot_time() - 60
+    os.utime(path, (before_boot, before_boot))
+    assert store.load_runtime(vm) == {}
+    path.write_text('{"pid": 4')  # written now: a real fault, reported as such
+    assert store.load_runtime(vm) == {"corrupt": True}
+
+
+def test_runtime_records_are_not_synced_and_machine_records_are(
+    store: Store, vm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    store.save_runtime(vm, {"pid": 1})
+    assert synced == [] and store.load_runtime(vm) == {"pid": 1}
+    assert _mode(store.vm_dir(vm) / "runtime.json") == 0o600
+    store.save_machine(vm, RECORD)
+    assert len(synced) == 2  # the file's data, then its folder
 
 
 def test_load_machine_of_unknown_vm_is_not_found(store: Store) -> None:
