@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import module_probe
 import pytest
 
 
@@ -43,18 +44,17 @@ def test_a_pool_hands_out_unique_ready_copies_and_refills(cli, snap):
     vms = {vm["name"]: vm for vm in cli.json("ls")}
     assert vms["warm-1"]["state"] == vms["warm-2"]["state"] == "paused"
     # two hand-outs at once, one by each path: never the same copy
+    direct = module_probe.argv("run", "--pool", "warm", "--json")  # the console script's
+    by_click = [sys.executable, "-m", "vmkit.cli", "run", "--pool", "warm", "--json"]
     procs = [
         subprocess.Popen(
-            [sys.executable, *path, "run", "--pool", "warm", "--json"],
-            env=cli.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            argv, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        for path in BOTH_PATHS
+        for argv in (direct, by_click)
     ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
+    assert module_probe.loaded(outs[0][1]) == []  # it loads nothing it does not use
     got = [json.loads(out) for out, _err in outs]
     assert sorted(g["name"] for g in got) == ["warm-1", "warm-2"]
     assert all(g["state"] == "ready" for g in got)

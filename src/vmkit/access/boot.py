@@ -5,14 +5,15 @@ with a second archive appended, holding the host key and the authorized client k
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 from pathlib import Path
-from typing import Any
 
-from vmkit.guest import cpio
 from vmkit.spec import LinuxBoot, MachineSpec
 from vmkit.storage import sshkeys as keys
+
+TYPE_CHECKING = False  # not typing's: a restore reads runs_vmkit_agent
+if TYPE_CHECKING:
+    from typing import Any
 
 GUEST_INITRD = "initrd-access.img"  # base initramfs + the key archive, rebuilt at each start
 GUEST_INITRD_STAMP = f"{GUEST_INITRD}.stamp"  # its parts, to tell when to rebuild it
@@ -89,6 +90,8 @@ def has_sshd(manifest: dict[str, Any] | None) -> bool:
 
 def key_archive(host_key_file: Path, client_pub: str) -> bytes:
     """A newc archive with the host key and the authorized client key, each as a file."""
+    from vmkit.guest import cpio  # here: a start whose keyed initrd is made needs none
+
     entries = [
         cpio.directory("etc/vmkit", 0o700),
         cpio.file(GUEST_KEY_PATH, host_key_file.read_bytes(), 0o600),
@@ -110,6 +113,8 @@ def guest_initrd(vm_dir: Path, name: str, base: Path, client_pub: str) -> Path:
     with contextlib.suppress(OSError):  # made by an earlier start from the same parts
         if stamp_file.read_text() == stamp and out.is_file():
             return out
+    import gzip
+
     combined = base.read_bytes() + gzip.compress(key_archive(key, client_pub), mtime=0)
     keys.private_write(out, combined)
     keys.private_write(stamp_file, stamp.encode())

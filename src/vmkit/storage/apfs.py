@@ -5,8 +5,6 @@ Not run on a Mac yet (the project's CI is Linux); on other systems `available()`
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import sys
@@ -21,6 +19,8 @@ def available() -> bool:
 
 def clonefile(src: Path, dst: Path) -> bool:
     """True if `dst` is now an APFS clone of `src`; False if the filesystem cannot clone."""
+    import ctypes.util  # here: it loads tempfile and subprocess, and clone_file asks first
+
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     if libc.clonefile(os.fsencode(src), os.fsencode(dst), 0) == 0:
         os.chmod(dst, 0o600)

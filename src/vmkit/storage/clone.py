@@ -187,10 +187,11 @@ def _keep_backing(src: Path, dst: Path) -> None:
     """A copied qcow2 overlay whose header names its backing file relatively would look
     for it next to the copy: pin the name to where the original's backing file is."""
     from vmkit.imagefmt import sniff_format
-    from vmkit.storage.disk import pin_backing
 
     if sniff_format(dst) != "qcow2":
         return
+    from vmkit.storage.disk import pin_backing  # here: it loads dataclasses
+
     try:
         pin_backing(dst, src)
     except BaseException:

@@ -21,7 +21,6 @@ import contextlib
 import fcntl
 import os
 import re
-import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,8 @@ from vmkit.drivers.qmp import QMP, QMPError
 from vmkit.errors import VmkitError
 
 if TYPE_CHECKING:
+    import subprocess
+
     from vmkit.drivers.base import Driver
     from vmkit.spec import MachineSpec
 
@@ -83,7 +84,8 @@ def convert(
 ) -> dict[str, Any]:
     """Turn `staging`'s stream into RAM_FILE + an x-ignore-shared stream; the new state
     metadata. The original stream is removed only once the new pair is complete."""
-    import shutil  # here, as tempfile: a restore never needs them
+    import shutil  # here, as tempfile and subprocess: a restore never needs them
+    import subprocess
     import tempfile
 
     from vmkit.paths import runtime_dir
