@@ -7,7 +7,7 @@ import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +16,9 @@ from vmkit.cli_common import echo_json as _echo_json
 from vmkit.cli_common import host as _host
 from vmkit.drivers import names as driver_names
 from vmkit.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from vmkit.machine.status import Status
 
 
 def spec_options(f: Any) -> Any:
@@ -287,15 +290,18 @@ def run(name: str | None, pool: str | None, as_json: bool, wait_for: str, **o: A
     """
     t0 = time.monotonic()
     if pool is not None:
-        from vmkit.machine.pool import Pools
+        from vmkit.machine.pool import hand_out_then_refill
 
         if name is not None or any(v not in (None, (), False) for v in o.values()):
             raise InvalidInput("--pool hands out a copy as it is: give no name or spec options")
-        pools = Pools(_host())
-        machine = pools.take(pool)
-        report_ready(machine.status(), time.monotonic() - t0, as_json)
-        sys.stdout.flush()  # the answer first: the filler's start-up competes for the CPU
-        pools.start_filler(pool)
+
+        def answer(status: Status) -> None:
+            report_ready(status, time.monotonic() - t0, as_json)
+            sys.stdout.flush()  # the answer first: the filler's start-up competes for the CPU
+
+        warning = hand_out_then_refill(_host().store, pool, answer)
+        if warning is not None:
+            click.echo(f"warning: {warning}", err=True)
         return
     spec = build_spec(name, o)
     status = _host().run(spec)

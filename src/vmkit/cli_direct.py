@@ -92,14 +92,17 @@ def run_pool(args: list[str]) -> int | None:
     name, as_json = opts["--pool"], "--json" in opts
 
     def hand_out() -> None:
-        from vmkit.machine.pool import hand_out, start_filler
+        from vmkit.machine.pool import hand_out_then_refill
         from vmkit.store import Store
 
         t0 = time.monotonic()
-        store = Store()
-        _, status = hand_out(store, name)
-        _say(ready_text(status, time.monotonic() - t0, as_json))
-        start_filler(store, name, caller_exits=True)  # after the answer: it competes for CPU
+
+        def answer(status: Status) -> None:
+            _say(ready_text(status, time.monotonic() - t0, as_json))
+
+        warning = hand_out_then_refill(Store(), name, answer, caller_exits=True)
+        if warning is not None:
+            sys.stderr.write(f"warning: {warning}\n")
 
     return _run(hand_out)
 

@@ -78,24 +78,43 @@ def test_a_pool_hands_out_unique_ready_copies_and_refills(cli, snap):
     assert cli.json("pool", "ls") == []
 
 
-def test_a_hand_out_skips_a_busy_copy_and_drops_a_dead_one(cli, snap):
-    """Pools.take in this process (no filler starts): a copy another verb holds stays in
-    the pool; one that is no longer paused leaves it."""
+def test_a_hand_out_skips_a_busy_copy_and_drops_a_dead_one(cli, snap, monkeypatch):
+    """In this process, with no filler started: a copy another verb holds stays in
+    the pool; one that is no longer paused leaves it and the store. A hand-out from the
+    emptied pool fails, and starts its filler."""
     from vmkit.errors import VmkitError
     from vmkit.machine import Host
+    from vmkit.machine import pool as pool_mod
     from vmkit.machine.pool import Pools
 
     cli.ok("pool", "create", "p", "--from", snap, "--size", "2")
     host = Host(cli.home)
     pools = Pools(host)
-    with host.store.vm_lock("p-1", 5.0):  # e.g. a snapshot of it in progress
-        taken = pools.take("p")
-    assert taken.name == "p-2" and taken.status().state == "ready"
+
+    def no_filler(*_args: object) -> None:
+        raise OSError(24, "Too many open files")
+
+    answered: list = []
+    with monkeypatch.context() as m, host.store.vm_lock("p-1", 5.0):  # e.g. a snapshot of it
+        m.setattr(pool_mod, "start_filler", no_filler)
+        warning = pool_mod.hand_out_then_refill(host.store, "p", answered.append)
+    assert [(a.name, str(a.state)) for a in answered] == [("p-2", "ready")]
+    # the copy was handed out: a filler that cannot start is a warning, not a failure
+    assert warning is not None and "Too many open files" in warning
+    assert "`vmkit pool fill p`" in warning
     assert pools.get("p").members == ["p-1"]
     cli.ok("kill", "p-1")
     with pytest.raises(VmkitError, match="no copy ready"):
         pools.take("p")
     assert pools.get("p").members == []  # the dead copy left the list (saved)
+    assert "p-1" not in {vm["name"] for vm in cli.json("ls")}  # and the store, as prune does
+    # an empty pool: each path answers so, and starts the filler it names
+    for path in BOTH_PATHS:
+        proc = subprocess.run([sys.executable, *path, "run", "--pool", "p"], env=cli.env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert proc.returncode == 1 and "no copy ready" in proc.stderr, proc
+        assert "refilling" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert len(refilled(cli)["members"]) == 2
 
 
 def test_pool_bad_input(cli, snap):

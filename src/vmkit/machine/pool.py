@@ -99,13 +99,18 @@ def filling(store: Store, name: str) -> bool:
         return True
 
 
+class PoolEmpty(VmkitError):
+    """No member of the pool could be handed out."""
+
+
 def hand_out(store: Store, name: str) -> tuple[MachineView, Status]:
     """Take the first member that is still a paused copy off the list and resume it, under
     the pool's lock and then the copy's own (so nothing acts on it in between); returns it
     with its status once resumed. A member that is no longer paused (stopped, crashed,
-    removed) or fails to resume leaves the list; one busy with another verb stays for the
-    next hand-out."""
+    removed) or fails to resume leaves the list and the store, as `Pools.prune` does; one
+    busy with another verb stays for the next hand-out. Raises PoolEmpty."""
     taken: tuple[MachineView, Status] | None = None
+    dropped: list[str] = []
     with locked(store, name) as pool:  # saved on leaving, with the members dropped
         for vm in list(pool.members):
             try:
@@ -114,16 +119,52 @@ def hand_out(store: Store, name: str) -> tuple[MachineView, Status]:
                 continue
             except VmkitError:
                 pool.members.remove(vm)
+                dropped.append(vm)
                 continue
             pool.members.remove(vm)
             pool.handed_out.append(vm)
             break
+    _discard(store, dropped)
     if taken is None:
-        raise VmkitError(
-            f"pool {name!r} has no copy ready (filling: {filling(store, name)}); retry "
-            f"in a moment, or `vmkit pool fill {name}`"
-        )
+        raise PoolEmpty(f"pool {name!r} has no copy ready")
     return taken
+
+
+def hand_out_then_refill(
+    store: Store,
+    name: str,
+    answer: Callable[[Status], None],
+    caller_exits: bool = False,
+) -> str | None:
+    """A hand-out as `vmkit run --pool` makes it: `answer` is given the copy's status, then
+    the filler starts (after the answer: it competes for the CPU). A pool with nothing to
+    hand out starts its filler too, else it would stay empty, and PoolEmpty says so. Returns
+    a warning if the filler could not start: the copy was handed out all the same."""
+    try:
+        _view, status = hand_out(store, name)
+    except PoolEmpty as exc:
+        start_filler(store, name, caller_exits)
+        raise PoolEmpty(
+            f"{exc}; it is refilling now: retry in a moment (`vmkit pool ls` shows it)"
+        ) from None
+    answer(status)
+    try:
+        start_filler(store, name, caller_exits)
+    except (OSError, VmkitError) as exc:
+        return f"pool {name!r} could not start refilling ({exc}); run `vmkit pool fill {name}`"
+    return None
+
+
+def _discard(store: Store, vms: list[str]) -> None:
+    """Delete copies the pool dropped, which nobody was given."""
+    if not vms:
+        return
+    from vmkit.machine.host import Host
+
+    host = Host(store.home)
+    for vm in vms:
+        with contextlib.suppress(VmkitError):
+            host.get(vm).delete(force=True)
 
 
 def _resume_member(store: Store, name: str, vm: str) -> tuple[MachineView, Status]:
@@ -243,13 +284,13 @@ class Pools:
                         continue
                 pool.members.remove(vm)
                 dropped.append(vm)
-        for vm in dropped:
-            with contextlib.suppress(VmkitError):
-                self.host.get(vm).delete(force=True)
+        _discard(self.store, dropped)
         return dropped
 
     def take(self, name: str) -> Machine:
-        """Hand out one member: off the list under the pool's lock, then resumed."""
+        """Hand out one member: off the list under the pool's lock, then resumed (see
+        hand_out). The caller starts the filler afterwards (start_filler), whether or not
+        a member was taken."""
         return self.host.get(hand_out(self.store, name)[0].name)
 
     def start_filler(self, name: str) -> None:
