@@ -103,14 +103,18 @@ class PoolEmpty(VmkitError):
     """No member of the pool could be handed out."""
 
 
-def hand_out(store: Store, name: str) -> tuple[MachineView, Status]:
+def hand_out(
+    store: Store, name: str, dropped: list[str] | None = None
+) -> tuple[MachineView, Status]:
     """Take the first member that is still a paused copy off the list and resume it, under
     the pool's lock and then the copy's own (so nothing acts on it in between); returns it
     with its status once resumed. A member that is no longer paused (stopped, crashed,
-    removed) or fails to resume leaves the list and the store, as `Pools.prune` does; one
-    busy with another verb stays for the next hand-out. Raises PoolEmpty."""
+    removed) or fails to resume leaves the list and then the store, as `Pools.prune`'s do:
+    here, or by the caller that passes `dropped` to be given their names. One busy with
+    another verb stays for the next hand-out. Raises PoolEmpty."""
     taken: tuple[MachineView, Status] | None = None
-    dropped: list[str] = []
+    discard_here = dropped is None
+    dropped = [] if dropped is None else dropped
     with locked(store, name) as pool:  # saved on leaving, with the members dropped
         for vm in list(pool.members):
             try:
@@ -124,7 +128,8 @@ def hand_out(store: Store, name: str) -> tuple[MachineView, Status]:
             pool.members.remove(vm)
             pool.handed_out.append(vm)
             break
-    _discard(store, dropped)
+    if discard_here:
+        discard(store, dropped)
     if taken is None:
         raise PoolEmpty(f"pool {name!r} has no copy ready")
     return taken
@@ -140,22 +145,33 @@ def hand_out_then_refill(
     the filler starts (after the answer: it competes for the CPU). A pool with nothing to
     hand out starts its filler too, else it would stay empty, and PoolEmpty says so. Returns
     a warning if the filler could not start: the copy was handed out all the same."""
+    dropped: list[str] = []
     try:
-        _view, status = hand_out(store, name)
+        _view, status = hand_out(store, name, dropped)
     except PoolEmpty as exc:
-        start_filler(store, name, caller_exits)
+        discard(store, dropped)
+        try:
+            start_filler(store, name, caller_exits)
+        except (OSError, VmkitError) as why:
+            msg = f"{exc}, and could not start refilling ({why}): {_fill(name)}"
+            raise PoolEmpty(msg) from None
         raise PoolEmpty(
             f"{exc}; it is refilling now: retry in a moment (`vmkit pool ls` shows it)"
         ) from None
     answer(status)
+    discard(store, dropped)  # after the answer, which need not wait for it
     try:
         start_filler(store, name, caller_exits)
     except (OSError, VmkitError) as exc:
-        return f"pool {name!r} could not start refilling ({exc}); run `vmkit pool fill {name}`"
+        return f"pool {name!r} could not start refilling ({exc}): {_fill(name)}"
     return None
 
 
-def _discard(store: Store, vms: list[str]) -> None:
+def _fill(name: str) -> str:
+    return f"run `vmkit pool fill {name}`"
+
+
+def discard(store: Store, vms: list[str]) -> None:
     """Delete copies the pool dropped, which nobody was given."""
     if not vms:
         return
@@ -284,7 +300,7 @@ class Pools:
                         continue
                 pool.members.remove(vm)
                 dropped.append(vm)
-        _discard(self.store, dropped)
+        discard(self.store, dropped)
         return dropped
 
     def take(self, name: str) -> Machine:
