@@ -176,15 +176,22 @@ class Sandbox:
                         proc.kill()
                 with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                     proc.wait(5)
-            leftovers = self.owned_processes()
-            for p in leftovers:
-                with contextlib.suppress(psutil.Error):
-                    p.kill()
-            _gone, alive = psutil.wait_procs(leftovers, timeout=5)
-            for p in alive:
-                print(f"warning: could not kill pid {p.pid}", file=sys.stderr)
-            if leftovers:
-                print(f"cleanup: killed {len(leftovers)} leftover process(es)", file=sys.stderr)
+            # Sweep until none is left: a process killed in one sweep (a pool's filler) may
+            # have started another (a QEMU) after that sweep looked.
+            killed = 0
+            for _sweep in range(5):
+                leftovers = self.owned_processes()
+                if not leftovers:
+                    break
+                for p in leftovers:
+                    with contextlib.suppress(psutil.Error):
+                        p.kill()
+                _gone, alive = psutil.wait_procs(leftovers, timeout=5)
+                for p in alive:
+                    print(f"warning: could not kill pid {p.pid}", file=sys.stderr)
+                killed += len(leftovers)
+            if killed:
+                print(f"cleanup: killed {killed} leftover process(es)", file=sys.stderr)
             shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -269,7 +276,22 @@ def environment(vmkit: str, sandbox: Sandbox | None = None) -> dict[str, Any]:
         "qemu_version": qemu_version,
         "loadavg_start": os.getloadavg(),
         "other_qemu_processes_at_start": len(foreign_qemus(sandbox)),
+        "interpreter_floor_ms": interpreter_floor_ms(),
     }
+
+
+REFERENCE_FLOOR_MS = 11.0  # `python -c pass` on the machine issue 17's targets were set on
+
+
+def interpreter_floor_ms(runs: int = 15) -> float:
+    """Median ms for this interpreter to start and exit (`python -c pass`): how fast the
+    machine is today, for CLI numbers, which pay it once per command."""
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        samples.append((time.perf_counter() - t0) * MS)
+    return round(statistics.median(samples), 1)
 
 
 def git_state() -> str | None:
@@ -310,7 +332,11 @@ def print_header(env: dict[str, Any]) -> None:
         if line:
             print(line)
     print(f"vmkit:  {env['vmkit_executable']} ({env['vmkit_version']}, checkout {env['git']})")
-    print(f"python: {env['python_executable']} ({env['python']})")
+    floor = env["interpreter_floor_ms"]
+    print(
+        f"python: {env['python_executable']} ({env['python']}), starts and exits in "
+        f"{floor:.1f} ms ({floor / REFERENCE_FLOOR_MS:.1f}x issue 17's reference machine)"
+    )
     print(f"qemu:   {env['qemu_version']}")
     load = ", ".join(f"{x:.2f}" for x in env["loadavg_start"])
     print(f"host:   {env['cpus']} CPUs, load {load}, {env['date']}")
