@@ -8,26 +8,25 @@ import sys
 from pathlib import Path
 
 from vmkit.errors import VmkitError
-
-APP = "vmkit"
+from vmkit.userdirs import APP, user_dir
 
 
 def data_home() -> Path:
+    """$VMKIT_HOME, else the user's data folder: `$XDG_DATA_HOME/vmkit` when that is an
+    absolute path, else `~/.local/share/vmkit` (macOS: `~/Library/Application Support/vmkit`)."""
     env = os.environ.get("VMKIT_HOME")
     if env:
         return private_root(Path(env).expanduser().absolute(), "VMKIT_HOME")
-    from platformdirs import user_data_path
-
-    return user_data_path(APP)
+    return Path(user_dir("XDG_DATA_HOME", ".local/share", "Library/Application Support"))
 
 
 def cache_dir() -> Path:
+    """$VMKIT_CACHE, else `$XDG_CACHE_HOME/vmkit` when that is an absolute path, else
+    `~/.cache/vmkit` (macOS: `~/Library/Caches/vmkit`)."""
     env = os.environ.get("VMKIT_CACHE")
     if env:
         return Path(env).expanduser().absolute()
-    from platformdirs import user_cache_path
-
-    return user_cache_path(APP)
+    return Path(user_dir("XDG_CACHE_HOME", ".cache", "Library/Caches"))
 
 
 def runtime_dir() -> Path:

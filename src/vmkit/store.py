@@ -1,6 +1,6 @@
 """Where VMs live on disk: one 0700 directory per VM, atomic JSON writes, fcntl locks.
 
-Layout under the data home (`VMKIT_HOME` or the platformdirs data dir):
+Layout under the data home (`VMKIT_HOME` or the user's data folder: paths.data_home):
   vms/<name>/machine.json   the spec (written once at create)
   vms/<name>/runtime.json   pid + start time, sockets, readiness, exit info
   vms/<name>/lock           per-VM fcntl lock; every mutation holds it

@@ -78,3 +78,53 @@ def test_too_long_socket_path_suggests_a_path_vmkit_may_create(
         Store().socket_path("vm1", "qmp")
     msg = str(exc.value)
     assert "VMKIT_RUNTIME_DIR" in msg and f"/tmp/vk-{os.getuid()}" in msg
+
+
+@pytest.mark.parametrize(
+    ("env", "data", "cache"),
+    [
+        ({}, "/home/u/.local/share/vmkit", "/home/u/.cache/vmkit"),
+        (
+            {"XDG_DATA_HOME": "/xdg/data", "XDG_CACHE_HOME": "/xdg/cache"},
+            "/xdg/data/vmkit",
+            "/xdg/cache/vmkit",
+        ),
+        # the base-directory spec: a relative or empty value is ignored
+        (
+            {"XDG_DATA_HOME": "rel/data", "XDG_CACHE_HOME": ""},
+            "/home/u/.local/share/vmkit",
+            "/home/u/.cache/vmkit",
+        ),
+    ],
+)
+def test_the_default_data_and_cache_folders_follow_the_xdg_rule(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], data: str, cache: str
+) -> None:
+    from vmkit import paths
+    from vmkit.access import fastexec
+
+    for var in ("VMKIT_HOME", "VMKIT_CACHE", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", "/home/u")
+    monkeypatch.setattr(paths.sys, "platform", "linux")
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert (str(paths.data_home()), str(paths.cache_dir())) == (data, cache)
+    assert fastexec.data_home() == data  # the pathlib-free `vmkit exec` finds the same store
+
+
+def test_macos_folders_and_a_home_that_is_not_absolute(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pwd
+
+    from vmkit import paths, userdirs
+
+    for var in ("VMKIT_HOME", "VMKIT_CACHE", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", "/Users/u")
+    monkeypatch.setattr(userdirs.sys, "platform", "darwin")
+    assert str(paths.data_home()) == "/Users/u/Library/Application Support/vmkit"
+    assert str(paths.cache_dir()) == "/Users/u/Library/Caches/vmkit"
+    monkeypatch.setattr(userdirs.sys, "platform", "linux")
+    monkeypatch.setenv("HOME", "relative")  # as if unset: the account's own home
+    own = pwd.getpwuid(os.getuid()).pw_dir
+    assert str(paths.data_home()) == os.path.join(own, ".local/share/vmkit")

@@ -19,6 +19,8 @@ import _socket  # more than this whole path may add to a warm ssh session
 import os
 import sys
 
+from vmkit.userdirs import user_dir
+
 RECIPE = "exec.json"
 MAGIC = "vmkit-exec-1"
 PID_TAG = b"VMKIT_PID "
@@ -69,9 +71,7 @@ def data_home() -> str | None:
     in step); None where it would refuse the folder: the full path says why."""
     env = os.environ.get("VMKIT_HOME")
     if not env:
-        xdg = os.environ.get("XDG_DATA_HOME", "")
-        base = xdg if xdg.strip() else os.path.expanduser("~/.local/share")
-        return os.path.join(base, "vmkit")
+        return user_dir("XDG_DATA_HOME", ".local/share", "Library/Application Support")
     path = os.path.abspath(os.path.expanduser(env))
     try:
         st = os.lstat(path)
