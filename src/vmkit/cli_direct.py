@@ -1,7 +1,8 @@
 """Commands the console script (entry.py) answers without click, because their point is to
 be fast and loading the CLI (click, and with it `inspect` and `typing`) would cost more than
-vmkit's own work in them: a pool's hand-out, `vmkit run --pool NAME [--json]`, and
-`vmkit restore SNAPSHOT [--name NAME] [--json]`. Each takes only those plain forms; for
+vmkit's own work in them: `vmkit run NAME [--json]` (the tiny guest with every default),
+a pool's hand-out, `vmkit run --pool NAME [--json]`, and `vmkit restore SNAPSHOT [--name
+NAME] [--json]`. Each takes only those plain forms; for
 anything else it returns None having done nothing, and the click command parses, reports
 and runs it. The click commands render through the same functions here, and write errors
 as `_fail` does (cli.py).
@@ -81,30 +82,48 @@ def parse(args: list[str], valued: tuple[str, ...], flags: tuple[str, ...]) -> d
     return out
 
 
-def run_pool(args: list[str]) -> int | None:
-    """`vmkit run ARGS` when ARGS are exactly `--pool NAME` and an optional `--json`."""
+def run(args: list[str]) -> int | None:
+    """`vmkit run ARGS` when ARGS are a VM's NAME (the tiny guest, every default) or
+    `--pool NAME`, each with an optional `--json`."""
     try:
         opts = parse(args, ("--pool",), ("--json",))
     except ValueError:
         return None
-    if set(opts) - {"--pool", "--json"} or "--pool" not in opts:
-        return None
-    name, as_json = opts["--pool"], "--json" in opts
+    as_json = "--json" in opts
+    if "--pool" in opts and set(opts) <= {"--pool", "--json"}:
+        pool = opts["--pool"]
+        return _run(lambda: _hand_out(pool, as_json))
+    if "1" in opts and set(opts) <= {"1", "--json"}:
+        name = opts["1"]
+        return _run(lambda: _boot(name, as_json))
+    return None
 
-    def hand_out() -> None:
-        from vmkit.machine.pool import hand_out_then_refill
-        from vmkit.store import Store
 
-        t0 = time.monotonic()
+def _boot(name: str, as_json: bool) -> None:
+    """What the click command does for `vmkit run NAME` (cli_create.run, build_spec)."""
+    from pathlib import Path
 
-        def answer(status: Status) -> None:
-            _say(ready_text(status, time.monotonic() - t0, as_json))
+    from vmkit.machine.host import Host
+    from vmkit.spec import spec_from_dict
 
-        warning = hand_out_then_refill(Store(), name, answer, caller_exits=True)
-        if warning is not None:
-            sys.stderr.write(f"warning: {warning}\n")
+    t0 = time.monotonic()
+    spec = spec_from_dict({"name": name, "boot": {"kind": "tiny"}}, base_dir=Path.cwd())
+    status = Host(progress=progress).run(spec)
+    _say(ready_text(status, time.monotonic() - t0, as_json))
 
-    return _run(hand_out)
+
+def _hand_out(pool: str, as_json: bool) -> None:
+    from vmkit.machine.pool import hand_out_then_refill
+    from vmkit.store import Store
+
+    t0 = time.monotonic()
+
+    def answer(status: Status) -> None:
+        _say(ready_text(status, time.monotonic() - t0, as_json))
+
+    warning = hand_out_then_refill(Store(), pool, answer, caller_exits=True)
+    if warning is not None:
+        sys.stderr.write(f"warning: {warning}\n")
 
 
 def restore(args: list[str]) -> int | None:

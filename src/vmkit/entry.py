@@ -1,7 +1,7 @@
 """The `vmkit` console script: `--version`, `ls [--json]` (cli_ls), a warm `exec` on a VM's
-open SSH connection (access.fastexec), a pool's hand-out and a plain restore (cli_direct)
-run without loading the CLI (click); everything else, and anything those decline, runs the
-CLI. A finished command leaves without the interpreter's teardown (`leave`)."""
+open SSH connection (access.fastexec), a plain run, a pool's hand-out and a plain restore
+(cli_direct) run without loading the CLI (click); everything else, and anything those
+decline, runs the CLI. A finished command leaves without the interpreter's teardown (`leave`)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def main() -> None:
     if sys.argv[1:2] in (["run"], ["restore"]):
         from vmkit import cli_direct
 
-        direct = cli_direct.run_pool if sys.argv[1] == "run" else cli_direct.restore
+        direct = cli_direct.run if sys.argv[1] == "run" else cli_direct.restore
         code = direct(sys.argv[2:])
         if code is not None:  # None: not a form it takes, nothing done
             leave(code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import module_probe
 import psutil
 import pytest
 
@@ -26,6 +28,32 @@ def capability(*names: str) -> pytest.MarkDecorator:
 
 def _pid(cli, name: str) -> int:
     return int(cli.json("inspect", name)["status"]["pid"])
+
+
+@capability("boot_linux", "readiness")
+def test_a_plain_run_gives_the_same_vm_by_either_path(cli, guest):
+    """`vmkit run NAME [--json]` is answered without click (cli_direct.py): the same spec,
+    the same readiness record, the same text, as the click command's."""
+    direct = subprocess.run(module_probe.argv("run", "a", "--json", watched=("click",)),
+                            env=cli.env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert direct.returncode == 0, direct.stderr
+    assert module_probe.loaded(direct.stderr) == []
+    by_click = subprocess.run([sys.executable, "-m", "vmkit.cli", "run", "b", "--json"],
+                              env=cli.env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert by_click.returncode == 0, by_click.stderr
+    one, two = json.loads(direct.stdout), json.loads(by_click.stdout)
+    assert list(one) == list(two) and one["state"] == two["state"] == "ready"
+    specs = [cli.json("inspect", name)["spec"] for name in ("a", "b")]
+    for spec in specs:
+        spec.pop("name")
+    assert specs[0] == specs[1]  # every default the same
+    text = cli.ok("run", "c")
+    assert re.fullmatch(r"c is READY in \d+\.\d\ds \(ip -, pid \d+\)\n", text.stdout), text
+    bad = [cli("run", "Not_A_Name"), subprocess.run(
+        [sys.executable, "-m", "vmkit.cli", "run", "Not_A_Name"],
+        env=cli.env, capture_output=True, text=True, timeout=60)]  # fmt: skip
+    assert bad[0].returncode == bad[1].returncode == 2 and bad[0].stderr == bad[1].stderr
+    assert {vm["name"] for vm in cli.json("ls")} == {"a", "b", "c"}
 
 
 @capability("boot_linux", "readiness", "graceful_stop", "net_none")

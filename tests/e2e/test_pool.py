@@ -81,7 +81,8 @@ def test_a_pool_hands_out_unique_ready_copies_and_refills(cli, snap):
 def test_a_hand_out_skips_a_busy_copy_and_drops_a_dead_one(cli, snap, monkeypatch):
     """In this process, with no filler started: a copy another verb holds stays in
     the pool; one that is no longer paused leaves it and the store. A hand-out from the
-    emptied pool fails, and starts its filler."""
+    emptied pool fails, and starts its filler; the CLI's hand-out leaves the copies it
+    drops to that filler."""
     from vmkit.errors import VmkitError
     from vmkit.machine import Host
     from vmkit.machine import pool as pool_mod
@@ -114,7 +115,14 @@ def test_a_hand_out_skips_a_busy_copy_and_drops_a_dead_one(cli, snap, monkeypatc
                               capture_output=True, text=True, timeout=60)  # fmt: skip
         assert proc.returncode == 1 and "no copy ready" in proc.stderr, proc
         assert "refilling" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
-    assert len(refilled(cli)["members"]) == 2
+    dead, alive = refilled(cli)["members"]
+    # the console script's hand-out skips a dead copy and leaves it to the filler it
+    # starts, which deletes it as prune does
+    cli.ok("kill", dead)
+    got = json.loads(cli.ok("run", "--pool", "p", "--json").stdout)
+    assert got["name"] == alive and got["state"] == "ready"
+    refilled(cli)
+    assert dead not in {vm["name"] for vm in cli.json("ls")}
 
 
 def test_pool_bad_input(cli, snap):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from vmkit.cli_direct import parse, restore, run_pool
+from vmkit.cli_direct import parse, restore, run
 from vmkit.process import spawn_orphan
 from vmkit.store import atomic_write_json, temp_dir_in
 
@@ -63,10 +63,18 @@ def test_anything_else_is_refused_for_click(args: list[str]) -> None:
         ["--pool", "a", "--wait-for", "ssh"],
         ["--pool", "a", "--help"],
         ["--json"],
+        ["a", "b"],
+        ["name", "--memory", "1G"],
+        ["name", "--kernel", "/k"],
+        ["name", "--wait-for", "ssh"],
+        ["name", "-f", "spec.yaml"],
+        ["name", "--net", "nat", "--json"],
+        ["name", "--help"],
     ],
 )
-def test_a_run_that_is_not_a_plain_hand_out_goes_to_click(args: list[str]) -> None:
-    assert run_pool(args) is None
+def test_a_run_that_is_not_plain_goes_to_click(args: list[str]) -> None:
+    """Only `NAME [--json]` and `--pool NAME [--json]` are answered here."""
+    assert run(args) is None
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -65,10 +64,10 @@ def prepare(home: Path, make: Callable[[Path, str], object]) -> None:
         if any(not n.startswith(".") for n in names):
             return
         _remove_abandoned(root, names)
-        work = root / f".new-{os.getpid()}-{secrets.token_hex(4)}"
+        work = root / f".new-{os.getpid()}-{os.urandom(4).hex()}"
         work.mkdir(mode=0o700)
         make(work, "spare")
-        os.rename(work, root / secrets.token_hex(8))
+        os.rename(work, root / os.urandom(8).hex())
         work = None
     except (OSError, VmkitError):
         pass

@@ -8,8 +8,6 @@ never changed, and no `dpkg --add-architecture` is needed.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +34,8 @@ def debian_arch_name(name: str) -> str:
 
 
 def need(tool: str) -> str:
+    import shutil  # here, as subprocess: every `vmkit run` loads this module's ARCHES
+
     found = shutil.which(tool)
     if not found:
         raise VmkitError(f"`{tool}` not found: {SOURCE_HINT}")
@@ -43,6 +43,8 @@ def need(tool: str) -> str:
 
 
 def run(argv: list[str], cwd: Path | None = None) -> str:
+    import subprocess
+
     proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise VmkitError(f"`{' '.join(argv)}` failed ({proc.returncode}): {proc.stderr.strip()}")

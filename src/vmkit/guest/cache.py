@@ -4,15 +4,15 @@ importing the builder (cpio, ELF, apt, compression: ~7 ms)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform
-from dataclasses import dataclass
+import os
 from pathlib import Path
 
 from vmkit.guest import sshd
 from vmkit.guest.apt import ARCHES
 from vmkit.paths import cache_dir
+from vmkit.plain import Frozen
+from vmkit.sha import sha256
 
 # What the guest needs; their dependencies are added from .modinfo.
 WANTED_MODULES = (
@@ -32,15 +32,22 @@ WANTED_MODULES = (
 )
 
 
-@dataclass(frozen=True)
-class GuestImage:
+class GuestImage(Frozen):
     """Paths of a built tiny guest."""
 
-    dir: Path
-    bzimage: Path  # the distro's compressed kernel (vmlinuz), whatever the arch
-    vmlinux: Path
-    initrd: Path
-    manifest: dict[str, object]
+    _fields = ("dir", "bzimage", "vmlinux", "initrd", "manifest")
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        dir: Path,
+        bzimage: Path,  # the distro's compressed kernel (vmlinuz), whatever the arch
+        vmlinux: Path,
+        initrd: Path,
+        manifest: dict[str, object],
+    ):
+        self.dir, self.bzimage, self.vmlinux = dir, bzimage, vmlinux
+        self.initrd, self.manifest = initrd, manifest
 
     @property
     def arch(self) -> str:
@@ -62,7 +69,7 @@ class GuestImage:
 
 
 def debian_arch() -> str:
-    machine = platform.machine().lower()
+    machine = os.uname().machine.lower()
     return ARCHES.get(machine, machine)
 
 
@@ -73,11 +80,11 @@ def guest_root(base: Path | None = None) -> Path:
 def recipe_id() -> str:
     """A short hash of what goes into the initramfs besides the packages (init script,
     module list), so a vmkit with a changed guest recipe never boots a stale cached guest."""
-    h = hashlib.sha256()
+    h = sha256()
     h.update(_init_script())
     h.update("\n".join(WANTED_MODULES).encode())
     h.update("\n".join((*sshd.PACKAGES, *sshd.LIBRARIES)).encode())
-    return h.hexdigest()[:10]
+    return str(h.hexdigest())[:10]
 
 
 def _init_script() -> bytes:

@@ -12,7 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from vmkit.errors import VmkitError
-from vmkit.guest import cpio
+
+TYPE_CHECKING = False  # not typing's: every `vmkit run` reads PACKAGES (guest/cache.py)
+if TYPE_CHECKING:
+    from vmkit.guest import cpio
 
 PACKAGES = (
     "dropbear-bin", "libc6", "libcrypt1", "zlib1g", "libtomcrypt1", "libtommath1", "libgmp10"
@@ -58,6 +61,8 @@ def _library(tree: Path, libdir: str, name: str) -> bytes:
 
 def entries(tree: Path, arch: str) -> list[cpio.Entry]:
     """The cpio entries for dropbear and its libraries, from the unpacked packages."""
+    from vmkit.guest import cpio  # here: it loads dataclasses
+
     if arch not in LOADERS:
         raise VmkitError(f"no SSH server recipe for the {arch} tiny guest")
     triplet, loader, loader_dir = LOADERS[arch]

@@ -103,18 +103,14 @@ class PoolEmpty(VmkitError):
     """No member of the pool could be handed out."""
 
 
-def hand_out(
-    store: Store, name: str, dropped: list[str] | None = None
-) -> tuple[MachineView, Status]:
+def hand_out(store: Store, name: str, dropped: list[str]) -> tuple[MachineView, Status]:
     """Take the first member that is still a paused copy off the list and resume it, under
     the pool's lock and then the copy's own (so nothing acts on it in between); returns it
     with its status once resumed. A member that is no longer paused (stopped, crashed,
-    removed) or fails to resume leaves the list and then the store, as `Pools.prune`'s do:
-    here, or by the caller that passes `dropped` to be given their names. One busy with
-    another verb stays for the next hand-out. Raises PoolEmpty."""
+    removed) or fails to resume leaves the list and is added to `dropped`, for the caller
+    to delete as `Pools.prune` does (the filler, or Pools.take). One busy with another verb
+    stays for the next hand-out. Raises PoolEmpty."""
     taken: tuple[MachineView, Status] | None = None
-    discard_here = dropped is None
-    dropped = [] if dropped is None else dropped
     with locked(store, name) as pool:  # saved on leaving, with the members dropped
         for vm in list(pool.members):
             try:
@@ -128,8 +124,6 @@ def hand_out(
             pool.members.remove(vm)
             pool.handed_out.append(vm)
             break
-    if discard_here:
-        discard(store, dropped)
     if taken is None:
         raise PoolEmpty(f"pool {name!r} has no copy ready")
     return taken
@@ -142,16 +136,16 @@ def hand_out_then_refill(
     caller_exits: bool = False,
 ) -> str | None:
     """A hand-out as `vmkit run --pool` makes it: `answer` is given the copy's status, then
-    the filler starts (after the answer: it competes for the CPU). A pool with nothing to
-    hand out starts its filler too, else it would stay empty, and PoolEmpty says so. Returns
-    a warning if the filler could not start: the copy was handed out all the same."""
+    the filler starts (after the answer: it competes for the CPU), and deletes the copies
+    the hand-out dropped. A pool with nothing to hand out starts its filler too, else it
+    would stay empty, and PoolEmpty says so. Returns a warning if the filler could not
+    start: the copy was handed out all the same."""
     dropped: list[str] = []
     try:
         _view, status = hand_out(store, name, dropped)
     except PoolEmpty as exc:
-        discard(store, dropped)
         try:
-            start_filler(store, name, caller_exits)
+            start_filler(store, name, caller_exits, dropped)
         except (OSError, VmkitError) as why:
             msg = f"{exc}, and could not start refilling ({why}): {_fill(name)}"
             raise PoolEmpty(msg) from None
@@ -159,9 +153,8 @@ def hand_out_then_refill(
             f"{exc}; it is refilling now: retry in a moment (`vmkit pool ls` shows it)"
         ) from None
     answer(status)
-    discard(store, dropped)  # after the answer, which need not wait for it
     try:
-        start_filler(store, name, caller_exits)
+        start_filler(store, name, caller_exits, dropped)
     except (OSError, VmkitError) as exc:
         return f"pool {name!r} could not start refilling ({exc}): {_fill(name)}"
     return None
@@ -169,18 +162,6 @@ def hand_out_then_refill(
 
 def _fill(name: str) -> str:
     return f"run `vmkit pool fill {name}`"
-
-
-def discard(store: Store, vms: list[str]) -> None:
-    """Delete copies the pool dropped, which nobody was given."""
-    if not vms:
-        return
-    from vmkit.machine.host import Host
-
-    host = Host(store.home)
-    for vm in vms:
-        with contextlib.suppress(VmkitError):
-            host.get(vm).delete(force=True)
 
 
 def _resume_member(store: Store, name: str, vm: str) -> tuple[MachineView, Status]:
@@ -199,15 +180,20 @@ def _resume_member(store: Store, name: str, vm: str) -> tuple[MachineView, Statu
         return view, read_status(view, rt, seen_running=True)
 
 
-def start_filler(store: Store, name: str, caller_exits: bool = False) -> None:
-    """A detached, short-lived process that refills the pool and exits. `caller_exits`:
-    the caller ends at once (the CLI's hand-out), so the filler starts without subprocess
-    and is left for init to reap."""
+def start_filler(
+    store: Store, name: str, caller_exits: bool = False, discard: list[str] | None = None
+) -> None:
+    """A detached, short-lived process that deletes the copies in `discard` (dropped from
+    the pool by a hand-out), refills the pool and exits. `caller_exits`: the caller ends at
+    once (the CLI's hand-out), so the filler starts without subprocess and is left for
+    init to reap."""
     from vmkit.process import spawn_detached, spawn_orphan
 
     d = pool_dir(store, name)
     argv = [sys.executable, "-m", "vmkit.machine.pool_filler"]
     argv += ["--home", str(store.home), "--fill", name]
+    for vm in discard or ():
+        argv += ["--discard", vm]
     if caller_exits:
         spawn_orphan(argv, d / "fill.log")
     else:
@@ -300,14 +286,24 @@ class Pools:
                         continue
                 pool.members.remove(vm)
                 dropped.append(vm)
-        discard(self.store, dropped)
+        self.discard(dropped)
         return dropped
+
+    def discard(self, vms: list[str]) -> None:
+        """Delete copies the pool dropped, which nobody was given."""
+        for vm in vms:
+            with contextlib.suppress(VmkitError):
+                self.host.get(vm).delete(force=True)
 
     def take(self, name: str) -> Machine:
         """Hand out one member: off the list under the pool's lock, then resumed (see
         hand_out). The caller starts the filler afterwards (start_filler), whether or not
         a member was taken."""
-        return self.host.get(hand_out(self.store, name)[0].name)
+        dropped: list[str] = []
+        try:
+            return self.host.get(hand_out(self.store, name, dropped)[0].name)
+        finally:
+            self.discard(dropped)
 
     def start_filler(self, name: str) -> None:
         start_filler(self.store, name)

@@ -17,10 +17,13 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m vmkit.machine.pool_filler")
     ap.add_argument("--home", required=True, type=Path)
     ap.add_argument("--fill", required=True)
+    ap.add_argument("--discard", action="append", default=[], help="a copy the pool dropped")
     args = ap.parse_args(argv)
     os.chdir(args.home)  # not the folder of the `vmkit run` that started it
+    pools = Pools(Host(args.home))
+    pools.discard(args.discard)
     try:
-        made = Pools(Host(args.home)).fill(args.fill, print)
+        made = pools.fill(args.fill, print)
     except NotFound:  # `vmkit pool rm` meanwhile: fill left no copy behind
         print(f"pool {args.fill} was removed; stopped filling it")
         return 0
