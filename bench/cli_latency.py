@@ -4,6 +4,8 @@ Measured (each round runs every command once, in turn, so drift hits all alike):
   python -c pass     the floor: the same interpreter starting and exiting
   vmkit --version    the CLI's own start-up
   vmkit ls           with 20 VM records (created with `vmkit create vm-NN`, never started)
+                     in VMKIT_HOME, and again found as a user's store is (no VMKIT_HOME:
+                     `$XDG_DATA_HOME/vmkit`), which is how most people run vmkit
   vmkit ls           with 2 of them running, with --with-running (a second phase)
 
 Then `python -X importtime` of `import vmkit.cli` and of the `vmkit ls` code path, top 10
@@ -47,12 +49,17 @@ def target_ms(label: str) -> float | None:
 
 
 def measure(
-    commands: dict[str, list[str]], env: dict[str, str], runs: int, warmup: int
+    commands: dict[str, list[str]],
+    env: dict[str, str],
+    runs: int,
+    warmup: int,
+    envs: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, list[float]]:
+    """Each command `runs` times, in turn; `envs` gives some of them their own environment."""
     samples: dict[str, list[float]] = {k: [] for k in commands}
     for i in range(warmup + runs):
         for label, argv in commands.items():
-            t = time_command(argv, env)
+            t = time_command(argv, (envs or {}).get(label, env))
             if i >= warmup:
                 samples[label].append(t)
     return samples
@@ -153,6 +160,18 @@ def create_vms(sb: Sandbox, count: int) -> list[str]:
     return names
 
 
+def default_home_env(sb: Sandbox) -> dict[str, str]:
+    """The sandbox's store found as a user's is, without VMKIT_HOME: at
+    `$XDG_DATA_HOME/vmkit` (a link to it), which is where vmkit looks by default."""
+    xdg = sb.root / "xdg"
+    xdg.mkdir(mode=0o700, exist_ok=True)
+    link = xdg / "vmkit"
+    if not link.exists():
+        link.symlink_to(sb.home)
+    env = {k: v for k, v in sb.env.items() if k != "VMKIT_HOME"}
+    return {**env, "XDG_DATA_HOME": str(xdg)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -179,12 +198,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = create_vms(sb, args.vms)
         floor = "python -c pass"
         ls_label = f"vmkit ls ({args.vms} created)"
+        default_label = f"vmkit ls ({args.vms} created, default data folder)"
         commands = {
             floor: [sys.executable, "-c", "pass"],
             "vmkit --version": [vmkit, "--version"],
             ls_label: [vmkit, "ls"],
+            default_label: [vmkit, "ls"],
         }
-        samples = measure(commands, sb.env, args.runs, args.warmup)
+        samples = measure(
+            commands, sb.env, args.runs, args.warmup, {default_label: default_home_env(sb)}
+        )
         profiles = [] if args.no_importtime else [profile_ls(sb, f"{args.vms} created")]
         if args.with_running:
             for name in names[:2]:
