@@ -1,6 +1,6 @@
 """Commands the console script (entry.py) answers without click, because their point is to
 be fast and loading the CLI (click, and with it `inspect` and `typing`) would cost more than
-vmkit's own work in them: `vmkit run NAME [--json]` (the tiny guest with every default),
+vmkit's own work in them: `vmkit run NAME [--driver D] [--json]` (the tiny guest),
 a pool's hand-out, `vmkit run --pool NAME [--json]`, and `vmkit restore SNAPSHOT [--name
 NAME] [--json]`. Each takes only those plain forms; for
 anything else it returns None having done nothing, and the click command parses, reports
@@ -83,31 +83,34 @@ def parse(args: list[str], valued: tuple[str, ...], flags: tuple[str, ...]) -> d
 
 
 def run(args: list[str]) -> int | None:
-    """`vmkit run ARGS` when ARGS are a VM's NAME (the tiny guest, every default) or
-    `--pool NAME`, each with an optional `--json`."""
+    """`vmkit run ARGS` when ARGS are a VM's NAME (the tiny guest, every other default),
+    with an optional `--driver D`, or `--pool NAME`; each with an optional `--json`."""
     try:
-        opts = parse(args, ("--pool",), ("--json",))
+        opts = parse(args, ("--pool", "--driver"), ("--json",))
     except ValueError:
         return None
     as_json = "--json" in opts
     if "--pool" in opts and set(opts) <= {"--pool", "--json"}:
         pool = opts["--pool"]
         return _run(lambda: _hand_out(pool, as_json))
-    if "1" in opts and set(opts) <= {"1", "--json"}:
-        name = opts["1"]
-        return _run(lambda: _boot(name, as_json))
+    if "1" in opts and set(opts) <= {"1", "--driver", "--json"}:
+        spec: dict[str, object] = {"name": opts["1"], "boot": {"kind": "tiny"}}
+        if "--driver" in opts:
+            spec["driver"] = opts["--driver"]
+        return _run(lambda: _boot(spec, as_json))
     return None
 
 
-def _boot(name: str, as_json: bool) -> None:
-    """What the click command does for `vmkit run NAME` (cli_create.run, build_spec)."""
+def _boot(fields: dict[str, object], as_json: bool) -> None:
+    """What the click command does for `vmkit run NAME [--driver D]` (cli_create.run and
+    build_spec, whose spec these `fields` are)."""
     from pathlib import Path
 
     from vmkit.machine.host import Host
     from vmkit.spec import spec_from_dict
 
     t0 = time.monotonic()
-    spec = spec_from_dict({"name": name, "boot": {"kind": "tiny"}}, base_dir=Path.cwd())
+    spec = spec_from_dict(fields, base_dir=Path.cwd())
     status = Host(progress=progress).run(spec)
     _say(ready_text(status, time.monotonic() - t0, as_json))
 
