@@ -96,6 +96,10 @@ def run(args: list[str]) -> int | None:
     if "1" in opts and set(opts) <= {"1", "--driver", "--json"}:
         spec: dict[str, object] = {"name": opts["1"], "boot": {"kind": "tiny"}}
         if "--driver" in opts:
+            from vmkit.drivers import names
+
+            if opts["--driver"] not in ("auto", *names()):
+                return None  # click's Choice names the ones there are
             spec["driver"] = opts["--driver"]
         return _run(lambda: _boot(spec, as_json))
     return None
