@@ -136,35 +136,30 @@ def test_the_console_script_answers_a_hand_out_without_click(vmkit_env: dict[str
     assert "CLICK true" in proc.stdout and "--pool hands out a copy as it is" in proc.stderr
 
 
-def test_the_console_script_runs_without_click(vmkit_env: dict[str, str]) -> None:
-    """A bad name gets click's own error and exit code, from the click-free path (a real
-    run by each path: tests/e2e/test_lifecycle.py)."""
-    for args in (["run", "Not_A_Name"], ["run", "Not_A_Name", "--driver", "qemu", "--json"]):
-        proc = subprocess.run(
-            [sys.executable, "-c", PROBE, json.dumps(args)],
-            env=vmkit_env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert "CLICK false" in proc.stdout and "EXIT 2" in proc.stdout, proc
-        click = subprocess.run(
-            [sys.executable, "-m", "vmkit.cli", *args],
-            env=vmkit_env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert click.returncode == 2 and proc.stderr == click.stderr != ""
-
-
-def test_the_console_script_restores_without_click(vmkit_env: dict[str, str]) -> None:
-    """An unknown snapshot gets click's own error and exit code, from the click-free path."""
-    for args in (["restore", "nope"], ["restore", "nope", "--name", "x", "--json"]):
-        proc = subprocess.run(
-            [sys.executable, "-c", PROBE, json.dumps(args)],
-            env=vmkit_env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert "CLICK false" in proc.stdout and "EXIT 2" in proc.stdout, proc
-        click = subprocess.run(
-            [sys.executable, "-m", "vmkit.cli", *args],
-            env=vmkit_env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert click.returncode == 2 and proc.stderr == click.stderr != ""
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "Not_A_Name"],
+        ["run", "Not_A_Name", "--driver", "qemu", "--json"],
+        ["restore", "nope"],
+        ["restore", "nope", "--name", "x", "--json"],
+    ],
+)
+def test_the_console_script_runs_and_restores_without_click(
+    vmkit_env: dict[str, str], args: list[str]
+) -> None:
+    """A bad VM name or an unknown snapshot gets click's own error and exit code, from the
+    click-free path (real runs and restores by each path: tests/e2e)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args)],
+        env=vmkit_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "CLICK false" in proc.stdout and "EXIT 2" in proc.stdout, proc
+    click = subprocess.run(
+        [sys.executable, "-m", "vmkit.cli", *args],
+        env=vmkit_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert click.returncode == 2 and proc.stderr == click.stderr != ""
 
 
 def test_an_orphan_gets_its_own_session_the_log_and_no_inherited_fds(tmp_path: Path) -> None:

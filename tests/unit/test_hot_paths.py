@@ -9,28 +9,9 @@ import json
 import subprocess
 import sys
 
+import module_probe
 from vmkit.store import MACHINE_FILE, Store
 
-PROBE = """
-import json, sys
-import vmkit.entry
-from vmkit.entry import main
-
-
-def leave(code):  # the real one ends the process before the probe can look
-    raise SystemExit(code)
-
-
-vmkit.entry.leave = leave
-wanted = json.loads(sys.argv[2])
-sys.argv = ["vmkit", *json.loads(sys.argv[1])]
-try:
-    main()
-except SystemExit:
-    pass
-heavy = sorted(m for m in wanted if m in sys.modules)
-print("MODULES " + json.dumps(heavy))
-"""
 HEAVY = ("vmkit.spec", "vmkit.record", "click", "psutil")
 # what `vmkit ls` of VMs that are not running has no use for (the records are plain
 # classes, the state of a VM with no process needs no driver): the import costs of each
@@ -52,16 +33,13 @@ NOT_FOR_LS = (
 def loaded(
     env: dict[str, str], *args: str, heavy: tuple[str, ...] = HEAVY
 ) -> tuple[list[str], str]:
+    """The `heavy` modules `vmkit ARGS` loaded, and its stdout."""
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(heavy)],
-        env=env,
-        capture_output=True,
-        text=True,
+        module_probe.argv(*args, watched=heavy), env=env, capture_output=True, text=True,
         timeout=60,
-    )
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("MODULES "))
-    return json.loads(line.removeprefix("MODULES ")), proc.stdout
+    return module_probe.loaded(proc.stderr), proc.stdout
 
 
 def test_reading_records_does_not_import_the_spec_layer(cli) -> None:
@@ -71,11 +49,11 @@ def test_reading_records_does_not_import_the_spec_layer(cli) -> None:
     assert "vm1" in out and "vm2" in out
     assert mods == [], mods  # no spec layer, no click, no psutil (nothing is running)
     mods, out = loaded(cli.env, "ls", "--json", heavy=NOT_FOR_LS)
-    assert [vm["name"] for vm in json.loads(out.split("MODULES ")[0])] == ["vm1", "vm2"]
+    assert [vm["name"] for vm in json.loads(out)] == ["vm1", "vm2"]
     assert mods == [], mods
     full = subprocess.run([sys.executable, "-m", "vmkit.cli", "ls"], env=cli.env,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert full.stdout == loaded(cli.env, "ls")[1].split("MODULES ")[0]  # the click command's
+    assert full.stdout == loaded(cli.env, "ls")[1]  # the click command's
     mods, _ = loaded(cli.env, "inspect", "vm1", "--json")
     assert "vmkit.spec" not in mods, mods  # the stored spec is not validated again
     mods, out = loaded(cli.env, "--version")
@@ -126,7 +104,7 @@ def test_ls_prints_what_the_click_command_prints_for_every_kind_of_record(cli) -
         path.write_text("{oops" if name == "bad-json" else json.dumps(record))
     for args in ((), ("--json",)):
         _, out = loaded(cli.env, "ls", *args)
-        assert out.split("MODULES ")[0] == click_ls(cli.env, *args)
+        assert out == click_ls(cli.env, *args)
     listed = {vm["name"]: vm for vm in cli.json("ls")}
     assert [listed[n]["state"] for n in ("bad-json", "no-driver", "bad-spec", "cut-off")] == [
         "broken"
