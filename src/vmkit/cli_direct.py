@@ -1,11 +1,10 @@
 """Commands the console script (entry.py) answers without click, because their point is to
 be fast and loading the CLI (click, and with it `inspect` and `typing`) would cost more than
-vmkit's own work in them: `vmkit run NAME [--driver D] [--json]` (the tiny guest),
-a pool's hand-out, `vmkit run --pool NAME [--json]`, and `vmkit restore SNAPSHOT [--name
-NAME] [--json]`. Each takes only those plain forms; for
-anything else it returns None having done nothing, and the click command parses, reports
-and runs it. The click commands render through the same functions here, and write errors
-as `_fail` does (cli.py).
+vmkit's own work in them: `vmkit run NAME [--driver D] [--json]` (the tiny guest), a
+pool's hand-out, `vmkit run --pool NAME [--json]`, and `vmkit restore SNAPSHOT [--name
+NAME] [--json]`. Each takes only those plain forms; for anything else it returns None
+having done nothing, and the click command parses, reports and runs it. The click
+commands render through the same functions here, and write errors as `_fail` does (cli.py).
 """
 
 from __future__ import annotations
