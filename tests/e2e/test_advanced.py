@@ -15,11 +15,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-import module_probe
 import psutil
 import pytest
 from guestio import guest_run, serial_log
 
+import module_probe
 from vmkit.net.mac import stable_mac
 
 TCG = ("--accel", "tcg")

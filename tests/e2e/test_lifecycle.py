@@ -13,10 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import module_probe
 import psutil
 import pytest
 
+import module_probe
 from vmkit.machine import Host
 
 TCG = ("--accel", "tcg")

@@ -9,8 +9,9 @@ import subprocess
 import sys
 import time
 
-import module_probe
 import pytest
+
+import module_probe
 
 
 @pytest.fixture
