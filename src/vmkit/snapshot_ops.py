@@ -135,11 +135,11 @@ def _share_ram(
 
 def _copy_state_files(src_dir: Path, dst_dir: Path, names: tuple[str, ...]) -> list[str]:
     """Copy the driver's machine-state files that exist (private, like the VM dir)."""
+    import shutil  # here: only a restore copies them
+
     copied = []
     for name in names:
         if (src_dir / name).is_file():
-            import shutil  # here: a restore without such files never needs it
-
             dst_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             shutil.copyfile(src_dir / name, dst_dir / name)
             (dst_dir / name).chmod(0o600)
